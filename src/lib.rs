@@ -1,0 +1,1 @@
+//! Control plane for cross-region Media Services encoding.
