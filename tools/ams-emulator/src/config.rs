@@ -1,0 +1,262 @@
+//! Command line and the validated configuration derived from it.
+
+use std::time::Duration;
+
+use clap::Parser;
+use thiserror::Error;
+
+use crate::events::EventType;
+
+/// Command line of the `ams-emulator` binary.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "ams-emulator",
+    version,
+    about = "Azure Media Services emulator: ARM transforms/assets/jobs, Event Grid delivery, fault injection"
+)]
+pub struct Cli {
+    /// TCP port on 127.0.0.1 (0 picks a free port).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// A Media Services account as NAME:REGION; repeat for several accounts.
+    #[arg(long = "account", value_name = "NAME:REGION", required = true)]
+    pub accounts: Vec<String>,
+    /// Subscription id the ARM paths must carry.
+    #[arg(long, default_value = "00000000-0000-0000-0000-000000000000")]
+    pub subscription: String,
+    /// Resource group the ARM paths must carry.
+    #[arg(long, default_value = "media-rg")]
+    pub resource_group: String,
+    /// Where events are POSTed (can also be set through `POST /_emulator/events`).
+    #[arg(long, value_name = "URL")]
+    pub event_endpoint: Option<String>,
+    /// Emulated durations are divided by this (60 makes a minute pass in a second).
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// Emulated milliseconds a job stays Queued.
+    #[arg(long, default_value_t = 1000)]
+    pub queued_ms: u64,
+    /// Emulated milliseconds a job stays Scheduled.
+    #[arg(long, default_value_t = 2000)]
+    pub scheduled_ms: u64,
+    /// Emulated milliseconds a job stays Processing.
+    #[arg(long, default_value_t = 10000)]
+    pub processing_ms: u64,
+    /// Emulated milliseconds a cancelled job stays Canceling.
+    #[arg(long, default_value_t = 1000)]
+    pub canceling_ms: u64,
+    /// Most jobs per list page; more come through `@odata.nextLink`.
+    #[arg(long, default_value_t = 50)]
+    pub page_size: usize,
+    /// Comma-separated event types to deliver (full `Microsoft.Media.X` or short `X`); default all.
+    #[arg(long, value_name = "LIST")]
+    pub event_types: Option<String>,
+}
+
+/// One configured account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountSpec {
+    /// Account name as given.
+    pub name: String,
+    /// Region label.
+    pub region: String,
+}
+
+/// Why the command line cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// `--account` without `NAME:REGION`.
+    #[error("--account expects NAME:REGION, got '{0}'")]
+    BadAccount(String),
+    /// The same account twice (names are case-insensitive).
+    #[error("account '{0}' is given twice")]
+    DuplicateAccount(String),
+    /// No account at all.
+    #[error("at least one --account is required")]
+    NoAccount,
+    /// `--time-scale` must be a positive finite number.
+    #[error("--time-scale must be a positive number, got {0}")]
+    BadTimeScale(f64),
+    /// `--page-size` must be at least 1.
+    #[error("--page-size must be at least 1")]
+    BadPageSize,
+    /// `--event-endpoint` is not an http(s) URL.
+    #[error("--event-endpoint is not an http(s) URL: {0}")]
+    BadEndpoint(String),
+    /// Unknown name in `--event-types`.
+    #[error("unknown event type '{0}'")]
+    BadEventType(String),
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Accounts in the order given.
+    pub accounts: Vec<AccountSpec>,
+    /// Subscription id.
+    pub subscription: String,
+    /// Resource group name.
+    pub resource_group: String,
+    /// Initial event endpoint.
+    pub event_endpoint: Option<String>,
+    /// Divisor for every emulated duration.
+    pub time_scale: f64,
+    /// Emulated ms in Queued.
+    pub queued_ms: u64,
+    /// Emulated ms in Scheduled.
+    pub scheduled_ms: u64,
+    /// Emulated ms in Processing.
+    pub processing_ms: u64,
+    /// Emulated ms in Canceling.
+    pub canceling_ms: u64,
+    /// Jobs per list page.
+    pub page_size: usize,
+    /// Event types delivered.
+    pub event_types: Vec<EventType>,
+}
+
+impl Config {
+    /// Validates a parsed command line.
+    pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
+        let mut accounts: Vec<AccountSpec> = Vec::new();
+        for raw in &cli.accounts {
+            let (name, region) = raw
+                .split_once(':')
+                .map(|(n, r)| (n.trim(), r.trim()))
+                .filter(|(n, r)| !n.is_empty() && !r.is_empty())
+                .ok_or_else(|| ConfigError::BadAccount(raw.clone()))?;
+            if accounts.iter().any(|a| a.name.eq_ignore_ascii_case(name)) {
+                return Err(ConfigError::DuplicateAccount(name.to_string()));
+            }
+            accounts.push(AccountSpec {
+                name: name.to_string(),
+                region: region.to_string(),
+            });
+        }
+        if accounts.is_empty() {
+            return Err(ConfigError::NoAccount);
+        }
+        if !(cli.time_scale.is_finite() && cli.time_scale > 0.0) {
+            return Err(ConfigError::BadTimeScale(cli.time_scale));
+        }
+        if cli.page_size == 0 {
+            return Err(ConfigError::BadPageSize);
+        }
+        if let Some(e) = &cli.event_endpoint {
+            validate_endpoint(e).map_err(|_| ConfigError::BadEndpoint(e.clone()))?;
+        }
+        let event_types = match &cli.event_types {
+            None => EventType::ALL.to_vec(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    EventType::parse(s).ok_or_else(|| ConfigError::BadEventType(s.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        Ok(Config {
+            accounts,
+            subscription: cli.subscription.clone(),
+            resource_group: cli.resource_group.clone(),
+            event_endpoint: cli.event_endpoint.clone(),
+            time_scale: cli.time_scale,
+            queued_ms: cli.queued_ms,
+            scheduled_ms: cli.scheduled_ms,
+            processing_ms: cli.processing_ms,
+            canceling_ms: cli.canceling_ms,
+            page_size: cli.page_size,
+            event_types,
+        })
+    }
+
+    /// Real time that corresponds to an emulated duration.
+    pub fn scaled(&self, emulated: Duration) -> Duration {
+        Duration::from_secs_f64(emulated.as_secs_f64() / self.time_scale)
+    }
+
+    /// Real time that corresponds to emulated milliseconds.
+    pub fn scaled_ms(&self, emulated_ms: u64) -> Duration {
+        self.scaled(Duration::from_millis(emulated_ms))
+    }
+}
+
+/// Checks that an event endpoint is an absolute http(s) URL.
+pub fn validate_endpoint(s: &str) -> Result<url::Url, url::ParseError> {
+    let u = url::Url::parse(s)?;
+    if matches!(u.scheme(), "http" | "https") {
+        Ok(u)
+    } else {
+        Err(url::ParseError::RelativeUrlWithoutBase)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["ams-emulator"];
+        all.extend_from_slice(args);
+        Cli::parse_from(all)
+    }
+
+    #[test]
+    fn accounts_are_split_into_name_and_region() {
+        let c = Config::from_cli(&cli(&[
+            "--account",
+            "east:eastus",
+            "--account",
+            "west:westus",
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.accounts[1],
+            AccountSpec {
+                name: "west".into(),
+                region: "westus".into()
+            }
+        );
+        assert_eq!(c.event_types.len(), EventType::ALL.len());
+    }
+
+    #[test]
+    fn duplicate_accounts_differing_in_case_are_rejected() {
+        let r = Config::from_cli(&cli(&[
+            "--account",
+            "east:eastus",
+            "--account",
+            "EAST:westus",
+        ]));
+        assert!(matches!(r, Err(ConfigError::DuplicateAccount(_))));
+    }
+
+    #[test]
+    fn bad_time_scales_and_event_types_are_rejected() {
+        assert!(Config::from_cli(&cli(&["--account", "a:b", "--time-scale", "0"])).is_err());
+        assert!(Config::from_cli(&cli(&[
+            "--account",
+            "a:b",
+            "--event-types",
+            "JobFinished,Nope"
+        ]))
+        .is_err());
+        assert!(Config::from_cli(&cli(&["--account", "nocolon"])).is_err());
+    }
+
+    #[test]
+    fn event_types_accept_short_and_full_names() {
+        let c = Config::from_cli(&cli(&[
+            "--account",
+            "a:b",
+            "--event-types",
+            "JobFinished, Microsoft.Media.JobErrored",
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.event_types,
+            vec![EventType::JobFinished, EventType::JobErrored]
+        );
+    }
+}

@@ -1,0 +1,47 @@
+//! Azure Media Services emulator.
+//!
+//! AMS was retired in 2024, so the project tests and demos against this
+//! emulator. It speaks the real wire contracts: the ARM REST subset for
+//! transforms, assets and jobs (`arm`), AMS job events delivered the way Event
+//! Grid delivers them (`events`), a job lifecycle driven by one ticker
+//! (`lifecycle`), plus a control API for fault injection and inspection
+//! (`control`).
+
+pub mod arm;
+pub mod config;
+pub mod control;
+pub mod events;
+pub mod filter;
+pub mod lifecycle;
+pub mod model;
+pub mod state;
+pub mod timefmt;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use config::{Cli, Config, ConfigError};
+pub use state::Emulator;
+
+/// The full HTTP surface: control API first, everything else goes to ARM.
+pub fn router(emulator: Arc<Emulator>) -> Router {
+    control::router().fallback(arm::handle).with_state(emulator)
+}
+
+/// Serves the emulator on `listener` until `shutdown` resolves, with the job ticker running.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let emulator = Emulator::new(config);
+    let ticker = lifecycle::spawn_ticker(emulator.clone());
+    let result = axum::serve(listener, router(emulator))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    ticker.abort();
+    result
+}

@@ -1,0 +1,238 @@
+//! Job lifecycle: one ticker advances every job of every account.
+//!
+//! Queued →(queued-ms) Scheduled →(scheduled-ms) Processing →(processing-ms)
+//! Finished (or Error under the `fail-jobs` fault); a cancel moves a running job
+//! to Canceling and, after canceling-ms, to Canceled. Time in a phase is
+//! accumulated per tick only while the account lets the job progress, so a job
+//! paused by an outage or stall resumes where it stopped.
+//!
+//! The functions here are synchronous and take `now`/`dt` as arguments so they
+//! can be driven directly in tests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::events::{EventGridEvent, EventSource};
+use crate::model::{Account, Fault, Job, JobError, JobState};
+use crate::state::Emulator;
+
+/// Real-time period of the ticker.
+pub const TICK: Duration = Duration::from_millis(5);
+
+/// Key of a job inside an account: (lowercase transform, lowercase job).
+pub type JobKey = (String, String);
+
+/// Real time a job spends in `state` before moving on; `None` for final states.
+pub fn phase_duration(cfg: &Config, state: JobState) -> Option<Duration> {
+    let ms = match state {
+        JobState::Queued => cfg.queued_ms,
+        JobState::Scheduled => cfg.scheduled_ms,
+        JobState::Processing => cfg.processing_ms,
+        JobState::Canceling => cfg.canceling_ms,
+        JobState::Finished | JobState::Error | JobState::Canceled => return None,
+    };
+    Some(cfg.scaled_ms(ms))
+}
+
+/// The single gate between Scheduled and Processing.
+///
+/// Kept in one place because admission will also depend on the account's
+/// reserved units (MRUs): a later change counts the account's Processing jobs
+/// here and admits by priority.
+pub fn may_start_processing(account: &Account, _job: &JobKey) -> bool {
+    !matches!(account.fault, Fault::Stall | Fault::Outage)
+}
+
+/// Moves `job` to `to` at `now`, updating outputs, times and history, and
+/// returns the events the change raises (output events first, as AMS sends them).
+pub fn transition(
+    job: &mut Job,
+    to: JobState,
+    now: DateTime<Utc>,
+    source: &EventSource,
+    error: Option<&JobError>,
+) -> Vec<EventGridEvent> {
+    let previous = job.state;
+    job.state = to;
+    job.last_modified = now;
+    job.phase_elapsed = Duration::ZERO;
+    job.history.push((to, now));
+    if to == JobState::Processing {
+        job.start_time = Some(now);
+    }
+    if to.is_final() {
+        job.end_time = Some(now);
+    }
+    let mut events = Vec::new();
+    for i in 0..job.outputs.len() {
+        let out_previous = job.outputs[i].state;
+        if out_previous.is_final() {
+            continue;
+        }
+        let out = &mut job.outputs[i];
+        out.state = to;
+        match to {
+            JobState::Processing => out.start_time = Some(now),
+            JobState::Finished => out.progress = 100,
+            JobState::Error => out.error = error.cloned(),
+            _ => {}
+        }
+        if to.is_final() {
+            out.end_time = Some(now);
+        }
+        let out = job.outputs[i].clone();
+        events.extend(source.output_state_events(job, &out, out_previous, &now));
+    }
+    events.extend(source.job_state_events(job, previous, &now));
+    events
+}
+
+/// Advances every job of `account` by `dt` of real time; returns the events raised.
+pub fn advance(
+    cfg: &Config,
+    account: &mut Account,
+    dt: Duration,
+    now: DateTime<Utc>,
+    source_for: &dyn Fn(&Account, &Job) -> EventSource,
+) -> Vec<EventGridEvent> {
+    let mut events = Vec::new();
+    if account.fault.freezes_jobs() {
+        return events;
+    }
+    let active: Vec<JobKey> = account
+        .jobs
+        .iter()
+        .filter(|(_, j)| !j.state.is_final())
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in active {
+        let (state, due) = {
+            let Some(job) = account.jobs.get_mut(&key) else {
+                continue;
+            };
+            job.phase_elapsed += dt;
+            let Some(total) = phase_duration(cfg, job.state) else {
+                continue;
+            };
+            (job.state, job.phase_elapsed >= total)
+        };
+        if state == JobState::Processing {
+            let Some(job) = account.jobs.get(&key) else {
+                continue;
+            };
+            let progress_events = report_progress(cfg, job, &source_for(account, job));
+            if let Some(job) = account.jobs.get_mut(&key) {
+                update_progress(cfg, job);
+                if !progress_events.is_empty() {
+                    job.progress_reported = true;
+                }
+            }
+            events.extend(progress_events);
+        }
+        if !due {
+            continue;
+        }
+        let (to, error) = match state {
+            JobState::Queued => (JobState::Scheduled, None),
+            JobState::Scheduled if may_start_processing(account, &key) => {
+                (JobState::Processing, None)
+            }
+            JobState::Scheduled => continue,
+            JobState::Processing => match &account.fault {
+                Fault::FailJobs { retry, code } => {
+                    (JobState::Error, Some(JobError::new(code, *retry)))
+                }
+                _ => (JobState::Finished, None),
+            },
+            JobState::Canceling => (JobState::Canceled, None),
+            JobState::Finished | JobState::Error | JobState::Canceled => continue,
+        };
+        let Some(job) = account.jobs.get(&key) else {
+            continue;
+        };
+        let source = source_for(account, job);
+        if let Some(job) = account.jobs.get_mut(&key) {
+            events.extend(transition(job, to, now, &source, error.as_ref()));
+        }
+    }
+    events
+}
+
+fn progress_percent(cfg: &Config, job: &Job) -> u8 {
+    let total = cfg.scaled_ms(cfg.processing_ms).as_secs_f64();
+    if total <= 0.0 {
+        return 99;
+    }
+    // Capped below 100: only Finished reports 100.
+    ((job.phase_elapsed.as_secs_f64() / total) * 100.0).clamp(0.0, 99.0) as u8
+}
+
+fn update_progress(cfg: &Config, job: &mut Job) {
+    let p = progress_percent(cfg, job);
+    for out in job
+        .outputs
+        .iter_mut()
+        .filter(|o| o.state == JobState::Processing)
+    {
+        out.progress = p;
+    }
+}
+
+/// One `JobOutputProgress` per output once processing passes half way.
+fn report_progress(cfg: &Config, job: &Job, source: &EventSource) -> Vec<EventGridEvent> {
+    let p = progress_percent(cfg, job);
+    if job.progress_reported || p < 50 {
+        return Vec::new();
+    }
+    let now = Utc::now();
+    job.outputs
+        .iter()
+        .filter(|o| o.state == JobState::Processing)
+        .map(|o| {
+            let mut o = o.clone();
+            o.progress = p;
+            source.output_progress_event(job, &o, &now)
+        })
+        .collect()
+}
+
+/// Requests cancellation: a running job goes to Canceling (the ticker finishes
+/// it); Canceling or final jobs are left alone. Returns the events raised.
+pub fn cancel(job: &mut Job, now: DateTime<Utc>, source: &EventSource) -> Vec<EventGridEvent> {
+    if job.state.is_final() || job.state == JobState::Canceling {
+        return Vec::new();
+    }
+    transition(job, JobState::Canceling, now, source, None)
+}
+
+/// Starts the ticker that drives every job; it runs until the runtime stops.
+pub fn spawn_ticker(emulator: Arc<Emulator>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(TICK);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = tokio::time::Instant::now();
+        loop {
+            interval.tick().await;
+            let instant = tokio::time::Instant::now();
+            let dt = instant.duration_since(last);
+            last = instant;
+            let now = Utc::now();
+            let events = {
+                let mut state = emulator.lock();
+                let mut events = Vec::new();
+                for account in state.accounts.values_mut() {
+                    events.extend(advance(&emulator.config, account, dt, now, &|a, j| {
+                        emulator.event_source(a, j)
+                    }));
+                }
+                events
+            };
+            if !events.is_empty() {
+                emulator.dispatcher.publish(events);
+            }
+        }
+    })
+}

@@ -1,0 +1,465 @@
+//! Media Services resources as the emulator keeps them: accounts, transforms,
+//! assets and jobs, plus the fault an account is currently subjected to.
+//!
+//! Wire shapes (ARM bodies, event payloads) are rendered from these types in
+//! `arm` and `events`; nothing here knows about HTTP.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::timefmt::arm_time;
+
+/// `@odata.type` of the only job output kind the emulator supports.
+pub const JOB_OUTPUT_ASSET: &str = "#Microsoft.Media.JobOutputAsset";
+/// `@odata.type` of an HTTP job input.
+pub const JOB_INPUT_HTTP: &str = "#Microsoft.Media.JobInputHttp";
+/// `@odata.type` of an asset job input.
+pub const JOB_INPUT_ASSET: &str = "#Microsoft.Media.JobInputAsset";
+/// `@odata.type` of a list of job inputs (what GET returns in the ARM samples).
+pub const JOB_INPUTS: &str = "#Microsoft.Media.JobInputs";
+
+/// AMS `JobState`; also used for job outputs, which share the enum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum JobState {
+    /// Accepted, waiting for resources.
+    Queued,
+    /// Resources assigned, waiting to start.
+    Scheduled,
+    /// Encoding.
+    Processing,
+    /// Cancel requested, winding down.
+    Canceling,
+    /// Done successfully (final).
+    Finished,
+    /// Failed (final).
+    Error,
+    /// Cancelled (final).
+    Canceled,
+}
+
+impl JobState {
+    /// Every state, in lifecycle order; used for per-state counters.
+    pub const ALL: [JobState; 7] = [
+        JobState::Queued,
+        JobState::Scheduled,
+        JobState::Processing,
+        JobState::Canceling,
+        JobState::Finished,
+        JobState::Error,
+        JobState::Canceled,
+    ];
+
+    /// The name as it appears on the wire (`Queued`, `Error`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "Queued",
+            JobState::Scheduled => "Scheduled",
+            JobState::Processing => "Processing",
+            JobState::Canceling => "Canceling",
+            JobState::Finished => "Finished",
+            JobState::Error => "Error",
+            JobState::Canceled => "Canceled",
+        }
+    }
+
+    /// Parses a state name case-insensitively, as the `$filter` literal allows.
+    pub fn parse_loose(s: &str) -> Option<JobState> {
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// Finished, Error and Canceled never change again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Finished | JobState::Error | JobState::Canceled
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether AMS tells the caller a failed job may succeed when resubmitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum RetryHint {
+    /// Resubmitting will fail the same way.
+    #[default]
+    DoNotRetry,
+    /// Transient failure; resubmitting may succeed.
+    MayRetry,
+}
+
+/// AMS `JobError` (same shape in ARM bodies and in events).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JobError {
+    /// Error code, e.g. `ServiceError`.
+    pub code: String,
+    /// Human-readable text.
+    pub message: String,
+    /// Category derived from the code (`Service`, `Download`, ...).
+    pub category: String,
+    /// Retry hint.
+    pub retry: RetryHint,
+    /// Detail list, one entry mirroring the code.
+    pub details: Vec<JobErrorDetail>,
+}
+
+/// One entry of `JobError.details`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JobErrorDetail {
+    /// Detail code.
+    pub code: String,
+    /// Detail text.
+    pub message: String,
+}
+
+impl JobError {
+    /// Builds the error a failed job output carries, with the category AMS
+    /// assigns to `code` (contracts section 3).
+    pub fn new(code: &str, retry: RetryHint) -> JobError {
+        let message = match code {
+            "DownloadNotAccessible" => {
+                "While trying to download the input files, the files were not accessible."
+            }
+            "DownloadTransientError" => {
+                "A transient error occurred while downloading the input files."
+            }
+            "UploadNotAccessible" => "Unable to upload the output files to the output container.",
+            "UploadTransientError" => {
+                "A transient error occurred while uploading the output files."
+            }
+            "ConfigurationUnsupported" => {
+                "The transform configuration is not supported for this input."
+            }
+            "ContentMalformed" => "The input content is malformed.",
+            "ContentUnsupported" => "The input content is not supported.",
+            "IdentityUnsupported" => "The account identity configuration is not supported.",
+            "ServiceTransientError" => "A transient service error occurred.",
+            _ => "An internal service error occurred while encoding.",
+        };
+        JobError {
+            code: code.to_string(),
+            message: message.to_string(),
+            category: error_category(code).to_string(),
+            retry,
+            details: vec![JobErrorDetail {
+                code: code.to_string(),
+                message: message.to_string(),
+            }],
+        }
+    }
+}
+
+/// Maps a `JobErrorCode` to its `JobErrorCategory`; unknown codes count as service errors.
+pub fn error_category(code: &str) -> &'static str {
+    if code.starts_with("Download") {
+        "Download"
+    } else if code.starts_with("Upload") {
+        "Upload"
+    } else if code.starts_with("Configuration") {
+        "Configuration"
+    } else if code.starts_with("Content") {
+        "Content"
+    } else if code.starts_with("Identity") {
+        "Account"
+    } else {
+        "Service"
+    }
+}
+
+/// The fault an account is subjected to; also the JSON body of the fault control call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "mode", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Fault {
+    /// Normal service.
+    #[default]
+    Healthy,
+    /// Every ARM call fails with 503 and nothing progresses.
+    Outage,
+    /// ARM works but no job leaves Scheduled.
+    Stall,
+    /// Jobs end in Error at the end of processing.
+    FailJobs {
+        /// Retry hint on the job error.
+        #[serde(default)]
+        retry: RetryHint,
+        /// Job error code; its category follows from it.
+        #[serde(default = "default_error_code")]
+        code: String,
+    },
+    /// ARM answers 429 for the next `count` calls (all calls when absent).
+    Throttle {
+        /// `Retry-After` header value.
+        #[serde(
+            default = "default_retry_after",
+            rename = "retryAfterSeconds",
+            alias = "retry_after_seconds"
+        )]
+        retry_after_seconds: u64,
+        /// Calls still to be throttled; `None` means until healed.
+        #[serde(default)]
+        count: Option<u64>,
+    },
+}
+
+fn default_error_code() -> String {
+    "ServiceError".to_string()
+}
+
+fn default_retry_after() -> u64 {
+    1
+}
+
+impl Fault {
+    /// True when the account's jobs must not move at all.
+    pub fn freezes_jobs(&self) -> bool {
+        matches!(self, Fault::Outage)
+    }
+}
+
+/// A transform: only its outputs matter to job validation.
+#[derive(Clone, Debug)]
+pub struct Transform {
+    /// Name as first given by the caller.
+    pub name: String,
+    /// `properties.outputs` as given.
+    pub outputs: Vec<Value>,
+    /// `properties.description`.
+    pub description: Option<String>,
+    /// Creation time.
+    pub created: DateTime<Utc>,
+    /// Last update time.
+    pub last_modified: DateTime<Utc>,
+}
+
+/// An asset. Only metadata is kept; a later blob-backed mode can hang storage off `container`.
+#[derive(Clone, Debug)]
+pub struct Asset {
+    /// Name as first given.
+    pub name: String,
+    /// Server-assigned id.
+    pub asset_id: uuid::Uuid,
+    /// Blob container name.
+    pub container: String,
+    /// Storage account name.
+    pub storage_account_name: String,
+    /// `properties.description`.
+    pub description: Option<String>,
+    /// `properties.alternateId`.
+    pub alternate_id: Option<String>,
+    /// Creation time.
+    pub created: DateTime<Utc>,
+    /// Last update time.
+    pub last_modified: DateTime<Utc>,
+}
+
+/// One job output (`#Microsoft.Media.JobOutputAsset`).
+#[derive(Clone, Debug)]
+pub struct JobOutput {
+    /// Target asset.
+    pub asset_name: String,
+    /// Label (default `BuiltInStandardEncoderPreset_{i}`).
+    pub label: String,
+    /// Output state, mirrors the job's.
+    pub state: JobState,
+    /// 0..=100.
+    pub progress: u8,
+    /// Set when processing starts.
+    pub start_time: Option<DateTime<Utc>>,
+    /// Set on a final state.
+    pub end_time: Option<DateTime<Utc>>,
+    /// Set when the output ended in Error.
+    pub error: Option<JobError>,
+}
+
+impl JobOutput {
+    /// The output as ARM and the control API render it.
+    pub fn to_arm_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("@odata.type".into(), JOB_OUTPUT_ASSET.into());
+        m.insert("state".into(), self.state.as_str().into());
+        m.insert("progress".into(), self.progress.into());
+        m.insert("label".into(), self.label.clone().into());
+        m.insert("assetName".into(), self.asset_name.clone().into());
+        if let Some(t) = &self.start_time {
+            m.insert("startTime".into(), arm_time(t).into());
+        }
+        if let Some(t) = &self.end_time {
+            m.insert("endTime".into(), arm_time(t).into());
+        }
+        if let Some(e) = &self.error {
+            m.insert(
+                "error".into(),
+                serde_json::to_value(e).unwrap_or(Value::Null),
+            );
+        }
+        Value::Object(m)
+    }
+
+    /// The output as events render it (`MediaJobOutput`: `error` always present, possibly null).
+    pub fn to_event_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("@odata.type".into(), JOB_OUTPUT_ASSET.into());
+        m.insert("assetName".into(), self.asset_name.clone().into());
+        m.insert(
+            "error".into(),
+            self.error
+                .as_ref()
+                .and_then(|e| serde_json::to_value(e).ok())
+                .unwrap_or(Value::Null),
+        );
+        m.insert("label".into(), self.label.clone().into());
+        m.insert("progress".into(), self.progress.into());
+        m.insert("state".into(), self.state.as_str().into());
+        Value::Object(m)
+    }
+}
+
+/// A job and the bookkeeping that drives its lifecycle.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// Owning transform's name (as stored on the transform).
+    pub transform: String,
+    /// Job name as given.
+    pub name: String,
+    /// `properties.input` echoed as given.
+    pub input: Value,
+    /// Outputs.
+    pub outputs: Vec<JobOutput>,
+    /// `Low|Normal|High`.
+    pub priority: String,
+    /// `properties.description`.
+    pub description: Option<String>,
+    /// Caller key/value pairs returned in events.
+    pub correlation_data: BTreeMap<String, String>,
+    /// Current state.
+    pub state: JobState,
+    /// Creation time.
+    pub created: DateTime<Utc>,
+    /// Time of the last change.
+    pub last_modified: DateTime<Utc>,
+    /// Set when processing starts.
+    pub start_time: Option<DateTime<Utc>>,
+    /// Set on a final state.
+    pub end_time: Option<DateTime<Utc>>,
+    /// Every state the job entered, with the time.
+    pub history: Vec<(JobState, DateTime<Utc>)>,
+    /// Real time spent in the current state while the account allowed progress.
+    /// Accumulated by the ticker, so pausing (outage, stall) resumes where it left off.
+    pub phase_elapsed: Duration,
+    /// Whether the mid-processing progress event went out.
+    pub progress_reported: bool,
+}
+
+impl Job {
+    /// The `correlationData` object.
+    pub fn correlation_json(&self) -> Value {
+        Value::Object(
+            self.correlation_data
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        )
+    }
+}
+
+/// One Media Services account with everything in it.
+#[derive(Debug)]
+pub struct Account {
+    /// Name as configured.
+    pub name: String,
+    /// Azure region label.
+    pub region: String,
+    /// Current fault.
+    pub fault: Fault,
+    /// ARM calls received for this account (including rejected ones).
+    pub arm_calls: u64,
+    /// Transforms keyed by lowercase name.
+    pub transforms: BTreeMap<String, Transform>,
+    /// Assets keyed by lowercase name.
+    pub assets: BTreeMap<String, Asset>,
+    /// Jobs keyed by (lowercase transform, lowercase job).
+    pub jobs: BTreeMap<(String, String), Job>,
+}
+
+impl Account {
+    /// A new empty, healthy account.
+    pub fn new(name: &str, region: &str) -> Account {
+        Account {
+            name: name.to_string(),
+            region: region.to_string(),
+            fault: Fault::Healthy,
+            arm_calls: 0,
+            transforms: BTreeMap::new(),
+            assets: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+        }
+    }
+
+    /// Number of jobs per state, every state present.
+    pub fn job_counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts: BTreeMap<&'static str, usize> =
+            JobState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        for job in self.jobs.values() {
+            *counts.entry(job.state.as_str()).or_default() += 1;
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_categories_follow_the_code_prefix() {
+        assert_eq!(error_category("ServiceError"), "Service");
+        assert_eq!(error_category("ServiceTransientError"), "Service");
+        assert_eq!(error_category("DownloadNotAccessible"), "Download");
+        assert_eq!(error_category("UploadTransientError"), "Upload");
+        assert_eq!(error_category("ConfigurationUnsupported"), "Configuration");
+        assert_eq!(error_category("ContentMalformed"), "Content");
+        assert_eq!(error_category("IdentityUnsupported"), "Account");
+    }
+
+    #[test]
+    fn fault_bodies_parse_with_defaults() {
+        let f: Fault = serde_json::from_str(r#"{"mode":"fail-jobs"}"#).unwrap();
+        assert_eq!(
+            f,
+            Fault::FailJobs {
+                retry: RetryHint::DoNotRetry,
+                code: "ServiceError".into()
+            }
+        );
+        let f: Fault = serde_json::from_str(r#"{"mode":"throttle","count":2}"#).unwrap();
+        assert_eq!(
+            f,
+            Fault::Throttle {
+                retry_after_seconds: 1,
+                count: Some(2)
+            }
+        );
+        assert!(serde_json::from_str::<Fault>(r#"{"mode":"sideways"}"#).is_err());
+    }
+
+    #[test]
+    fn job_states_parse_case_insensitively() {
+        assert_eq!(JobState::parse_loose("finished"), Some(JobState::Finished));
+        assert_eq!(
+            JobState::parse_loose("PROCESSING"),
+            Some(JobState::Processing)
+        );
+        assert_eq!(JobState::parse_loose("Done"), None);
+    }
+}

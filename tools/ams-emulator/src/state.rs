@@ -1,0 +1,75 @@
+//! The shared emulator state: configuration, accounts with their resources,
+//! and the event dispatcher. One mutex guards all accounts; every handler and
+//! the ticker hold it only for short, non-async critical sections.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::config::Config;
+use crate::events::{Dispatcher, EventSource};
+use crate::model::{Account, Job};
+
+/// All accounts, keyed by lowercase name (account names are case-insensitive).
+#[derive(Debug, Default)]
+pub struct State {
+    /// Accounts by lowercase name.
+    pub accounts: BTreeMap<String, Account>,
+}
+
+impl State {
+    /// Looks an account up case-insensitively.
+    pub fn account_mut(&mut self, name: &str) -> Option<&mut Account> {
+        self.accounts.get_mut(&name.to_ascii_lowercase())
+    }
+}
+
+/// Everything a request handler or the ticker needs.
+pub struct Emulator {
+    /// Validated configuration.
+    pub config: Config,
+    /// Event delivery.
+    pub dispatcher: Dispatcher,
+    state: Mutex<State>,
+}
+
+impl Emulator {
+    /// Builds the emulator with every configured account healthy and empty.
+    pub fn new(config: Config) -> Arc<Emulator> {
+        let accounts = config
+            .accounts
+            .iter()
+            .map(|a| {
+                (
+                    a.name.to_ascii_lowercase(),
+                    Account::new(&a.name, &a.region),
+                )
+            })
+            .collect();
+        let dispatcher = Dispatcher::new(
+            config.event_endpoint.clone(),
+            config.event_types.clone(),
+            config.time_scale,
+        );
+        Arc::new(Emulator {
+            config,
+            dispatcher,
+            state: Mutex::new(State { accounts }),
+        })
+    }
+
+    /// Locks the state. A poisoned lock is recovered: each critical section
+    /// leaves the data consistent before anything that could panic.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Event topic and subject for a job of `account`.
+    pub fn event_source(&self, account: &Account, job: &Job) -> EventSource {
+        EventSource::new(
+            &self.config.subscription,
+            &self.config.resource_group,
+            &account.name,
+            job,
+        )
+    }
+}
