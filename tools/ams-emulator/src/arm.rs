@@ -21,8 +21,8 @@ use crate::events::EventGridEvent;
 use crate::filter::Filter;
 use crate::lifecycle;
 use crate::model::{
-    Account, Asset, Fault, Job, JobOutput, JobState, Transform, JOB_INPUTS, JOB_INPUT_ASSET,
-    JOB_INPUT_HTTP, JOB_OUTPUT_ASSET,
+    Account, Asset, Fault, Job, JobOutput, JobState, Transform, JOB_INPUTS, JOB_INPUT_ASSET, JOB_INPUT_HTTP,
+    JOB_OUTPUT_ASSET,
 };
 use crate::state::Emulator;
 use crate::timefmt::arm_time;
@@ -51,7 +51,9 @@ pub enum ArmError {
     #[error("Resource group '{0}' could not be found.")]
     ResourceGroupNotFound(String),
     /// Unknown account.
-    #[error("The Resource 'Microsoft.Media/mediaServices/{account}' under resource group '{resource_group}' was not found.")]
+    #[error(
+        "The Resource 'Microsoft.Media/mediaServices/{account}' under resource group '{resource_group}' was not found."
+    )]
     AccountNotFound {
         /// Account name from the path.
         account: String,
@@ -122,19 +124,14 @@ impl ArmError {
 
 /// Renders any ARM-style error body; the control API uses it too.
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
+    (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
 }
 
 impl IntoResponse for ArmError {
     fn into_response(self) -> Response {
         let mut resp = error_response(self.status(), self.code(), &self.to_string());
         if let ArmError::Throttled(secs) = self {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
@@ -170,11 +167,7 @@ struct ArmPath {
 }
 
 fn parse_arm_path(path: &str) -> Option<ArmPath> {
-    let segs: Vec<String> = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(percent_decode)
-        .collect();
+    let segs: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
     let fixed = |i: usize, lit: &str| segs.get(i).is_some_and(|s| s.eq_ignore_ascii_case(lit));
     if segs.len() < 8
         || !fixed(0, "subscriptions")
@@ -194,16 +187,11 @@ fn parse_arm_path(path: &str) -> Option<ArmPath> {
 }
 
 fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-        .into_owned()
-        .collect()
+    url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect()
 }
 
 fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(key))
-        .map(|(_, v)| v.as_str())
+    pairs.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
 }
 
 /// Entry point for every request that is not a control-API call.
@@ -239,10 +227,7 @@ fn route(
     body: &[u8],
     events: &mut Vec<EventGridEvent>,
 ) -> Result<Response, ArmError> {
-    let no_route = || ArmError::NoRoute {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-    };
+    let no_route = || ArmError::NoRoute { method: method.to_string(), path: uri.path().to_string() };
     let path = parse_arm_path(uri.path()).ok_or_else(no_route)?;
     let query = query_pairs(uri);
     if query_value(&query, "api-version").is_none_or(str::is_empty) {
@@ -252,29 +237,19 @@ fn route(
     if !path.subscription.eq_ignore_ascii_case(&cfg.subscription) {
         return Err(ArmError::SubscriptionNotFound(path.subscription));
     }
-    if !path
-        .resource_group
-        .eq_ignore_ascii_case(&cfg.resource_group)
-    {
+    if !path.resource_group.eq_ignore_ascii_case(&cfg.resource_group) {
         return Err(ArmError::ResourceGroupNotFound(path.resource_group));
     }
     let mut state = emulator.lock();
-    let account = state
-        .account_mut(&path.account)
-        .ok_or_else(|| ArmError::AccountNotFound {
-            account: path.account.clone(),
-            resource_group: path.resource_group.clone(),
-        })?;
+    let account = state.account_mut(&path.account).ok_or_else(|| ArmError::AccountNotFound {
+        account: path.account.clone(),
+        resource_group: path.resource_group.clone(),
+    })?;
     account.arm_calls += 1;
     apply_fault(account)?;
 
     let rest: Vec<&str> = path.rest.iter().map(String::as_str).collect();
-    let ctx = Ctx {
-        emulator,
-        headers,
-        uri,
-        query: &query,
-    };
+    let ctx = Ctx { emulator, headers, uri, query: &query };
     let now = Utc::now();
     let is = |s: &str, lit: &str| s.eq_ignore_ascii_case(lit);
     match rest.as_slice() {
@@ -297,9 +272,7 @@ fn route(
             Method::GET => get_job(&ctx, account, transform, name),
             _ => Err(ArmError::MethodNotAllowed(method.to_string())),
         },
-        [t, transform, j, name, action]
-            if is(t, "transforms") && is(j, "jobs") && is(action, "cancelJob") =>
-        {
+        [t, transform, j, name, action] if is(t, "transforms") && is(j, "jobs") && is(action, "cancelJob") => {
             match *method {
                 Method::POST => cancel_job(&ctx, account, transform, name, now, events),
                 _ => Err(ArmError::MethodNotAllowed(method.to_string())),
@@ -313,10 +286,7 @@ fn route(
 fn apply_fault(account: &mut Account) -> Result<(), ArmError> {
     match &mut account.fault {
         Fault::Outage => Err(ArmError::ServiceUnavailable(account.region.clone())),
-        Fault::Throttle {
-            retry_after_seconds,
-            count,
-        } => {
+        Fault::Throttle { retry_after_seconds, count } => {
             let secs = *retry_after_seconds;
             match count {
                 Some(0) => {
@@ -370,12 +340,9 @@ fn parse_body(body: &[u8]) -> Result<Value, ArmError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| ArmError::InvalidContent(e.to_string()))?;
+    let v: Value = serde_json::from_slice(body).map_err(|e| ArmError::InvalidContent(e.to_string()))?;
     if !v.is_object() {
-        return Err(ArmError::InvalidContent(
-            "the body must be a JSON object".into(),
-        ));
+        return Err(ArmError::InvalidContent("the body must be a JSON object".into()));
     }
     Ok(v)
 }
@@ -383,12 +350,8 @@ fn parse_body(body: &[u8]) -> Result<Value, ArmError> {
 fn properties(body: &Value) -> Result<&Map<String, Value>, ArmError> {
     match body.get("properties") {
         Some(Value::Object(p)) => Ok(p),
-        Some(_) => Err(ArmError::BadRequest(
-            "'properties' must be an object.".into(),
-        )),
-        None => Err(ArmError::BadRequest(
-            "The request body must contain 'properties'.".into(),
-        )),
+        Some(_) => Err(ArmError::BadRequest("'properties' must be an object.".into())),
+        None => Err(ArmError::BadRequest("The request body must contain 'properties'.".into())),
     }
 }
 
@@ -401,11 +364,7 @@ fn optional_string(props: &Map<String, Value>, key: &str) -> Result<Option<Strin
 }
 
 fn created_response(created: bool, body: Value) -> Response {
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     (status, Json(body)).into_response()
 }
 
@@ -439,30 +398,21 @@ fn put_transform(
     let props = properties(&body)?;
     let outputs = match props.get("outputs") {
         Some(Value::Array(o)) if !o.is_empty() => o.clone(),
-        _ => {
-            return Err(ArmError::BadRequest(
-                "A transform must have at least one output.".into(),
-            ))
-        }
+        _ => return Err(ArmError::BadRequest("A transform must have at least one output.".into())),
     };
     let mut normalized = Vec::with_capacity(outputs.len());
     for (i, out) in outputs.into_iter().enumerate() {
         let Value::Object(mut out) = out else {
-            return Err(ArmError::BadRequest(format!(
-                "Transform output {i} must be an object."
-            )));
+            return Err(ArmError::BadRequest(format!("Transform output {i} must be an object.")));
         };
-        if !matches!(out.get("preset"), Some(Value::Object(p)) if p.get("@odata.type").is_some_and(Value::is_string))
-        {
+        if !matches!(out.get("preset"), Some(Value::Object(p)) if p.get("@odata.type").is_some_and(Value::is_string)) {
             return Err(ArmError::BadRequest(format!(
                 "Transform output {i} must have a 'preset' with an '@odata.type'."
             )));
         }
         // AMS fills these defaults in on the stored transform.
-        out.entry("onError")
-            .or_insert_with(|| "StopProcessingJob".into());
-        out.entry("relativePriority")
-            .or_insert_with(|| "Normal".into());
+        out.entry("onError").or_insert_with(|| "StopProcessingJob".into());
+        out.entry("relativePriority").or_insert_with(|| "Normal".into());
         normalized.push(Value::Object(out));
     }
     let description = optional_string(props, "description")?;
@@ -491,10 +441,7 @@ fn find_transform<'a>(account: &'a Account, name: &str) -> Result<&'a Transform,
     account
         .transforms
         .get(&name.to_ascii_lowercase())
-        .ok_or_else(|| ArmError::NotFound {
-            kind: "transform",
-            name: name.to_string(),
-        })
+        .ok_or_else(|| ArmError::NotFound { kind: "transform", name: name.to_string() })
 }
 
 // ---------------------------------------------------------------- assets
@@ -511,10 +458,7 @@ fn asset_json(ctx: &Ctx, account: &Account, a: &Asset) -> Value {
         props.insert("description".into(), v.clone().into());
     }
     props.insert("container".into(), a.container.clone().into());
-    props.insert(
-        "storageAccountName".into(),
-        a.storage_account_name.clone().into(),
-    );
+    props.insert("storageAccountName".into(), a.storage_account_name.clone().into());
     props.insert("storageEncryptionFormat".into(), "None".into());
     json!({
         "name": a.name,
@@ -527,12 +471,8 @@ fn asset_json(ctx: &Ctx, account: &Account, a: &Asset) -> Value {
 
 /// Default storage account name for an account: lowercase alphanumerics, at most 24 characters.
 fn default_storage_account(account: &Account) -> String {
-    let mut s: String = account
-        .name
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
+    let mut s: String =
+        account.name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
     s.push_str("storage");
     s.truncate(24);
     s
@@ -563,9 +503,7 @@ fn put_asset(
         Asset {
             name: name.to_string(),
             asset_id,
-            container: container
-                .clone()
-                .unwrap_or_else(|| format!("asset-{asset_id}")),
+            container: container.clone().unwrap_or_else(|| format!("asset-{asset_id}")),
             storage_account_name: storage.clone().unwrap_or(default_storage),
             description: None,
             alternate_id: None,
@@ -585,10 +523,7 @@ fn get_asset(ctx: &Ctx, account: &Account, name: &str) -> Result<Response, ArmEr
     let a = account
         .assets
         .get(&name.to_ascii_lowercase())
-        .ok_or_else(|| ArmError::NotFound {
-            kind: "asset",
-            name: name.to_string(),
-        })?;
+        .ok_or_else(|| ArmError::NotFound { kind: "asset", name: name.to_string() })?;
     Ok(Json(asset_json(ctx, account, a)).into_response())
 }
 
@@ -604,10 +539,7 @@ pub fn job_json(account_id: &str, job: &Job) -> Value {
     }
     props.insert("input".into(), job.input.clone());
     props.insert("lastModified".into(), arm_time(&job.last_modified).into());
-    props.insert(
-        "outputs".into(),
-        Value::Array(job.outputs.iter().map(JobOutput::to_arm_json).collect()),
-    );
+    props.insert("outputs".into(), Value::Array(job.outputs.iter().map(JobOutput::to_arm_json).collect()));
     props.insert("priority".into(), job.priority.clone().into());
     props.insert("correlationData".into(), job.correlation_json());
     if let Some(t) = &job.start_time {
@@ -627,22 +559,16 @@ pub fn job_json(account_id: &str, job: &Job) -> Value {
 
 /// Checks a job input; asset inputs must name an existing asset.
 fn validate_input(account: &Account, input: &Value, depth: usize) -> Result<(), ArmError> {
-    let kind = input
-        .get("@odata.type")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let kind = input.get("@odata.type").and_then(Value::as_str).unwrap_or("");
     match kind {
         JOB_INPUT_HTTP => {
             let files = input.get("files").and_then(Value::as_array);
-            let ok = files.is_some_and(|f| {
-                !f.is_empty() && f.iter().all(|x| x.as_str().is_some_and(|s| !s.is_empty()))
-            });
+            let ok =
+                files.is_some_and(|f| !f.is_empty() && f.iter().all(|x| x.as_str().is_some_and(|s| !s.is_empty())));
             if ok {
                 Ok(())
             } else {
-                Err(ArmError::BadRequest(
-                    "A JobInputHttp must list at least one file in 'files'.".into(),
-                ))
+                Err(ArmError::BadRequest("A JobInputHttp must list at least one file in 'files'.".into()))
             }
         }
         JOB_INPUT_ASSET => {
@@ -650,16 +576,11 @@ fn validate_input(account: &Account, input: &Value, depth: usize) -> Result<(), 
                 .get("assetName")
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
-                .ok_or_else(|| {
-                    ArmError::BadRequest("A JobInputAsset requires 'assetName'.".into())
-                })?;
+                .ok_or_else(|| ArmError::BadRequest("A JobInputAsset requires 'assetName'.".into()))?;
             if account.assets.contains_key(&name.to_ascii_lowercase()) {
                 Ok(())
             } else {
-                Err(ArmError::NotFound {
-                    kind: "asset",
-                    name: name.to_string(),
-                })
+                Err(ArmError::NotFound { kind: "asset", name: name.to_string() })
             }
         }
         // The wrapped form GET returns; accepted so a job body can be replayed.
@@ -668,19 +589,11 @@ fn validate_input(account: &Account, input: &Value, depth: usize) -> Result<(), 
                 .get("inputs")
                 .and_then(Value::as_array)
                 .filter(|i| !i.is_empty())
-                .ok_or_else(|| {
-                    ArmError::BadRequest("A JobInputs requires a non-empty 'inputs'.".into())
-                })?;
-            inputs
-                .iter()
-                .try_for_each(|i| validate_input(account, i, depth + 1))
+                .ok_or_else(|| ArmError::BadRequest("A JobInputs requires a non-empty 'inputs'.".into()))?;
+            inputs.iter().try_for_each(|i| validate_input(account, i, depth + 1))
         }
-        "" => Err(ArmError::BadRequest(
-            "The job input requires '@odata.type'.".into(),
-        )),
-        other => Err(ArmError::BadRequest(format!(
-            "The job input type '{other}' is not supported."
-        ))),
+        "" => Err(ArmError::BadRequest("The job input requires '@odata.type'.".into())),
+        other => Err(ArmError::BadRequest(format!("The job input type '{other}' is not supported."))),
     }
 }
 
@@ -722,46 +635,27 @@ fn put_job(
 
     let raw_outputs = match props.get("outputs") {
         Some(Value::Array(o)) if !o.is_empty() => o,
-        _ => {
-            return Err(ArmError::BadRequest(
-                "The job requires at least one output.".into(),
-            ))
-        }
+        _ => return Err(ArmError::BadRequest("The job requires at least one output.".into())),
     };
     let mut outputs = Vec::with_capacity(raw_outputs.len());
     for (i, out) in raw_outputs.iter().enumerate() {
         if out.get("@odata.type").and_then(Value::as_str) != Some(JOB_OUTPUT_ASSET) {
-            return Err(ArmError::BadRequest(format!(
-                "Job output {i} must be of type '{JOB_OUTPUT_ASSET}'."
-            )));
+            return Err(ArmError::BadRequest(format!("Job output {i} must be of type '{JOB_OUTPUT_ASSET}'.")));
         }
         let asset_name = out
             .get("assetName")
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| ArmError::BadRequest(format!("Job output {i} requires 'assetName'.")))?;
-        if !account
-            .assets
-            .contains_key(&asset_name.to_ascii_lowercase())
-        {
-            return Err(ArmError::NotFound {
-                kind: "asset",
-                name: asset_name.to_string(),
-            });
+        if !account.assets.contains_key(&asset_name.to_ascii_lowercase()) {
+            return Err(ArmError::NotFound { kind: "asset", name: asset_name.to_string() });
         }
         let label = match out.get("label") {
             Some(Value::String(l)) if !l.is_empty() => l.clone(),
-            None | Some(Value::Null) | Some(Value::String(_)) => format!(
-                "{}_{i}",
-                presets
-                    .get(i)
-                    .map_or("BuiltInStandardEncoderPreset", String::as_str)
-            ),
-            Some(_) => {
-                return Err(ArmError::BadRequest(format!(
-                    "Job output {i} 'label' must be a string."
-                )))
+            None | Some(Value::Null) | Some(Value::String(_)) => {
+                format!("{}_{i}", presets.get(i).map_or("BuiltInStandardEncoderPreset", String::as_str))
             }
+            Some(_) => return Err(ArmError::BadRequest(format!("Job output {i} 'label' must be a string."))),
         };
         outputs.push(JobOutput {
             asset_name: asset_name.to_string(),
@@ -796,16 +690,10 @@ fn put_job(
             .iter()
             .map(|(k, v)| match v {
                 Value::String(s) => Ok((k.clone(), s.clone())),
-                _ => Err(ArmError::BadRequest(format!(
-                    "correlationData '{k}' must be a string."
-                ))),
+                _ => Err(ArmError::BadRequest(format!("correlationData '{k}' must be a string."))),
             })
             .collect::<Result<_, _>>()?,
-        Some(_) => {
-            return Err(ArmError::BadRequest(
-                "'correlationData' must be an object.".into(),
-            ))
-        }
+        Some(_) => return Err(ArmError::BadRequest("'correlationData' must be an object.".into())),
     };
     let description = optional_string(props, "description")?;
 
@@ -837,18 +725,10 @@ fn find_job<'a>(account: &'a Account, transform: &str, name: &str) -> Result<&'a
     account
         .jobs
         .get(&(transform.to_ascii_lowercase(), name.to_ascii_lowercase()))
-        .ok_or_else(|| ArmError::NotFound {
-            kind: "job",
-            name: name.to_string(),
-        })
+        .ok_or_else(|| ArmError::NotFound { kind: "job", name: name.to_string() })
 }
 
-fn get_job(
-    ctx: &Ctx,
-    account: &Account,
-    transform: &str,
-    name: &str,
-) -> Result<Response, ArmError> {
+fn get_job(ctx: &Ctx, account: &Account, transform: &str, name: &str) -> Result<Response, ArmError> {
     let job = find_job(account, transform, name)?;
     Ok(Json(job_json(&ctx.account_id(account), job)).into_response())
 }
@@ -890,11 +770,7 @@ fn list_jobs(ctx: &Ctx, account: &Account, transform: &str) -> Result<Response, 
         .take_while(|((tk, _), _)| *tk == transform_key)
         .filter(|((_, jk), _)| skip_after.as_ref().is_none_or(|after| jk > after))
         .filter(|(_, job)| filter.as_ref().is_none_or(|f| f.matches(job)));
-    let page: Vec<(&String, &Job)> = matching
-        .by_ref()
-        .take(page_size)
-        .map(|((_, jk), job)| (jk, job))
-        .collect();
+    let page: Vec<(&String, &Job)> = matching.by_ref().take(page_size).map(|((_, jk), job)| (jk, job)).collect();
     let more = matching.next().is_some();
     let mut body = json!({
         "value": page.iter().map(|(_, job)| job_json(&account_id, job)).collect::<Vec<_>>(),
@@ -908,21 +784,29 @@ fn list_jobs(ctx: &Ctx, account: &Account, transform: &str) -> Result<Response, 
 }
 
 fn next_link(ctx: &Ctx, last: &str) -> String {
-    let host = ctx
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    let mut q = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in ctx.query {
-        if !k.eq_ignore_ascii_case("$skiptoken") {
-            q.append_pair(k, v);
+    let host = ctx.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+    let mut query: Vec<String> = ctx
+        .query
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("$skiptoken"))
+        .map(|(k, v)| format!("{}={}", encode_query_part(k), encode_query_part(v)))
+        .collect();
+    query.push(format!("$skiptoken={}", encode_query_part(last)));
+    format!("http://{host}{}?{}", ctx.uri.path(), query.join("&"))
+}
+
+/// Percent-encodes a query key or value the way ARM links read: `$filter`,
+/// quotes and slashes stay literal, spaces become `%20` (never `+`).
+fn encode_query_part(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/:@!$'()*,;".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
         }
     }
-    q.append_pair("$skiptoken", last);
-    // Form encoding writes spaces as '+'; ARM links use %20, and a literal '+' is already %2B.
-    let query = q.finish().replace('+', "%20");
-    format!("http://{host}{}?{query}", ctx.uri.path())
+    out
 }
 
 #[cfg(test)]
@@ -939,11 +823,18 @@ mod tests {
         assert_eq!(p.resource_group, "rg");
         assert_eq!(p.account, "Acct");
         assert_eq!(p.rest, vec!["transforms".to_string(), "t x".to_string()]);
-        assert!(parse_arm_path(
-            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/x/y"
-        )
-        .is_none());
+        assert!(parse_arm_path("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/x/y").is_none());
         assert!(parse_arm_path("/").is_none());
+    }
+
+    #[test]
+    fn query_parts_keep_odata_punctuation_and_encode_spaces() {
+        assert_eq!(
+            encode_query_part("properties/state eq Microsoft.Media.JobState'X'"),
+            "properties/state%20eq%20Microsoft.Media.JobState'X'"
+        );
+        assert_eq!(encode_query_part("a+b&c=d"), "a%2Bb%26c%3Dd");
+        assert_eq!(encode_query_part("$skiptoken"), "$skiptoken");
     }
 
     #[test]
@@ -956,10 +847,7 @@ mod tests {
     #[test]
     fn fault_throttle_counts_down_and_heals() {
         let mut a = Account::new("a", "r");
-        a.fault = Fault::Throttle {
-            retry_after_seconds: 3,
-            count: Some(2),
-        };
+        a.fault = Fault::Throttle { retry_after_seconds: 3, count: Some(2) };
         assert!(matches!(apply_fault(&mut a), Err(ArmError::Throttled(3))));
         assert!(matches!(apply_fault(&mut a), Err(ArmError::Throttled(3))));
         assert!(apply_fault(&mut a).is_ok());

@@ -128,10 +128,7 @@ impl Config {
             if accounts.iter().any(|a| a.name.eq_ignore_ascii_case(name)) {
                 return Err(ConfigError::DuplicateAccount(name.to_string()));
             }
-            accounts.push(AccountSpec {
-                name: name.to_string(),
-                region: region.to_string(),
-            });
+            accounts.push(AccountSpec { name: name.to_string(), region: region.to_string() });
         }
         if accounts.is_empty() {
             return Err(ConfigError::NoAccount);
@@ -151,9 +148,7 @@ impl Config {
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(|s| {
-                    EventType::parse(s).ok_or_else(|| ConfigError::BadEventType(s.to_string()))
-                })
+                .map(|s| EventType::parse(s).ok_or_else(|| ConfigError::BadEventType(s.to_string())))
                 .collect::<Result<Vec<_>, _>>()?,
         };
         Ok(Config {
@@ -204,59 +199,29 @@ mod tests {
 
     #[test]
     fn accounts_are_split_into_name_and_region() {
-        let c = Config::from_cli(&cli(&[
-            "--account",
-            "east:eastus",
-            "--account",
-            "west:westus",
-        ]))
-        .unwrap();
-        assert_eq!(
-            c.accounts[1],
-            AccountSpec {
-                name: "west".into(),
-                region: "westus".into()
-            }
-        );
+        let c = Config::from_cli(&cli(&["--account", "east:eastus", "--account", "west:westus"])).unwrap();
+        assert_eq!(c.accounts[1], AccountSpec { name: "west".into(), region: "westus".into() });
         assert_eq!(c.event_types.len(), EventType::ALL.len());
     }
 
     #[test]
     fn duplicate_accounts_differing_in_case_are_rejected() {
-        let r = Config::from_cli(&cli(&[
-            "--account",
-            "east:eastus",
-            "--account",
-            "EAST:westus",
-        ]));
+        let r = Config::from_cli(&cli(&["--account", "east:eastus", "--account", "EAST:westus"]));
         assert!(matches!(r, Err(ConfigError::DuplicateAccount(_))));
     }
 
     #[test]
     fn bad_time_scales_and_event_types_are_rejected() {
         assert!(Config::from_cli(&cli(&["--account", "a:b", "--time-scale", "0"])).is_err());
-        assert!(Config::from_cli(&cli(&[
-            "--account",
-            "a:b",
-            "--event-types",
-            "JobFinished,Nope"
-        ]))
-        .is_err());
+        assert!(Config::from_cli(&cli(&["--account", "a:b", "--event-types", "JobFinished,Nope"])).is_err());
         assert!(Config::from_cli(&cli(&["--account", "nocolon"])).is_err());
     }
 
     #[test]
     fn event_types_accept_short_and_full_names() {
-        let c = Config::from_cli(&cli(&[
-            "--account",
-            "a:b",
-            "--event-types",
-            "JobFinished, Microsoft.Media.JobErrored",
-        ]))
-        .unwrap();
-        assert_eq!(
-            c.event_types,
-            vec![EventType::JobFinished, EventType::JobErrored]
-        );
+        let c =
+            Config::from_cli(&cli(&["--account", "a:b", "--event-types", "JobFinished, Microsoft.Media.JobErrored"]))
+                .unwrap();
+        assert_eq!(c.event_types, vec![EventType::JobFinished, EventType::JobErrored]);
     }
 }

@@ -55,11 +55,7 @@ async fn list_accounts(State(emulator): State<Arc<Emulator>>) -> Json<Value> {
     Json(Value::Array(list))
 }
 
-async fn set_fault(
-    State(emulator): State<Arc<Emulator>>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn set_fault(State(emulator): State<Arc<Emulator>>, Path(name): Path<String>, body: Bytes) -> Response {
     let fault: Fault = match serde_json::from_slice(&body) {
         Ok(f) => f,
         Err(e) => return bad_request(&format!("invalid fault: {e}")),
@@ -122,10 +118,8 @@ async fn list_jobs(State(emulator): State<Arc<Emulator>>, Query(q): Query<JobsQu
 }
 
 fn events_json(emulator: &Emulator) -> Value {
-    let mut v =
-        serde_json::to_value(emulator.dispatcher.current_settings()).unwrap_or_else(|_| json!({}));
-    v["counters"] =
-        serde_json::to_value(emulator.dispatcher.counters()).unwrap_or_else(|_| json!({}));
+    let mut v = serde_json::to_value(emulator.dispatcher.current_settings()).unwrap_or_else(|_| json!({}));
+    v["counters"] = serde_json::to_value(emulator.dispatcher.counters()).unwrap_or_else(|_| json!({}));
     v
 }
 

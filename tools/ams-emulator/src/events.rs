@@ -95,13 +95,8 @@ impl EventType {
 
     /// Parses a full (`Microsoft.Media.JobFinished`) or short (`JobFinished`) name, case-insensitively.
     pub fn parse(s: &str) -> Option<EventType> {
-        let short = s
-            .get(..16)
-            .filter(|p| p.eq_ignore_ascii_case("Microsoft.Media."))
-            .map_or(s, |_| &s[16..]);
-        EventType::ALL
-            .into_iter()
-            .find(|t| t.as_str()[16..].eq_ignore_ascii_case(short))
+        let short = s.get(..16).filter(|p| p.eq_ignore_ascii_case("Microsoft.Media.")).map_or(s, |_| &s[16..]);
+        EventType::ALL.into_iter().find(|t| t.as_str()[16..].eq_ignore_ascii_case(short))
     }
 
     /// The specific job event for entering `state` (none for Queued, which is never entered).
@@ -188,12 +183,7 @@ impl EventSource {
 
     /// `JobStateChange` plus the specific job event for the job's (new) state.
     /// Final-state specific events carry `outputs`, as `MediaJobFinishedEventData` etc. do.
-    pub fn job_state_events(
-        &self,
-        job: &Job,
-        previous: JobState,
-        now: &DateTime<Utc>,
-    ) -> Vec<EventGridEvent> {
+    pub fn job_state_events(&self, job: &Job, previous: JobState, now: &DateTime<Utc>) -> Vec<EventGridEvent> {
         let base = json!({
             "previousState": previous.as_str(),
             "state": job.state.as_str(),
@@ -203,8 +193,7 @@ impl EventSource {
         if let Some(kind) = EventType::for_job_state(job.state) {
             let mut data = base;
             if job.state.is_final() {
-                data["outputs"] =
-                    Value::Array(job.outputs.iter().map(JobOutput::to_event_json).collect());
+                data["outputs"] = Value::Array(job.outputs.iter().map(JobOutput::to_event_json).collect());
             }
             events.push(self.event(kind, now, data));
         }
@@ -232,12 +221,7 @@ impl EventSource {
     }
 
     /// `JobOutputProgress` for `output`.
-    pub fn output_progress_event(
-        &self,
-        job: &Job,
-        output: &JobOutput,
-        now: &DateTime<Utc>,
-    ) -> EventGridEvent {
+    pub fn output_progress_event(&self, job: &Job, output: &JobOutput, now: &DateTime<Utc>) -> EventGridEvent {
         self.event(
             EventType::JobOutputProgress,
             now,
@@ -278,11 +262,8 @@ pub const DEFAULT_REORDER_HOLD_MS: u64 = 250;
 /// Emulated delay before the next attempt after `failed_attempts` failures, with
 /// `waited` emulated time already spent on retries; `None` once the TTL would pass.
 pub fn retry_delay(failed_attempts: usize, waited: Duration) -> Option<Duration> {
-    let delay = failed_attempts
-        .checked_sub(1)
-        .and_then(|i| RETRY_SCHEDULE.get(i))
-        .copied()
-        .unwrap_or(RETRY_AFTER_SCHEDULE);
+    let delay =
+        failed_attempts.checked_sub(1).and_then(|i| RETRY_SCHEDULE.get(i)).copied().unwrap_or(RETRY_AFTER_SCHEDULE);
     (waited + delay <= RETRY_WINDOW).then_some(delay)
 }
 
@@ -424,10 +405,7 @@ impl Dispatcher {
 
     fn settings(&self) -> MutexGuard<'_, DeliverySettings> {
         // A poisoned lock only means a panic elsewhere; the settings are still valid data.
-        self.inner
-            .settings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.inner.settings.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Current settings.
@@ -437,11 +415,7 @@ impl Dispatcher {
 
     /// Applies a patch; nothing changes if any field is invalid.
     pub fn update(&self, patch: DeliverySettingsPatch) -> Result<DeliverySettings, SettingsError> {
-        for (name, p) in [
-            ("duplicate", patch.duplicate),
-            ("reorder", patch.reorder),
-            ("drop", patch.drop),
-        ] {
+        for (name, p) in [("duplicate", patch.duplicate), ("reorder", patch.reorder), ("drop", patch.drop)] {
             if let Some(p) = p {
                 if !(0.0..=1.0).contains(&p) {
                     return Err(SettingsError::BadProbability(name));
@@ -449,8 +423,7 @@ impl Dispatcher {
             }
         }
         if let Some(e) = patch.endpoint.as_deref().filter(|e| !e.is_empty()) {
-            crate::config::validate_endpoint(e)
-                .map_err(|_| SettingsError::BadEndpoint(e.to_string()))?;
+            crate::config::validate_endpoint(e).map_err(|_| SettingsError::BadEndpoint(e.to_string()))?;
         }
         let mut s = self.settings();
         if let Some(e) = patch.endpoint {
@@ -492,11 +465,7 @@ impl Dispatcher {
     /// Hands events to delivery. Must be called inside a Tokio runtime; returns at once.
     pub fn publish(&self, events: Vec<EventGridEvent>) {
         for event in events {
-            let enabled = self
-                .inner
-                .enabled
-                .iter()
-                .any(|t| t.as_str() == event.event_type);
+            let enabled = self.inner.enabled.iter().any(|t| t.as_str() == event.event_type);
             if !enabled {
                 continue;
             }
@@ -536,11 +505,7 @@ impl Dispatcher {
             let mut hold = Duration::from_millis(rng.random_range(0..=settings.max_delay_ms));
             if rng.random_bool(settings.reorder) {
                 bump(&c.reordered);
-                let bound = if settings.max_delay_ms > 0 {
-                    settings.max_delay_ms
-                } else {
-                    DEFAULT_REORDER_HOLD_MS
-                };
+                let bound = if settings.max_delay_ms > 0 { settings.max_delay_ms } else { DEFAULT_REORDER_HOLD_MS };
                 hold += Duration::from_millis(rng.random_range(bound / 2..=bound));
             }
             bump(&c.pending);
@@ -568,12 +533,7 @@ enum Attempt {
 }
 
 async fn attempt(inner: &DispatcherInner, body: &[u8], delivery_count: usize) -> Attempt {
-    let endpoint = inner
-        .settings
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .endpoint
-        .clone();
+    let endpoint = inner.settings.lock().unwrap_or_else(|p| p.into_inner()).endpoint.clone();
     let Some(endpoint) = endpoint else {
         return Attempt::Retry("no endpoint set".into());
     };
@@ -631,10 +591,7 @@ async fn deliver(inner: &DispatcherInner, bytes: Arc<[u8]>, id: &str, event_type
                 };
                 waited += delay;
                 tracing::debug!(%id, %event_type, %why, attempt = failures, "delivery failed; will retry");
-                tokio::time::sleep(Duration::from_secs_f64(
-                    delay.as_secs_f64() / inner.time_scale,
-                ))
-                .await;
+                tokio::time::sleep(Duration::from_secs_f64(delay.as_secs_f64() / inner.time_scale)).await;
             }
         }
     }
@@ -677,8 +634,7 @@ mod tests {
     }
 
     fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2018, 10, 12, 16, 25, 56).unwrap()
-            + chrono::Duration::nanoseconds(411_549_500)
+        Utc.with_ymd_and_hms(2018, 10, 12, 16, 25, 56).unwrap() + chrono::Duration::nanoseconds(411_549_500)
     }
 
     fn source(j: &Job) -> EventSource {
@@ -691,10 +647,7 @@ mod tests {
         let events = source(&j).job_state_events(&j, JobState::Processing, &now());
         assert_eq!(events.len(), 2);
         let v = serde_json::to_value(&events[1]).unwrap();
-        assert_eq!(
-            v["topic"],
-            "/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.Media/mediaservices/acct"
-        );
+        assert_eq!(v["topic"], "/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.Media/mediaservices/acct");
         assert_eq!(v["subject"], "transforms/VideoAnalyzerTransform/jobs/job-1");
         assert_eq!(v["eventType"], "Microsoft.Media.JobFinished");
         assert_eq!(v["eventTime"], "2018-10-12T16:25:56.4115495");
@@ -745,16 +698,12 @@ mod tests {
     #[test]
     fn output_events_carry_the_state_inside_output_only() {
         let j = job(JobState::Finished);
-        let events =
-            source(&j).output_state_events(&j, &j.outputs[0], JobState::Processing, &now());
+        let events = source(&j).output_state_events(&j, &j.outputs[0], JobState::Processing, &now());
         assert_eq!(events[0].event_type, "Microsoft.Media.JobOutputStateChange");
         assert_eq!(events[1].event_type, "Microsoft.Media.JobOutputFinished");
         assert!(events[0].data.get("state").is_none());
         assert_eq!(events[0].data["output"]["state"], "Finished");
-        assert_eq!(
-            events[0].data["jobCorrelationData"]["testKey1"],
-            "testValue1"
-        );
+        assert_eq!(events[0].data["jobCorrelationData"]["testKey1"], "testValue1");
         assert_eq!(events[0].data["previousState"], "Processing");
     }
 
@@ -779,23 +728,14 @@ mod tests {
             waited += d;
             n += 1;
         }
-        assert_eq!(
-            delays,
-            vec![10, 30, 60, 300, 600, 1800, 3600, 10800, 21600, 43200]
-        );
+        assert_eq!(delays, vec![10, 30, 60, 300, 600, 1800, 3600, 10800, 21600, 43200]);
         assert!(waited <= RETRY_WINDOW);
     }
 
     #[test]
     fn event_type_names_parse_short_or_full() {
-        assert_eq!(
-            EventType::parse("jobfinished"),
-            Some(EventType::JobFinished)
-        );
-        assert_eq!(
-            EventType::parse("Microsoft.Media.JobOutputProgress"),
-            Some(EventType::JobOutputProgress)
-        );
+        assert_eq!(EventType::parse("jobfinished"), Some(EventType::JobFinished));
+        assert_eq!(EventType::parse("Microsoft.Media.JobOutputProgress"), Some(EventType::JobOutputProgress));
         assert_eq!(EventType::parse("Microsoft.Media.Nope"), None);
         assert_eq!(EventType::parse("Job"), None);
     }

@@ -90,10 +90,7 @@ fn tokenize(input: &str) -> Result<Vec<Token>, FilterError> {
             tokens.push(Token::Str(read_quoted(&mut i)?));
         } else {
             let start = i;
-            while i < chars.len()
-                && !chars[i].is_whitespace()
-                && !matches!(chars[i], '(' | ')' | '\'')
-            {
+            while i < chars.len() && !chars[i].is_whitespace() && !matches!(chars[i], '(' | ')' | '\'') {
                 i += 1;
             }
             let word: String = chars[start..i].iter().collect();
@@ -208,11 +205,7 @@ struct Parser {
 
 impl Parser {
     fn next(&mut self) -> Result<Token, FilterError> {
-        let t = self
-            .tokens
-            .get(self.pos)
-            .cloned()
-            .ok_or(FilterError::UnexpectedEnd)?;
+        let t = self.tokens.get(self.pos).cloned().ok_or(FilterError::UnexpectedEnd)?;
         self.pos += 1;
         Ok(t)
     }
@@ -263,10 +256,7 @@ impl Parser {
         };
         let op = Op::parse(&op_text).ok_or_else(|| FilterError::Unexpected(op_text.clone()))?;
         let value = self.next()?;
-        let unsupported = || FilterError::UnsupportedOperator {
-            property: property.clone(),
-            op: op_text.clone(),
-        };
+        let unsupported = || FilterError::UnsupportedOperator { property: property.clone(), op: op_text.clone() };
         match property.to_ascii_lowercase().as_str() {
             "name" => {
                 if op != Op::Eq {
@@ -282,17 +272,13 @@ impl Parser {
                     return Err(unsupported());
                 }
                 let literal = match &value {
-                    Token::Typed(prefix, s)
-                        if prefix.eq_ignore_ascii_case("Microsoft.Media.JobState") =>
-                    {
-                        s
-                    }
+                    Token::Typed(prefix, s) if prefix.eq_ignore_ascii_case("Microsoft.Media.JobState") => s,
                     // Lenient: a bare quoted state is unambiguous too.
                     Token::Str(s) => s,
                     other => return Err(FilterError::InvalidValue(describe(other))),
                 };
-                let state = JobState::parse_loose(literal)
-                    .ok_or_else(|| FilterError::InvalidValue(describe(&value)))?;
+                let state =
+                    JobState::parse_loose(literal).ok_or_else(|| FilterError::InvalidValue(describe(&value)))?;
                 Ok(Filter::State(op, state))
             }
             p @ ("properties/created" | "properties/lastmodified") => {
@@ -307,11 +293,7 @@ impl Parser {
                 let t = DateTime::parse_from_rfc3339(&text)
                     .map_err(|_| FilterError::InvalidValue(text.clone()))?
                     .with_timezone(&Utc);
-                Ok(if p == "properties/created" {
-                    Filter::Created(op, t)
-                } else {
-                    Filter::LastModified(op, t)
-                })
+                Ok(if p == "properties/created" { Filter::Created(op, t) } else { Filter::LastModified(op, t) })
             }
             _ => Err(FilterError::UnsupportedProperty(property)),
         }
@@ -363,10 +345,7 @@ mod tests {
 
     #[test]
     fn name_and_state_combine_with_and() {
-        let f = Filter::parse(
-            "name eq 'job3' and properties/state eq Microsoft.Media.JobState'finished'",
-        )
-        .unwrap();
+        let f = Filter::parse("name eq 'job3' and properties/state eq Microsoft.Media.JobState'finished'").unwrap();
         assert!(f.matches(&job("job3", JobState::Finished, 0)));
         assert!(f.matches(&job("JOB3", JobState::Finished, 0)));
         assert!(!f.matches(&job("job4", JobState::Finished, 0)));
@@ -376,10 +355,8 @@ mod tests {
     #[test]
     fn and_binds_tighter_than_or() {
         // a or (b and c)
-        let f = Filter::parse(
-            "name eq 'a' or name eq 'b' and properties/state eq Microsoft.Media.JobState'Error'",
-        )
-        .unwrap();
+        let f = Filter::parse("name eq 'a' or name eq 'b' and properties/state eq Microsoft.Media.JobState'Error'")
+            .unwrap();
         assert!(f.matches(&job("a", JobState::Finished, 0)));
         assert!(!f.matches(&job("b", JobState::Finished, 0)));
         assert!(f.matches(&job("b", JobState::Error, 0)));
@@ -398,10 +375,8 @@ mod tests {
 
     #[test]
     fn parentheses_group_subexpressions() {
-        let f = Filter::parse(
-            "(name eq 'a' or name eq 'b') and properties/state eq Microsoft.Media.JobState'Error'",
-        )
-        .unwrap();
+        let f = Filter::parse("(name eq 'a' or name eq 'b') and properties/state eq Microsoft.Media.JobState'Error'")
+            .unwrap();
         assert!(!f.matches(&job("a", JobState::Finished, 0)));
         assert!(f.matches(&job("a", JobState::Error, 0)));
     }
@@ -427,14 +402,8 @@ mod tests {
     fn malformed_filters_are_rejected() {
         assert_eq!(Filter::parse("name eq 'x"), Err(FilterError::Unterminated));
         assert_eq!(Filter::parse("name eq"), Err(FilterError::UnexpectedEnd));
-        assert!(matches!(
-            Filter::parse("properties/priority eq 'High'"),
-            Err(FilterError::UnsupportedProperty(_))
-        ));
-        assert!(matches!(
-            Filter::parse("name ne 'x'"),
-            Err(FilterError::UnsupportedOperator { .. })
-        ));
+        assert!(matches!(Filter::parse("properties/priority eq 'High'"), Err(FilterError::UnsupportedProperty(_))));
+        assert!(matches!(Filter::parse("name ne 'x'"), Err(FilterError::UnsupportedOperator { .. })));
         assert!(matches!(
             Filter::parse("properties/state gt Microsoft.Media.JobState'Queued'"),
             Err(FilterError::UnsupportedOperator { .. })
@@ -443,9 +412,6 @@ mod tests {
             Filter::parse("properties/state eq Microsoft.Media.JobState'Done'"),
             Err(FilterError::InvalidValue(_))
         ));
-        assert!(matches!(
-            Filter::parse("name eq 'a' name eq 'b'"),
-            Err(FilterError::Unexpected(_))
-        ));
+        assert!(matches!(Filter::parse("name eq 'a' name eq 'b'"), Err(FilterError::Unexpected(_))));
     }
 }

@@ -39,9 +39,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let emulator = Emulator::new(config);
     let ticker = lifecycle::spawn_ticker(emulator.clone());
-    let result = axum::serve(listener, router(emulator))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = axum::serve(listener, router(emulator)).with_graceful_shutdown(shutdown).await;
     ticker.abort();
     result
 }

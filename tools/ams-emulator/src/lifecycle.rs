@@ -102,12 +102,8 @@ pub fn advance(
     if account.fault.freezes_jobs() {
         return events;
     }
-    let active: Vec<JobKey> = account
-        .jobs
-        .iter()
-        .filter(|(_, j)| !j.state.is_final())
-        .map(|(k, _)| k.clone())
-        .collect();
+    let active: Vec<JobKey> =
+        account.jobs.iter().filter(|(_, j)| !j.state.is_final()).map(|(k, _)| k.clone()).collect();
     for key in active {
         let (state, due) = {
             let Some(job) = account.jobs.get_mut(&key) else {
@@ -137,14 +133,10 @@ pub fn advance(
         }
         let (to, error) = match state {
             JobState::Queued => (JobState::Scheduled, None),
-            JobState::Scheduled if may_start_processing(account, &key) => {
-                (JobState::Processing, None)
-            }
+            JobState::Scheduled if may_start_processing(account, &key) => (JobState::Processing, None),
             JobState::Scheduled => continue,
             JobState::Processing => match &account.fault {
-                Fault::FailJobs { retry, code } => {
-                    (JobState::Error, Some(JobError::new(code, *retry)))
-                }
+                Fault::FailJobs { retry, code } => (JobState::Error, Some(JobError::new(code, *retry))),
                 _ => (JobState::Finished, None),
             },
             JobState::Canceling => (JobState::Canceled, None),
@@ -172,11 +164,7 @@ fn progress_percent(cfg: &Config, job: &Job) -> u8 {
 
 fn update_progress(cfg: &Config, job: &mut Job) {
     let p = progress_percent(cfg, job);
-    for out in job
-        .outputs
-        .iter_mut()
-        .filter(|o| o.state == JobState::Processing)
-    {
+    for out in job.outputs.iter_mut().filter(|o| o.state == JobState::Processing) {
         out.progress = p;
     }
 }
@@ -224,9 +212,7 @@ pub fn spawn_ticker(emulator: Arc<Emulator>) -> tokio::task::JoinHandle<()> {
                 let mut state = emulator.lock();
                 let mut events = Vec::new();
                 for account in state.accounts.values_mut() {
-                    events.extend(advance(&emulator.config, account, dt, now, &|a, j| {
-                        emulator.event_source(a, j)
-                    }));
+                    events.extend(advance(&emulator.config, account, dt, now, &|a, j| emulator.event_source(a, j)));
                 }
                 events
             };

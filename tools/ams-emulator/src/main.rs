@@ -23,16 +23,10 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", cli.port))
         .await
         .with_context(|| format!("cannot bind 127.0.0.1:{}", cli.port))?;
-    let addr = listener
-        .local_addr()
-        .context("cannot read the bound address")?;
+    let addr = listener.local_addr().context("cannot read the bound address")?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "ams-emulator listening on http://127.0.0.1:{}",
-            addr.port()
-        )?;
+        writeln!(out, "ams-emulator listening on http://127.0.0.1:{}", addr.port())?;
         out.flush()?;
     }
     tracing::info!(
@@ -40,9 +34,7 @@ async fn main() -> anyhow::Result<()> {
         time_scale = config.time_scale,
         "emulator started"
     );
-    ams_emulator::serve(config, listener, shutdown_signal())
-        .await
-        .context("server failed")
+    ams_emulator::serve(config, listener, shutdown_signal()).await.context("server failed")
 }
 
 /// Resolves on Ctrl-C or, on Unix, SIGTERM (what process managers send).

@@ -69,17 +69,12 @@ impl JobState {
 
     /// Parses a state name case-insensitively, as the `$filter` literal allows.
     pub fn parse_loose(s: &str) -> Option<JobState> {
-        JobState::ALL
-            .into_iter()
-            .find(|st| st.as_str().eq_ignore_ascii_case(s))
+        JobState::ALL.into_iter().find(|st| st.as_str().eq_ignore_ascii_case(s))
     }
 
     /// Finished, Error and Canceled never change again.
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            JobState::Finished | JobState::Error | JobState::Canceled
-        )
+        matches!(self, JobState::Finished | JobState::Error | JobState::Canceled)
     }
 }
 
@@ -128,19 +123,11 @@ impl JobError {
     /// assigns to `code` (contracts section 3).
     pub fn new(code: &str, retry: RetryHint) -> JobError {
         let message = match code {
-            "DownloadNotAccessible" => {
-                "While trying to download the input files, the files were not accessible."
-            }
-            "DownloadTransientError" => {
-                "A transient error occurred while downloading the input files."
-            }
+            "DownloadNotAccessible" => "While trying to download the input files, the files were not accessible.",
+            "DownloadTransientError" => "A transient error occurred while downloading the input files.",
             "UploadNotAccessible" => "Unable to upload the output files to the output container.",
-            "UploadTransientError" => {
-                "A transient error occurred while uploading the output files."
-            }
-            "ConfigurationUnsupported" => {
-                "The transform configuration is not supported for this input."
-            }
+            "UploadTransientError" => "A transient error occurred while uploading the output files.",
+            "ConfigurationUnsupported" => "The transform configuration is not supported for this input.",
             "ContentMalformed" => "The input content is malformed.",
             "ContentUnsupported" => "The input content is not supported.",
             "IdentityUnsupported" => "The account identity configuration is not supported.",
@@ -152,10 +139,7 @@ impl JobError {
             message: message.to_string(),
             category: error_category(code).to_string(),
             retry,
-            details: vec![JobErrorDetail {
-                code: code.to_string(),
-                message: message.to_string(),
-            }],
+            details: vec![JobErrorDetail { code: code.to_string(), message: message.to_string() }],
         }
     }
 }
@@ -200,11 +184,7 @@ pub enum Fault {
     /// ARM answers 429 for the next `count` calls (all calls when absent).
     Throttle {
         /// `Retry-After` header value.
-        #[serde(
-            default = "default_retry_after",
-            rename = "retryAfterSeconds",
-            alias = "retry_after_seconds"
-        )]
+        #[serde(default = "default_retry_after", rename = "retryAfterSeconds", alias = "retry_after_seconds")]
         retry_after_seconds: u64,
         /// Calls still to be throttled; `None` means until healed.
         #[serde(default)]
@@ -298,10 +278,7 @@ impl JobOutput {
             m.insert("endTime".into(), arm_time(t).into());
         }
         if let Some(e) = &self.error {
-            m.insert(
-                "error".into(),
-                serde_json::to_value(e).unwrap_or(Value::Null),
-            );
+            m.insert("error".into(), serde_json::to_value(e).unwrap_or(Value::Null));
         }
         Value::Object(m)
     }
@@ -311,13 +288,7 @@ impl JobOutput {
         let mut m = Map::new();
         m.insert("@odata.type".into(), JOB_OUTPUT_ASSET.into());
         m.insert("assetName".into(), self.asset_name.clone().into());
-        m.insert(
-            "error".into(),
-            self.error
-                .as_ref()
-                .and_then(|e| serde_json::to_value(e).ok())
-                .unwrap_or(Value::Null),
-        );
+        m.insert("error".into(), self.error.as_ref().and_then(|e| serde_json::to_value(e).ok()).unwrap_or(Value::Null));
         m.insert("label".into(), self.label.clone().into());
         m.insert("progress".into(), self.progress.into());
         m.insert("state".into(), self.state.as_str().into());
@@ -364,12 +335,7 @@ pub struct Job {
 impl Job {
     /// The `correlationData` object.
     pub fn correlation_json(&self) -> Value {
-        Value::Object(
-            self.correlation_data
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                .collect(),
-        )
+        Value::Object(self.correlation_data.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
     }
 }
 
@@ -408,8 +374,7 @@ impl Account {
 
     /// Number of jobs per state, every state present.
     pub fn job_counts(&self) -> BTreeMap<&'static str, usize> {
-        let mut counts: BTreeMap<&'static str, usize> =
-            JobState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        let mut counts: BTreeMap<&'static str, usize> = JobState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
         for job in self.jobs.values() {
             *counts.entry(job.state.as_str()).or_default() += 1;
         }
@@ -435,31 +400,16 @@ mod tests {
     #[test]
     fn fault_bodies_parse_with_defaults() {
         let f: Fault = serde_json::from_str(r#"{"mode":"fail-jobs"}"#).unwrap();
-        assert_eq!(
-            f,
-            Fault::FailJobs {
-                retry: RetryHint::DoNotRetry,
-                code: "ServiceError".into()
-            }
-        );
+        assert_eq!(f, Fault::FailJobs { retry: RetryHint::DoNotRetry, code: "ServiceError".into() });
         let f: Fault = serde_json::from_str(r#"{"mode":"throttle","count":2}"#).unwrap();
-        assert_eq!(
-            f,
-            Fault::Throttle {
-                retry_after_seconds: 1,
-                count: Some(2)
-            }
-        );
+        assert_eq!(f, Fault::Throttle { retry_after_seconds: 1, count: Some(2) });
         assert!(serde_json::from_str::<Fault>(r#"{"mode":"sideways"}"#).is_err());
     }
 
     #[test]
     fn job_states_parse_case_insensitively() {
         assert_eq!(JobState::parse_loose("finished"), Some(JobState::Finished));
-        assert_eq!(
-            JobState::parse_loose("PROCESSING"),
-            Some(JobState::Processing)
-        );
+        assert_eq!(JobState::parse_loose("PROCESSING"), Some(JobState::Processing));
         assert_eq!(JobState::parse_loose("Done"), None);
     }
 }

@@ -35,26 +35,10 @@ pub struct Emulator {
 impl Emulator {
     /// Builds the emulator with every configured account healthy and empty.
     pub fn new(config: Config) -> Arc<Emulator> {
-        let accounts = config
-            .accounts
-            .iter()
-            .map(|a| {
-                (
-                    a.name.to_ascii_lowercase(),
-                    Account::new(&a.name, &a.region),
-                )
-            })
-            .collect();
-        let dispatcher = Dispatcher::new(
-            config.event_endpoint.clone(),
-            config.event_types.clone(),
-            config.time_scale,
-        );
-        Arc::new(Emulator {
-            config,
-            dispatcher,
-            state: Mutex::new(State { accounts }),
-        })
+        let accounts =
+            config.accounts.iter().map(|a| (a.name.to_ascii_lowercase(), Account::new(&a.name, &a.region))).collect();
+        let dispatcher = Dispatcher::new(config.event_endpoint.clone(), config.event_types.clone(), config.time_scale);
+        Arc::new(Emulator { config, dispatcher, state: Mutex::new(State { accounts }) })
     }
 
     /// Locks the state. A poisoned lock is recovered: each critical section
@@ -65,11 +49,6 @@ impl Emulator {
 
     /// Event topic and subject for a job of `account`.
     pub fn event_source(&self, account: &Account, job: &Job) -> EventSource {
-        EventSource::new(
-            &self.config.subscription,
-            &self.config.resource_group,
-            &account.name,
-            job,
-        )
+        EventSource::new(&self.config.subscription, &self.config.resource_group, &account.name, job)
     }
 }

@@ -29,8 +29,7 @@ mod tests {
     use chrono::TimeZone;
 
     fn sample() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2018, 10, 12, 16, 12, 18).unwrap()
-            + chrono::Duration::nanoseconds(83_993_500)
+        Utc.with_ymd_and_hms(2018, 10, 12, 16, 12, 18).unwrap() + chrono::Duration::nanoseconds(83_993_500)
     }
 
     #[test]
