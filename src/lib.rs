@@ -1,1 +1,27 @@
-//! Control plane for cross-region Media Services encoding.
+//! Control plane for cross-region Media Services encoding, served as an Azure Functions custom handler.
+//!
+//! `domain` holds the pure rules, `store` and `media` own all I/O, `workflow` combines them, and
+//! `functions` adapts each function folder's invocation to them.
+
+pub mod config;
+pub mod domain;
+pub mod functions;
+pub mod identity;
+pub mod invoke;
+pub mod media;
+pub mod store;
+pub mod telemetry;
+pub mod workflow;
+
+use std::sync::Arc;
+
+/// Everything a function invocation needs, shared by all of them.
+#[derive(Clone)]
+pub struct App {
+    /// Validated settings.
+    pub settings: Arc<config::Settings>,
+    /// Table Storage.
+    pub store: store::Store,
+    /// Media Services.
+    pub media: media::MediaClient,
+}

@@ -1,1 +1,53 @@
-fn main() {}
+//! The custom handler: reads settings, prepares the tables, and serves the function routes on
+//! `127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT`.
+
+use ams_failover::config::Settings;
+use ams_failover::media::MediaClient;
+use ams_failover::store::Store;
+use ams_failover::{functions, telemetry, App};
+use anyhow::Context;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long start-up keeps trying to reach Table Storage; the host gives a custom handler about 30 s.
+const STORAGE_START_ATTEMPTS: u32 = 10;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::init();
+    let settings = Arc::new(Settings::from_env()?);
+    let port: u16 =
+        match std::env::var("FUNCTIONS_CUSTOMHANDLER_PORT").or_else(|_| std::env::var("FUNCTIONS_HTTPWORKER_PORT")) {
+            Ok(port) => port.parse().context("FUNCTIONS_CUSTOMHANDLER_PORT is not a port number")?,
+            Err(_) => 3000,
+        };
+
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(60))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .context("building the HTTP client")?;
+    let store = Store::connect(&settings, http.clone())?;
+    let media =
+        MediaClient::new(http, &settings.arm_auth, settings.arm_timeout).context("setting up ARM authentication")?;
+
+    let accounts: Vec<&str> = settings.accounts.iter().map(|a| a.name.as_str()).collect();
+    let mut attempt = 1;
+    while let Err(error) = store.ensure_ready(accounts.iter().copied()).await {
+        if !error.is_retryable() || attempt >= STORAGE_START_ATTEMPTS {
+            return Err(error).context("preparing the tables");
+        }
+        tracing::warn!(%error, attempt, "Table Storage not reachable yet; retrying");
+        attempt += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    let app = App { settings: settings.clone(), store, media };
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+    tracing::info!(port, accounts = ?accounts, "handler ready");
+    axum::serve(listener, functions::router(app)).await.context("serving")?;
+    Ok(())
+}

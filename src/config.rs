@@ -1,0 +1,361 @@
+//! Settings from the environment (Azure app settings, or `local.settings.json` Values under a Functions
+//! host), read and validated once at start-up. A bad setting stops the handler with a message that names it.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+use url::Url;
+
+/// The ARM endpoint of the public Azure cloud.
+pub const DEFAULT_ARM_ENDPOINT: &str = "https://management.azure.com";
+
+/// A setting that is missing or wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("setting {setting}: {problem}")]
+pub struct ConfigError {
+    /// The setting's name.
+    pub setting: &'static str,
+    /// What is wrong with it, and what a good value looks like.
+    pub problem: String,
+}
+
+fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError { setting, problem: problem.into() }
+}
+
+/// How an account's Media Reserved Units are handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MruMode {
+    /// Accounts created before API 2020-05-01: the product scales MRUs through the v2 endpoint.
+    Managed,
+    /// Newer accounts scale by themselves; the MRU endpoint is never called.
+    Automatic,
+}
+
+impl fmt::Display for MruMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MruMode::Managed => "managed",
+            MruMode::Automatic => "automatic",
+        })
+    }
+}
+
+/// One Media Services account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountConfig {
+    /// Account name, unique across the configuration (compared case-insensitively).
+    pub name: String,
+    /// Azure region, e.g. `westeurope`.
+    pub region: String,
+    /// Subscription id.
+    pub subscription_id: String,
+    /// Resource group.
+    pub resource_group: String,
+    /// ARM endpoint, `https://management.azure.com` unless pointed elsewhere (the emulator).
+    pub arm_endpoint: Url,
+    /// MRU handling.
+    pub mru_mode: MruMode,
+    /// Most MRUs the product will provision.
+    pub max_mru: u32,
+}
+
+impl AccountConfig {
+    /// The ARM resource path of the account, without endpoint or api-version.
+    pub fn resource_path(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Media/mediaServices/{}",
+            self.subscription_id, self.resource_group, self.name
+        )
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawAccount {
+    name: String,
+    region: String,
+    subscription_id: String,
+    resource_group: String,
+    arm_endpoint: Option<String>,
+    mru_mode: Option<MruMode>,
+    max_mru: Option<u32>,
+}
+
+/// Where the Table Storage state lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// A connection string (`UseDevelopmentStorage=true` included).
+    ConnectionString(String),
+    /// A table endpoint used with the app's managed identity.
+    Endpoint(Url),
+}
+
+impl fmt::Debug for StorageConfig {
+    // The connection string holds an account key; never print it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageConfig::ConnectionString(_) => f.write_str("ConnectionString(<redacted>)"),
+            StorageConfig::Endpoint(url) => write!(f, "Endpoint({url})"),
+        }
+    }
+}
+
+/// How calls to ARM authenticate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArmAuth {
+    /// Bearer tokens from the app's managed identity (optionally a user-assigned one by client id).
+    ManagedIdentity {
+        /// Client id of a user-assigned identity.
+        client_id: Option<String>,
+    },
+    /// No token: for the local emulator only.
+    None,
+}
+
+/// Everything the handler reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Media Services accounts, in configuration order.
+    pub accounts: Vec<AccountConfig>,
+    /// Table Storage.
+    pub storage: StorageConfig,
+    /// Prefix of every table name, so several deployments or tests can share one storage account.
+    pub table_prefix: String,
+    /// Transforms that exist in every account, with how many outputs each produces.
+    pub transforms: BTreeMap<String, usize>,
+    /// ARM authentication.
+    pub arm_auth: ArmAuth,
+    /// Timeout of one ARM call.
+    pub arm_timeout: Duration,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        Settings::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+
+        let accounts = parse_accounts(&get("MEDIA_ACCOUNTS").ok_or_else(|| {
+            bad("MEDIA_ACCOUNTS", r#"missing; a JSON array like [{"name":"amswe","region":"westeurope","subscriptionId":"...","resourceGroup":"media"}]"#)
+        })?)?;
+
+        let storage = match (get("TABLES_CONNECTION_STRING"), get("TABLES_ENDPOINT")) {
+            (Some(cs), None) => StorageConfig::ConnectionString(cs),
+            (None, Some(endpoint)) => StorageConfig::Endpoint(
+                parse_url(&endpoint).map_err(|p| bad("TABLES_ENDPOINT", p))?,
+            ),
+            (Some(_), Some(_)) => {
+                return Err(bad("TABLES_CONNECTION_STRING", "set either it or TABLES_ENDPOINT, not both"))
+            }
+            (None, None) => {
+                return Err(bad(
+                    "TABLES_CONNECTION_STRING",
+                    "missing; set it (UseDevelopmentStorage=true for Azurite) or TABLES_ENDPOINT (https://<account>.table.core.windows.net, used with the managed identity)",
+                ))
+            }
+        };
+
+        let table_prefix = get("TABLE_PREFIX").unwrap_or_else(|| "amsfo".to_owned());
+        if table_prefix.len() > 40
+            || !table_prefix.chars().all(|c| c.is_ascii_alphanumeric())
+            || !table_prefix.starts_with(|c: char| c.is_ascii_alphabetic())
+        {
+            return Err(bad("TABLE_PREFIX", "must start with a letter and hold at most 40 letters and digits"));
+        }
+
+        let transforms = parse_transforms(&get("TRANSFORMS").ok_or_else(|| {
+            bad("TRANSFORMS", "missing; a comma-separated list of transform names that exist in every account, each optionally NAME:OUTPUTS")
+        })?)?;
+
+        let arm_auth = match get("ARM_AUTH").as_deref() {
+            None | Some("managed-identity") => ArmAuth::ManagedIdentity { client_id: get("AZURE_CLIENT_ID") },
+            Some("none") => ArmAuth::None,
+            Some(other) => return Err(bad("ARM_AUTH", format!("{other:?} is not one of managed-identity, none"))),
+        };
+
+        let arm_timeout = match get("ARM_TIMEOUT") {
+            Some(v) => parse_duration(&v).map_err(|p| bad("ARM_TIMEOUT", p))?,
+            None => Duration::from_secs(30),
+        };
+
+        Ok(Settings { accounts, storage, table_prefix, transforms, arm_auth, arm_timeout })
+    }
+
+    /// The configured account with this name (case-insensitive, as Event Grid topics vary in case).
+    pub fn account(&self, name: &str) -> Option<&AccountConfig> {
+        self.accounts.iter().find(|a| a.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The names of the configured transforms.
+    pub fn transform_names(&self) -> BTreeSet<String> {
+        self.transforms.keys().cloned().collect()
+    }
+}
+
+fn parse_accounts(json: &str) -> Result<Vec<AccountConfig>, ConfigError> {
+    const S: &str = "MEDIA_ACCOUNTS";
+    let raw: Vec<RawAccount> =
+        serde_json::from_str(json).map_err(|e| bad(S, format!("not a valid JSON array of accounts: {e}")))?;
+    if raw.is_empty() {
+        return Err(bad(S, "lists no account; at least one is needed"));
+    }
+    let mut seen = BTreeSet::new();
+    raw.into_iter()
+        .map(|a| {
+            let valid_name = (3..=24).contains(&a.name.len())
+                && a.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+            if !valid_name {
+                return Err(bad(S, format!("account name {:?} must be 3 to 24 lowercase letters and digits", a.name)));
+            }
+            if !seen.insert(a.name.clone()) {
+                return Err(bad(S, format!("account {:?} is listed twice", a.name)));
+            }
+            for (field, value) in
+                [("region", &a.region), ("subscriptionId", &a.subscription_id), ("resourceGroup", &a.resource_group)]
+            {
+                if value.is_empty() || value.contains(['/', '?', '#']) {
+                    return Err(bad(
+                        S,
+                        format!("account {:?}: {field} must be non-empty and hold no '/', '?' or '#'", a.name),
+                    ));
+                }
+            }
+            let arm_endpoint = parse_url(a.arm_endpoint.as_deref().unwrap_or(DEFAULT_ARM_ENDPOINT))
+                .map_err(|p| bad(S, format!("account {:?}: armEndpoint {p}", a.name)))?;
+            Ok(AccountConfig {
+                name: a.name,
+                region: a.region,
+                subscription_id: a.subscription_id,
+                resource_group: a.resource_group,
+                arm_endpoint,
+                mru_mode: a.mru_mode.unwrap_or(MruMode::Automatic),
+                max_mru: a.max_mru.unwrap_or(10),
+            })
+        })
+        .collect()
+}
+
+fn parse_transforms(list: &str) -> Result<BTreeMap<String, usize>, ConfigError> {
+    const S: &str = "TRANSFORMS";
+    list.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|entry| {
+            let (name, outputs) = match entry.split_once(':') {
+                Some((name, n)) => (
+                    name,
+                    n.parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=20).contains(n))
+                        .ok_or_else(|| bad(S, format!("{entry:?}: OUTPUTS must be a number from 1 to 20")))?,
+                ),
+                None => (entry, 1),
+            };
+            let ok = name.len() <= 260 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return Err(bad(S, format!("{name:?} is not a valid transform name (letters, digits, '-' and '_')")));
+            }
+            Ok((name.to_owned(), outputs))
+        })
+        .collect::<Result<BTreeMap<_, _>, _>>()
+        .and_then(|m| if m.is_empty() { Err(bad(S, "lists no transform")) } else { Ok(m) })
+}
+
+fn parse_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    match url.scheme() {
+        "https" | "http" if url.host().is_some() => Ok(url),
+        _ => Err(format!("{s:?} must be an http(s) URL")),
+    }
+}
+
+/// Parses `500ms`, `30s`, `10m`, `2h`, `1d`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 10m or 2h"))?;
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        other => return Err(format!("{s:?}: unknown unit {other:?}; use ms, s, m, h or d")),
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("{s:?} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const ACCOUNTS: &str = r#"[{"name":"amswe","region":"westeurope","subscriptionId":"s","resourceGroup":"rg","armEndpoint":"http://127.0.0.1:9000","mruMode":"managed","maxMru":5}]"#;
+
+    #[test]
+    fn a_complete_environment_is_read_with_defaults() {
+        let s = settings(&[
+            ("MEDIA_ACCOUNTS", ACCOUNTS),
+            ("TABLES_CONNECTION_STRING", "UseDevelopmentStorage=true"),
+            ("TRANSFORMS", "encode, thumbs:2"),
+        ])
+        .expect("valid");
+        assert_eq!(s.accounts[0].mru_mode, MruMode::Managed);
+        assert_eq!(s.transforms.get("thumbs"), Some(&2));
+        assert_eq!(s.table_prefix, "amsfo");
+        assert_eq!(s.arm_auth, ArmAuth::ManagedIdentity { client_id: None });
+        assert_eq!(s.account("AMSWE").map(|a| a.region.as_str()), Some("westeurope"));
+    }
+
+    #[test]
+    fn each_bad_setting_is_named_in_the_error() {
+        let base = [
+            ("MEDIA_ACCOUNTS", ACCOUNTS),
+            ("TABLES_CONNECTION_STRING", "UseDevelopmentStorage=true"),
+            ("TRANSFORMS", "encode"),
+        ];
+        let with = |k: &'static str, v: &'static str| {
+            let mut pairs: Vec<(&str, &str)> = base.iter().copied().filter(|(name, _)| *name != k).collect();
+            pairs.push((k, v));
+            settings(&pairs).err().map(|e| e.setting)
+        };
+        assert_eq!(with("MEDIA_ACCOUNTS", "[]"), Some("MEDIA_ACCOUNTS"));
+        assert_eq!(
+            with("MEDIA_ACCOUNTS", r#"[{"name":"Bad_Name","region":"r","subscriptionId":"s","resourceGroup":"g"}]"#),
+            Some("MEDIA_ACCOUNTS")
+        );
+        assert_eq!(with("TRANSFORMS", "a:0"), Some("TRANSFORMS"));
+        assert_eq!(with("TABLE_PREFIX", "1abc"), Some("TABLE_PREFIX"));
+        assert_eq!(with("ARM_AUTH", "keys"), Some("ARM_AUTH"));
+        assert_eq!(with("ARM_TIMEOUT", "soon"), Some("ARM_TIMEOUT"));
+        assert_eq!(with("TABLES_ENDPOINT", "https://x.table.core.windows.net"), Some("TABLES_CONNECTION_STRING"));
+        assert_eq!(settings(&[("TRANSFORMS", "x")]).err().map(|e| e.setting), Some("MEDIA_ACCOUNTS"));
+    }
+
+    #[test]
+    fn durations_accept_the_usual_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("10 minutes").is_err());
+    }
+
+    #[test]
+    fn the_connection_string_is_never_printed() {
+        let s = StorageConfig::ConnectionString("AccountKey=secret".into());
+        assert!(!format!("{s:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,16 @@
+//! Pure decisions, no I/O and no clock: every function takes `now` (and a random source where it chooses)
+//! as an argument, so the rules can be tested with plain unit and property tests.
+
+pub mod alert;
+pub mod choice;
+pub mod event;
+pub mod records;
+pub mod request;
+pub mod state;
+
+pub use alert::Alert;
+pub use choice::rotation_order;
+pub use event::{Incoming, JobEvent, Unusable};
+pub use records::{AccountCounters, AttemptRecord, ErrorInfo, JobRecord};
+pub use request::{BadRequest, JobId, SubmitRequest};
+pub use state::JobState;

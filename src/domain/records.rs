@@ -1,0 +1,441 @@
+//! The records the product keeps, and the pure rules that move them: attempts follow Media Services
+//! events, the logical job follows its current attempt, and each account's counters follow its active
+//! attempts.
+
+use super::request::SubmitRequest;
+use super::state::JobState;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// How many attempts a job row remembers; older ones stay in the Attempts table.
+pub const MAX_ATTEMPT_HISTORY: usize = 10;
+
+/// A Media Services job error, as events and the job resource report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorInfo {
+    /// For example `ServiceError` or `DownloadNotAccessible`.
+    pub code: String,
+    /// The service's message.
+    #[serde(default)]
+    pub message: String,
+    /// For example `Service` or `Download`.
+    #[serde(default)]
+    pub category: String,
+    /// `MayRetry` or `DoNotRetry`.
+    #[serde(default)]
+    pub retry: String,
+}
+
+/// One try of a logical job on one account: one Media Services job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    /// The logical job.
+    pub job_id: String,
+    /// 1 for the first attempt, then 2, 3...
+    pub number: u32,
+    /// Media Services account name.
+    pub account: String,
+    /// The account's region.
+    pub region: String,
+    /// Deterministic Media Services job name, so a retry finds the same job instead of making a second.
+    pub ams_job_name: String,
+    /// Transform the job runs under.
+    pub transform: String,
+    /// Output asset names, one per transform output.
+    pub output_assets: Vec<String>,
+    /// Where the attempt stands.
+    pub state: JobState,
+    /// When the attempt row was written.
+    pub submitted_at: DateTime<Utc>,
+    /// When Media Services reported Scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// When Media Services reported Processing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing_at: Option<DateTime<Utc>>,
+    /// When the attempt reached a final state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When we last learnt anything about the attempt (write, event or poll).
+    pub last_heard_at: DateTime<Utc>,
+    /// The error, for attempts that ended in Error or could not be submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+}
+
+impl AttemptRecord {
+    /// The Media Services job name of attempt `number` of `job_id`.
+    pub fn ams_job_name_for(job_id: &str, number: u32) -> String {
+        format!("{job_id}-a{number}")
+    }
+
+    /// The name of output asset `index` of attempt `number` of `job_id`.
+    pub fn output_asset_for(job_id: &str, number: u32, index: usize) -> String {
+        format!("{job_id}-a{number}-out{index}")
+    }
+
+    /// The attempt after Media Services reported `state` at `at`, or `None` when the report changes
+    /// nothing (older, repeated, or after a final state).
+    pub fn observe(
+        &self,
+        state: JobState,
+        at: DateTime<Utc>,
+        error: Option<ErrorInfo>,
+        now: DateTime<Utc>,
+    ) -> Option<AttemptRecord> {
+        let state = self.state.advance(state)?;
+        let mut next = self.clone();
+        next.state = state;
+        next.last_heard_at = now;
+        match state {
+            JobState::Scheduled => next.scheduled_at = Some(at),
+            JobState::Processing => next.processing_at = Some(at),
+            s if s.is_final() => {
+                next.finished_at = Some(at);
+                next.error = error.or(next.error);
+            }
+            _ => {}
+        }
+        Some(next)
+    }
+
+    /// Whether the attempt still counts as in flight on its account.
+    pub fn is_active(&self) -> bool {
+        !self.state.is_final()
+    }
+}
+
+/// The logical job: what the caller asked for and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRecord {
+    /// The job id.
+    pub job_id: String,
+    /// Canonical JSON of the accepted request, compared on idempotent retries.
+    pub request: String,
+    /// Transform name.
+    pub transform: String,
+    /// The current attempt's state, `Pending` while no attempt runs.
+    pub state: JobState,
+    /// The current attempt number, 0 before the first.
+    pub attempt: u32,
+    /// The current attempt's account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// The current attempt's region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Every attempt, newest last, at most [`MAX_ATTEMPT_HISTORY`].
+    pub attempts: Vec<AttemptRecord>,
+    /// Output asset names of the attempt that finished.
+    pub outputs: Vec<String>,
+    /// The most recent error of any attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ErrorInfo>,
+    /// When the job was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When the job last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl JobRecord {
+    /// A newly accepted job, not yet on any account.
+    pub fn accept(request: &SubmitRequest, now: DateTime<Utc>) -> JobRecord {
+        JobRecord {
+            job_id: request.job_id.to_string(),
+            request: request.canonical_json(),
+            transform: request.transform.clone(),
+            state: JobState::Pending,
+            attempt: 0,
+            account: None,
+            region: None,
+            attempts: Vec::new(),
+            outputs: Vec::new(),
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// The job with a new attempt on `account`, and that attempt. `outputs` is how many output assets the
+    /// transform produces.
+    pub fn begin_attempt(
+        &self,
+        account: &str,
+        region: &str,
+        outputs: usize,
+        now: DateTime<Utc>,
+    ) -> (JobRecord, AttemptRecord) {
+        let number = self.attempt + 1;
+        let attempt = AttemptRecord {
+            job_id: self.job_id.clone(),
+            number,
+            account: account.to_owned(),
+            region: region.to_owned(),
+            ams_job_name: AttemptRecord::ams_job_name_for(&self.job_id, number),
+            transform: self.transform.clone(),
+            output_assets: (0..outputs.max(1))
+                .map(|i| AttemptRecord::output_asset_for(&self.job_id, number, i))
+                .collect(),
+            state: JobState::Submitting,
+            submitted_at: now,
+            scheduled_at: None,
+            processing_at: None,
+            finished_at: None,
+            last_heard_at: now,
+            error: None,
+        };
+        let mut job = self.clone();
+        job.attempt = number;
+        job.state = JobState::Submitting;
+        job.account = Some(account.to_owned());
+        job.region = Some(region.to_owned());
+        job.updated_at = now;
+        job.record_attempt(&attempt);
+        (job, attempt)
+    }
+
+    /// The job after its attempt changed, or `None` when that changes nothing: the attempt is not the
+    /// current one (a superseded attempt never moves the job), or the job already ended.
+    pub fn observe_attempt(&self, attempt: &AttemptRecord, now: DateTime<Utc>) -> Option<JobRecord> {
+        if attempt.number != self.attempt || self.state.is_final() {
+            return None;
+        }
+        let mut job = self.clone();
+        job.record_attempt(attempt);
+        job.state = match attempt.state {
+            // No attempt runs any more; the job waits for an account.
+            JobState::SubmitFailed => JobState::Pending,
+            s => s,
+        };
+        if attempt.state == JobState::Finished {
+            job.outputs = attempt.output_assets.clone();
+        }
+        if attempt.error.is_some() {
+            job.last_error = attempt.error.clone();
+        }
+        if job == *self {
+            return None;
+        }
+        job.updated_at = now;
+        Some(job)
+    }
+
+    /// The job ended in Error without running, because Media Services refused the request itself; `None` if
+    /// the job already ended.
+    pub fn fail(&self, error: ErrorInfo, now: DateTime<Utc>) -> Option<JobRecord> {
+        (!self.state.is_final()).then(|| JobRecord {
+            state: JobState::Error,
+            last_error: Some(error),
+            updated_at: now,
+            ..self.clone()
+        })
+    }
+
+    fn record_attempt(&mut self, attempt: &AttemptRecord) {
+        match self.attempts.iter_mut().find(|a| a.number == attempt.number) {
+            Some(slot) => *slot = attempt.clone(),
+            None => self.attempts.push(attempt.clone()),
+        }
+        let excess = self.attempts.len().saturating_sub(MAX_ATTEMPT_HISTORY);
+        self.attempts.drain(..excess);
+    }
+}
+
+/// An account's active attempts counted by state; in flight is their sum. Kept in one Table row and
+/// changed only in the same transaction as the attempt rows, so it is exact (DESIGN invariant 1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AccountCounters {
+    /// Attempts written but not yet confirmed by Media Services.
+    pub submitting: u32,
+    /// Queued in Media Services.
+    pub queued: u32,
+    /// Scheduled.
+    pub scheduled: u32,
+    /// Processing.
+    pub processing: u32,
+    /// Canceling.
+    pub canceling: u32,
+}
+
+/// The counters would go below zero: the rows and counters disagree, which must never happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {0} count would go below zero")]
+pub struct CounterUnderflow(pub JobState);
+
+impl AccountCounters {
+    /// Jobs in flight on the account.
+    pub fn in_flight(&self) -> u32 {
+        self.submitting + self.queued + self.scheduled + self.processing + self.canceling
+    }
+
+    /// The counters after an attempt moved from `from` to `to`; a final state counts as leaving.
+    pub fn moved(&self, from: Option<JobState>, to: Option<JobState>) -> Result<AccountCounters, CounterUnderflow> {
+        let mut next = *self;
+        if let Some(slot) = from.and_then(|s| next.slot(s)) {
+            *slot = slot.checked_sub(1).ok_or(CounterUnderflow(from.unwrap_or(JobState::Pending)))?;
+        }
+        if let Some(slot) = to.and_then(|s| next.slot(s)) {
+            *slot += 1;
+        }
+        Ok(next)
+    }
+
+    /// The counts as a map from state name, for operators.
+    pub fn by_state(&self) -> BTreeMap<&'static str, u32> {
+        [
+            (JobState::Submitting, self.submitting),
+            (JobState::Queued, self.queued),
+            (JobState::Scheduled, self.scheduled),
+            (JobState::Processing, self.processing),
+            (JobState::Canceling, self.canceling),
+        ]
+        .into_iter()
+        .map(|(s, n)| (s.as_str(), n))
+        .collect()
+    }
+
+    fn slot(&mut self, state: JobState) -> Option<&mut u32> {
+        match state {
+            JobState::Submitting => Some(&mut self.submitting),
+            JobState::Queued => Some(&mut self.queued),
+            JobState::Scheduled => Some(&mut self.scheduled),
+            JobState::Processing => Some(&mut self.processing),
+            JobState::Canceling => Some(&mut self.canceling),
+            _ => None,
+        }
+    }
+}
+
+/// Why and until when an account is out of rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Removal {
+    /// When it was removed.
+    pub since: DateTime<Utc>,
+    /// When it may come back.
+    pub until: DateTime<Utc>,
+    /// What was seen.
+    pub reason: String,
+}
+
+/// The health list: every configured account is in rotation unless it has a removal entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthRecord {
+    /// Removed accounts by name.
+    #[serde(default)]
+    pub removed: BTreeMap<String, Removal>,
+}
+
+impl HealthRecord {
+    /// The accounts of `configured` that are in rotation, in configuration order.
+    pub fn in_rotation<'a>(&self, configured: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+        configured.into_iter().filter(|name| !self.removed.contains_key(*name)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap_or_default()
+    }
+
+    fn job() -> JobRecord {
+        JobRecord {
+            job_id: "j".into(),
+            request: "{}".into(),
+            transform: "encode".into(),
+            state: JobState::Pending,
+            attempt: 0,
+            account: None,
+            region: None,
+            attempts: vec![],
+            outputs: vec![],
+            last_error: None,
+            created_at: t(0),
+            updated_at: t(0),
+        }
+    }
+
+    #[test]
+    fn an_attempt_records_when_it_was_scheduled_and_processed() {
+        let (_, a) = job().begin_attempt("acct", "westeurope", 1, t(0));
+        let a = a.observe(JobState::Scheduled, t(5), None, t(6)).expect("advances");
+        let a = a.observe(JobState::Processing, t(9), None, t(10)).expect("advances");
+        assert_eq!((a.scheduled_at, a.processing_at, a.last_heard_at), (Some(t(5)), Some(t(9)), t(10)));
+        assert_eq!(a.observe(JobState::Scheduled, t(7), None, t(11)), None);
+    }
+
+    #[test]
+    fn a_superseded_attempt_never_moves_the_job() {
+        let (j1, a1) = job().begin_attempt("a", "r1", 1, t(0));
+        let (j2, _a2) = j1.begin_attempt("b", "r2", 1, t(1));
+        let finished = a1.observe(JobState::Finished, t(2), None, t(2)).expect("advances");
+        assert_eq!(j2.observe_attempt(&finished, t(3)), None);
+    }
+
+    #[test]
+    fn a_failed_submission_puts_the_job_back_to_pending() {
+        let (j1, a1) = job().begin_attempt("a", "r1", 1, t(0));
+        let failed = AttemptRecord { state: JobState::SubmitFailed, ..a1 };
+        assert_eq!(j1.observe_attempt(&failed, t(1)).map(|j| j.state), Some(JobState::Pending));
+    }
+
+    #[test]
+    fn the_attempt_history_is_bounded() {
+        let mut j = job();
+        for i in 0..(MAX_ATTEMPT_HISTORY as i64 + 5) {
+            j = j.begin_attempt("a", "r", 1, t(i)).0;
+        }
+        assert_eq!(j.attempts.len(), MAX_ATTEMPT_HISTORY);
+        assert_eq!(j.attempts.last().map(|a| a.number), Some(j.attempt));
+    }
+
+    #[test]
+    fn counters_refuse_to_go_negative() {
+        let c = AccountCounters::default();
+        assert_eq!(c.moved(Some(JobState::Queued), None), Err(CounterUnderflow(JobState::Queued)));
+    }
+
+    fn any_media_state() -> impl Strategy<Value = JobState> {
+        prop::sample::select(vec![
+            JobState::Queued,
+            JobState::Scheduled,
+            JobState::Processing,
+            JobState::Canceling,
+            JobState::Finished,
+            JobState::Error,
+            JobState::Canceled,
+        ])
+    }
+
+    proptest! {
+        /// Event Grid may duplicate and reorder: whatever the order, the attempt ends in the first final
+        /// state it saw (or the highest state otherwise), the counters return to zero exactly when that
+        /// state is final, and they never go negative on the way.
+        #[test]
+        fn any_order_of_events_with_duplicates_keeps_counters_exact(events in prop::collection::vec(any_media_state(), 0..20)) {
+            let (_, mut attempt) = job().begin_attempt("a", "r", 1, t(0));
+            let mut counters = AccountCounters::default().moved(None, Some(JobState::Submitting)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut expected = JobState::Submitting;
+            for (i, state) in events.iter().enumerate() {
+                if let Some(next) = expected.advance(*state) { expected = next; }
+                if let Some(next) = attempt.observe(*state, t(i as i64), None, t(i as i64)) {
+                    let active = |a: &AttemptRecord| a.is_active().then_some(a.state);
+                    counters = counters.moved(active(&attempt), active(&next)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    attempt = next;
+                }
+                prop_assert_eq!(counters.in_flight(), u32::from(attempt.is_active()));
+            }
+            prop_assert_eq!(attempt.state, expected);
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! SubmitJob's body, validated once into types that cannot hold bad input (DESIGN invariant 6).
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use url::Url;
+
+/// The largest SubmitJob body accepted. The request is stored in one Table property, which holds at most
+/// 32K UTF-16 characters, so the limit stays well below that.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Media Services limits each input file entry to 4000 characters.
+const MAX_FILE_CHARS: usize = 4000;
+const MAX_FILES: usize = 100;
+const MAX_CORRELATION_ENTRIES: usize = 20;
+const MAX_CORRELATION_CHARS: usize = 512;
+/// Correlation keys the product sets on every Media Services job; callers may not use them.
+pub const RESERVED_CORRELATION_KEYS: [&str; 2] = ["jobId", "attempt"];
+
+/// Why a request was refused: an HTTP status, a stable machine-readable code and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRequest {
+    /// HTTP status to answer with.
+    pub status: u16,
+    /// Stable error code, e.g. `invalid_job_id`.
+    pub code: &'static str,
+    /// What was wrong and how to fix it.
+    pub message: String,
+}
+
+impl BadRequest {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        BadRequest { status: 400, code, message: message.into() }
+    }
+}
+
+impl fmt::Display for BadRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+/// A job id safe as a Table key, in a URL path and inside a Media Services resource name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct JobId(String);
+
+impl TryFrom<String> for JobId {
+    type Error = BadRequest;
+
+    fn try_from(s: String) -> Result<Self, BadRequest> {
+        JobId::parse(&s)
+    }
+}
+
+impl From<JobId> for String {
+    fn from(id: JobId) -> String {
+        id.0
+    }
+}
+
+impl JobId {
+    /// Longest id accepted; leaves room for the attempt suffix in Media Services names.
+    pub const MAX_LEN: usize = 100;
+
+    /// Validates an id given by a caller (letters, digits, `-` and `_`).
+    pub fn parse(s: &str) -> Result<JobId, BadRequest> {
+        let ok_chars = s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if s.is_empty() || s.len() > Self::MAX_LEN || !ok_chars {
+            return Err(BadRequest::new(
+                "invalid_job_id",
+                format!(
+                    "jobId must be 1 to {} characters of letters, digits, '-' and '_' (got {:?})",
+                    Self::MAX_LEN,
+                    truncate(s, 120)
+                ),
+            ));
+        }
+        Ok(JobId(s.to_owned()))
+    }
+
+    /// A fresh id for a request that did not bring one.
+    pub fn generate(rng: &mut impl rand::Rng) -> JobId {
+        JobId(uuid::Builder::from_random_bytes(rng.random()).into_uuid().to_string())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Media Services job priority.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Priority {
+    /// Low.
+    Low,
+    /// The service default.
+    #[default]
+    Normal,
+    /// High.
+    High,
+}
+
+/// Where the source video is read from (`JobInputHttp`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobInput {
+    /// An https base URL the files are relative to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_uri: Option<String>,
+    /// File names (relative to `base_uri`) or absolute https URLs.
+    pub files: Vec<String>,
+}
+
+/// A validated SubmitJob request. Its JSON form is stored with the job and compared on retries, so it is
+/// canonical: fields in a fixed order, maps sorted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubmitRequest {
+    /// The caller's id, or a generated one.
+    pub job_id: JobId,
+    /// Transform name, one of the configured transforms.
+    pub transform: String,
+    /// Source files.
+    pub input: JobInput,
+    /// Media Services priority.
+    pub priority: Priority,
+    /// Caller's key/value pairs, echoed in events.
+    pub correlation_data: BTreeMap<String, String>,
+}
+
+/// The body as callers send it, before validation.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawRequest {
+    job_id: Option<String>,
+    transform: Option<String>,
+    input: Option<RawInput>,
+    priority: Option<Priority>,
+    correlation_data: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawInput {
+    base_uri: Option<String>,
+    files: Option<Vec<String>>,
+}
+
+impl SubmitRequest {
+    /// Validates a SubmitJob body. `transforms` are the transform names that exist in every account;
+    /// `rng` supplies a job id when the body has none.
+    pub fn parse(
+        body: Option<&str>,
+        transforms: &BTreeSet<String>,
+        rng: &mut impl rand::Rng,
+    ) -> Result<SubmitRequest, BadRequest> {
+        let body = body.filter(|b| !b.trim().is_empty()).ok_or_else(|| {
+            BadRequest::new("missing_body", "the request needs a JSON body with at least transform and input")
+        })?;
+        if body.len() > MAX_BODY_BYTES {
+            return Err(BadRequest {
+                status: 413,
+                code: "body_too_large",
+                message: format!("the body is {} bytes; at most {MAX_BODY_BYTES} are accepted", body.len()),
+            });
+        }
+        let raw: RawRequest = serde_json::from_str(body)
+            .map_err(|e| BadRequest::new("malformed_json", format!("the body is not a valid job request: {e}")))?;
+
+        let job_id = match raw.job_id {
+            Some(id) => JobId::parse(&id)?,
+            None => JobId::generate(rng),
+        };
+        let transform = raw
+            .transform
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| BadRequest::new("missing_transform", "transform is required"))?;
+        if !transforms.contains(&transform) {
+            let known: Vec<&str> = transforms.iter().map(String::as_str).collect();
+            return Err(BadRequest::new(
+                "unknown_transform",
+                format!(
+                    "transform {:?} is not configured; known transforms: {}",
+                    truncate(&transform, 120),
+                    known.join(", ")
+                ),
+            ));
+        }
+        let input = validate_input(raw.input.ok_or_else(|| BadRequest::new("missing_input", "input is required"))?)?;
+        let correlation_data = validate_correlation(raw.correlation_data.unwrap_or_default())?;
+
+        Ok(SubmitRequest { job_id, transform, input, priority: raw.priority.unwrap_or_default(), correlation_data })
+    }
+
+    /// The canonical JSON stored with the job, compared on idempotent retries.
+    pub fn canonical_json(&self) -> String {
+        // Serializing plain structs and BTreeMaps cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+fn validate_input(raw: RawInput) -> Result<JobInput, BadRequest> {
+    let files = raw.files.unwrap_or_default();
+    if files.is_empty() || files.len() > MAX_FILES {
+        return Err(BadRequest::new("invalid_input", format!("input.files must list 1 to {MAX_FILES} files")));
+    }
+    for file in &files {
+        if file.is_empty() || file.chars().count() > MAX_FILE_CHARS || file.chars().any(char::is_control) {
+            return Err(BadRequest::new(
+                "invalid_input",
+                format!("each input file must be 1 to {MAX_FILE_CHARS} characters without control characters"),
+            ));
+        }
+    }
+    match &raw.base_uri {
+        Some(base) => require_https(base, "input.baseUri")?,
+        None => {
+            for file in &files {
+                require_https(file, "input.files (without baseUri, each file must be a full URL)")?;
+            }
+        }
+    }
+    Ok(JobInput { base_uri: raw.base_uri, files })
+}
+
+fn require_https(s: &str, field: &str) -> Result<(), BadRequest> {
+    match Url::parse(s) {
+        Ok(url) if url.scheme() == "https" && url.host().is_some() => Ok(()),
+        _ => {
+            Err(BadRequest::new("invalid_input", format!("{field} must be an https URL (got {:?})", truncate(s, 120))))
+        }
+    }
+}
+
+fn validate_correlation(data: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, BadRequest> {
+    if data.len() > MAX_CORRELATION_ENTRIES {
+        return Err(BadRequest::new(
+            "invalid_correlation_data",
+            format!("correlationData holds at most {MAX_CORRELATION_ENTRIES} entries"),
+        ));
+    }
+    for (key, value) in &data {
+        if RESERVED_CORRELATION_KEYS.contains(&key.as_str()) {
+            return Err(BadRequest::new(
+                "invalid_correlation_data",
+                format!("correlationData key {key:?} is reserved; the product sets it on every job"),
+            ));
+        }
+        let bad = |s: &str| s.chars().count() > MAX_CORRELATION_CHARS || s.chars().any(char::is_control);
+        if key.is_empty() || bad(key) || bad(value) {
+            return Err(BadRequest::new(
+                "invalid_correlation_data",
+                format!("correlationData keys and values must be non-empty keys of at most {MAX_CORRELATION_CHARS} characters without control characters"),
+            ));
+        }
+    }
+    Ok(data)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn transforms() -> BTreeSet<String> {
+        ["encode".to_owned()].into()
+    }
+
+    fn parse(body: &str) -> Result<SubmitRequest, BadRequest> {
+        SubmitRequest::parse(Some(body), &transforms(), &mut rand::rngs::StdRng::seed_from_u64(7))
+    }
+
+    const GOOD: &str =
+        r#"{"jobId":"j-1","transform":"encode","input":{"baseUri":"https://in.example/v/","files":["a.mp4"]}}"#;
+
+    #[test]
+    fn a_well_formed_request_parses_with_defaults() {
+        let req = parse(GOOD).expect("valid");
+        assert_eq!(req.job_id.as_str(), "j-1");
+        assert_eq!(req.priority, Priority::Normal);
+    }
+
+    #[test]
+    fn the_canonical_form_ignores_whitespace_and_key_order() {
+        let other = r#"{ "input": {"files":["a.mp4"], "baseUri":"https://in.example/v/"}, "transform":"encode", "jobId":"j-1" }"#;
+        assert_eq!(parse(GOOD).map(|r| r.canonical_json()), parse(other).map(|r| r.canonical_json()));
+    }
+
+    #[test]
+    fn every_kind_of_bad_input_is_refused_with_its_own_code() {
+        let cases = [
+            ("{", "malformed_json"),
+            (r#"{"transform":"encode"}"#, "missing_input"),
+            (r#"{"input":{"files":["https://x/a"]}}"#, "missing_transform"),
+            (r#"{"transform":"nope","input":{"files":["https://x/a"]}}"#, "unknown_transform"),
+            (r#"{"transform":"encode","input":{"files":["http://x/a"]}}"#, "invalid_input"),
+            (r#"{"transform":"encode","input":{"baseUri":"ftp://x/","files":["a"]}}"#, "invalid_input"),
+            (r#"{"transform":"encode","input":{"files":[]}}"#, "invalid_input"),
+            (r#"{"jobId":"a/b","transform":"encode","input":{"files":["https://x/a"]}}"#, "invalid_job_id"),
+            (r#"{"jobId":"a#b","transform":"encode","input":{"files":["https://x/a"]}}"#, "invalid_job_id"),
+            (r#"{"jobId":"a\u0001","transform":"encode","input":{"files":["https://x/a"]}}"#, "invalid_job_id"),
+            (r#"{"transform":"encode","input":{"files":["https://x/a"]},"extra":1}"#, "malformed_json"),
+            (
+                r#"{"transform":"encode","input":{"files":["https://x/a"]},"correlationData":{"jobId":"x"}}"#,
+                "invalid_correlation_data",
+            ),
+        ];
+        for (body, code) in cases {
+            assert_eq!(parse(body).map_err(|e| e.code), Err(code), "body {body}");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_oversize_body_is_refused() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        assert_eq!(SubmitRequest::parse(None, &transforms(), &mut rng).map_err(|e| e.code), Err("missing_body"));
+        let big =
+            format!(r#"{{"transform":"encode","input":{{"files":["https://x/{}"]}}}}"#, "a".repeat(MAX_BODY_BYTES));
+        assert_eq!(parse(&big).map_err(|e| e.status), Err(413));
+    }
+}

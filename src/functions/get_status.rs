@@ -1,0 +1,36 @@
+//! GetStatus (HTTP `GET /api/status`): for operators, every account's rotation state, in-flight count and
+//! active attempts by state. One read of the health row and one of each counter row; no scans.
+
+use crate::invoke::{HttpResponseData, InvokeRequest, InvokeResponse};
+use crate::store::StoreError;
+use crate::App;
+use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
+
+/// Runs one GetStatus invocation.
+pub fn run(
+    app: &App,
+    _req: InvokeRequest,
+) -> Pin<Box<dyn Future<Output = Result<InvokeResponse, StoreError>> + Send + '_>> {
+    Box::pin(async move {
+        let health = app.store.health().await?;
+        let mut accounts = Vec::with_capacity(app.settings.accounts.len());
+        for account in &app.settings.accounts {
+            let counters = app.store.counters(&account.name).await?.value;
+            let removal = health.removed.get(&account.name);
+            accounts.push(json!({
+                "name": account.name,
+                "region": account.region,
+                "inRotation": removal.is_none(),
+                "removed": removal,
+                "inFlight": counters.in_flight(),
+                "activeByState": counters.by_state(),
+                "mru": { "mode": account.mru_mode.to_string(), "max": account.max_mru },
+            }));
+        }
+        let in_rotation = accounts.iter().filter(|a| a["inRotation"] == json!(true)).count();
+        let res = HttpResponseData::json(200, &json!({ "accountsInRotation": in_rotation, "accounts": accounts }));
+        Ok(InvokeResponse::default().output("res", res.to_value()))
+    })
+}

@@ -1,0 +1,133 @@
+//! One thin adapter per function folder: read the invocation, call the workflow or store, write outputs.
+//! The router answers the host's readiness probe on `/` and one `POST /{FunctionName}` per function.
+
+pub mod get_job;
+pub mod get_status;
+pub mod on_job_state_change;
+pub mod submit_job;
+pub mod sweep_stuck_jobs;
+
+use crate::domain::Alert;
+use crate::invoke::{HttpResponseData, InvokeRequest, InvokeResponse};
+use crate::store::StoreError;
+use crate::App;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
+use tracing::Instrument;
+
+/// The handler's routes.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/", get(|| async { "ready" }))
+        .route(
+            "/SubmitJob",
+            post(|s: State<App>, h: HeaderMap, b: Bytes| invoke(s, h, b, "SubmitJob", Kind::Http, submit_job::run)),
+        )
+        .route(
+            "/GetJob",
+            post(|s: State<App>, h: HeaderMap, b: Bytes| invoke(s, h, b, "GetJob", Kind::Http, get_job::run)),
+        )
+        .route(
+            "/GetStatus",
+            post(|s: State<App>, h: HeaderMap, b: Bytes| invoke(s, h, b, "GetStatus", Kind::Http, get_status::run)),
+        )
+        .route(
+            "/OnJobStateChange",
+            post(|s: State<App>, h: HeaderMap, b: Bytes| {
+                invoke(s, h, b, "OnJobStateChange", Kind::Event, on_job_state_change::run)
+            }),
+        )
+        .route(
+            "/SweepStuckJobs",
+            post(|s: State<App>, h: HeaderMap, b: Bytes| {
+                invoke(s, h, b, "SweepStuckJobs", Kind::Timer, sweep_stuck_jobs::run)
+            }),
+        )
+        .with_state(app)
+}
+
+/// How a function's failures reach the host.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// HTTP trigger: always 200 to the host; the caller's status goes inside `res`.
+    Http,
+    /// Event Grid trigger: 500 to the host only when a retry can help, so Event Grid redelivers.
+    Event,
+    /// Timer: a failure is logged; the next tick runs anyway.
+    Timer,
+}
+
+type Run =
+    for<'a> fn(&'a App, InvokeRequest) -> Pin<Box<dyn Future<Output = Result<InvokeResponse, StoreError>> + Send + 'a>>;
+
+async fn invoke(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Bytes,
+    function: &'static str,
+    kind: Kind,
+    run: Run,
+) -> Response {
+    let invocation_id =
+        headers.get("x-azure-functions-invocationid").and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+    let span = tracing::info_span!("invocation", function, invocation_id = %invocation_id);
+    async move {
+        let request: InvokeRequest = match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::warn!(error = %e, "the host sent an invocation that is not JSON");
+                let response = InvokeResponse::default().log(format!("invalid invocation payload: {e}"));
+                let response = match kind {
+                    Kind::Http => response.output(
+                        "res",
+                        HttpResponseData::error(400, "invalid_invocation", "the invocation payload is not JSON")
+                            .to_value(),
+                    ),
+                    _ => response,
+                };
+                return (StatusCode::OK, Json(response)).into_response();
+            }
+        };
+        match run(&app, request).await {
+            Ok(response) => (StatusCode::OK, Json(response)).into_response(),
+            Err(error) => failure(kind, &error),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn failure(kind: Kind, error: &StoreError) -> Response {
+    tracing::error!(%error, retryable = error.is_retryable(), "invocation failed");
+    match kind {
+        Kind::Http => {
+            let res = HttpResponseData::error(
+                503,
+                "storage_unavailable",
+                &format!("the job store is unavailable; retry later ({error})"),
+            )
+            .header("Retry-After", "5");
+            (StatusCode::OK, Json(InvokeResponse::default().output("res", res.to_value()).log(error.to_string())))
+                .into_response()
+        }
+        // A corrupt record will not heal by redelivery: acknowledge it (it is logged as an error above).
+        Kind::Event if matches!(error, StoreError::Corrupt(_)) => {
+            (StatusCode::OK, Json(InvokeResponse::default().log(error.to_string()))).into_response()
+        }
+        Kind::Event | Kind::Timer => {
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": error.to_string() }))).into_response()
+        }
+    }
+}
+
+/// The `alerts` output binding value: a JSON array, which the host sends as one message per element.
+pub(crate) fn alerts_output(alerts: &[Alert]) -> Option<Value> {
+    (!alerts.is_empty()).then(|| serde_json::to_value(alerts).unwrap_or(Value::Null))
+}

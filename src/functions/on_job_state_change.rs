@@ -1,0 +1,69 @@
+//! OnJobStateChange (Event Grid): applies Media Services job events to the attempt, its account's counters
+//! and the logical job. Every event is safe to receive twice, late, or out of order. Events that cannot be
+//! used are logged and acknowledged, so Event Grid does not retry them for a day.
+
+use crate::domain::{Incoming, JobEvent};
+use crate::invoke::{InvokeRequest, InvokeResponse};
+use crate::store::StoreError;
+use crate::workflow::sync_job;
+use crate::App;
+use chrono::Utc;
+use std::future::Future;
+use std::pin::Pin;
+use tracing::{info, warn};
+
+/// Runs one OnJobStateChange invocation.
+pub fn run(
+    app: &App,
+    req: InvokeRequest,
+) -> Pin<Box<dyn Future<Output = Result<InvokeResponse, StoreError>> + Send + '_>> {
+    Box::pin(async move {
+        let Some(event) = req.input("eventGridEvent") else {
+            warn!("invocation without an eventGridEvent input; acknowledged");
+            return Ok(InvokeResponse::default().log("no eventGridEvent input; ignored"));
+        };
+        match Incoming::parse(&event) {
+            Err(unusable) => {
+                warn!(%unusable, "acknowledged an event that cannot be used");
+                Ok(InvokeResponse::default().log(unusable.to_string()))
+            }
+            Ok(Incoming::Ignored { event_type }) => {
+                Ok(InvokeResponse::default().log(format!("{event_type}: nothing to do")))
+            }
+            Ok(Incoming::Job(event)) => apply(app, *event).await,
+        }
+    })
+}
+
+async fn apply(app: &App, event: JobEvent) -> Result<InvokeResponse, StoreError> {
+    let configured = app.settings.account(&event.account).filter(|a| {
+        a.subscription_id.eq_ignore_ascii_case(&event.subscription_id)
+            && a.resource_group.eq_ignore_ascii_case(&event.resource_group)
+    });
+    let Some(account) = configured else {
+        warn!(account = %event.account, job = %event.job_name, "event from an account that is not configured; acknowledged");
+        return Ok(InvokeResponse::default().log(format!("account {} is not configured; ignored", event.account)));
+    };
+    let span = tracing::info_span!("event", account = %account.name, region = %account.region, ams_job = %event.job_name, event_id = %event.id);
+    let _guard = span.enter();
+    let now = Utc::now();
+    // A clock-skewed or missing event time must not put the record in the future.
+    let at = event.event_time.filter(|t| *t <= now).unwrap_or(now);
+    let change = app
+        .store
+        .change_attempt(&account.name, &event.job_name, |attempt| {
+            attempt.observe(event.state, at, event.error.clone(), now)
+        })
+        .await?;
+    match sync_job(app, change, now).await? {
+        None => {
+            warn!(state = %event.state, "event for a job this product did not submit; acknowledged");
+            Ok(InvokeResponse::default().log(format!("unknown job {} on {}; ignored", event.job_name, account.name)))
+        }
+        Some(job) => {
+            info!(job_id = %job.job_id, state = %event.state, job_state = %job.state, "event applied");
+            Ok(InvokeResponse::default()
+                .log(format!("job {}: {} reported, job is {}", job.job_id, event.state, job.state)))
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! SubmitJob (HTTP `POST /api/jobs`): validate, record the job durably, place it on an account, answer 202.
+
+use super::alerts_output;
+use crate::domain::{JobRecord, SubmitRequest};
+use crate::invoke::{HttpRequestData, HttpResponseData, InvokeRequest, InvokeResponse};
+use crate::store::StoreError;
+use crate::workflow::place_job;
+use crate::App;
+use chrono::Utc;
+use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
+
+/// Runs one SubmitJob invocation.
+pub fn run(
+    app: &App,
+    req: InvokeRequest,
+) -> Pin<Box<dyn Future<Output = Result<InvokeResponse, StoreError>> + Send + '_>> {
+    Box::pin(async move {
+        let http = HttpRequestData::from_invocation(&req, "req").unwrap_or_default();
+        let now = Utc::now();
+        let request =
+            match SubmitRequest::parse(http.body.as_deref(), &app.settings.transform_names(), &mut rand::rng()) {
+                Ok(request) => request,
+                Err(bad) => {
+                    tracing::info!(code = bad.code, "refused a job request");
+                    let res = HttpResponseData::error(bad.status, bad.code, &bad.message);
+                    return Ok(InvokeResponse::default().output("res", res.to_value()).log(format!("refused: {bad}")));
+                }
+            };
+        let job = JobRecord::accept(&request, now);
+        let span = tracing::info_span!("job", job_id = %job.job_id);
+        let _guard = span.enter();
+
+        if !app.store.insert_job(&job).await? {
+            // A retry, or a different request reusing the id.
+            let existing = app
+                .store
+                .get_job(&job.job_id)
+                .await?
+                .ok_or_else(|| StoreError::Unavailable(format!("job {} exists but cannot be read yet", job.job_id)))?
+                .value;
+            let res = if existing.request == job.request {
+                accepted(&existing)
+            } else {
+                HttpResponseData::error(
+                    409,
+                    "job_id_conflict",
+                    &format!("job {} already exists with a different request; use another jobId", job.job_id),
+                )
+            };
+            return Ok(InvokeResponse::default()
+                .output("res", res.to_value())
+                .log(format!("job {} already known", job.job_id)));
+        }
+
+        let placement = place_job(app, job, now).await?;
+        let mut response = InvokeResponse::default()
+            .output("res", accepted(&placement.job).to_value())
+            .log(format!("job {} accepted as {}", placement.job.job_id, placement.job.state));
+        if let Some(alerts) = alerts_output(&placement.alerts) {
+            response = response.output("alerts", alerts);
+        }
+        Ok(response)
+    })
+}
+
+fn accepted(job: &JobRecord) -> HttpResponseData {
+    HttpResponseData::json(
+        202,
+        &json!({ "jobId": job.job_id, "state": job.state, "account": job.account, "region": job.region }),
+    )
+    .header("Location", format!("/api/jobs/{}", job.job_id))
+}

@@ -1,0 +1,394 @@
+//! The Media Services ARM client: output assets (api-version 2023-01-01) and jobs (2022-07-01).
+//!
+//! Failures are sorted so callers can choose: a caller fault (4xx) will fail the same way on any account,
+//! a transient one (429, 5xx, timeout, connection error) may succeed on another account or later.
+
+use crate::config::{AccountConfig, ArmAuth};
+use crate::domain::{ErrorInfo, JobState};
+use azure_core::credentials::TokenCredential;
+use chrono::{DateTime, Utc};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+const JOBS_API: &str = "2022-07-01";
+const ASSETS_API: &str = "2023-01-01";
+const ARM_SCOPE: &str = "https://management.azure.com/.default";
+/// Throttled calls are retried on the same account only while the service asks for a short wait; a longer
+/// `Retry-After` is returned to the caller, which fails over to another account instead of blocking.
+const THROTTLE_RETRIES: usize = 2;
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A failed Media Services call, sorted by what the caller can do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    /// The resource (account, transform, asset or job) does not exist.
+    #[error("not found: {code}: {message}")]
+    NotFound {
+        /// ARM error code.
+        code: String,
+        /// ARM error message.
+        message: String,
+    },
+    /// The request was refused as wrong (a 4xx other than 404 and 429): retrying will not help.
+    #[error("rejected with {status}: {code}: {message}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// ARM error code.
+        code: String,
+        /// ARM error message.
+        message: String,
+    },
+    /// 429: try later, or elsewhere.
+    #[error("throttled (retry after {retry_after:?})")]
+    Throttled {
+        /// What the service asked for.
+        retry_after: Option<Duration>,
+    },
+    /// 5xx, a timeout, a connection error or an unreadable answer: may work later or elsewhere.
+    #[error("transient failure: {0}")]
+    Transient(String),
+}
+
+impl MediaError {
+    /// Whether another try (later, or on another account) may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, MediaError::Throttled { .. } | MediaError::Transient(_))
+    }
+}
+
+/// What to run: everything of a job that does not depend on the account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSpec {
+    /// `JobInputHttp.baseUri`.
+    pub base_uri: Option<String>,
+    /// `JobInputHttp.files`.
+    pub files: Vec<String>,
+    /// Output asset names, one per transform output.
+    pub output_assets: Vec<String>,
+    /// `Low`, `Normal` or `High`.
+    pub priority: String,
+    /// Correlation data, including the product's own job id.
+    pub correlation_data: BTreeMap<String, String>,
+}
+
+/// A Media Services job as ARM reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmsJob {
+    /// The job's name.
+    pub name: String,
+    /// Its state.
+    pub state: JobState,
+    /// Its outputs.
+    pub outputs: Vec<AmsJobOutput>,
+    /// Correlation data as stored.
+    pub correlation_data: BTreeMap<String, String>,
+    /// Last change, if reported.
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+impl AmsJob {
+    /// The first output error, which is the job's error for single-output transforms.
+    pub fn error(&self) -> Option<ErrorInfo> {
+        self.outputs.iter().find_map(|o| o.error.clone())
+    }
+}
+
+/// One output of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmsJobOutput {
+    /// Output asset name.
+    pub asset_name: Option<String>,
+    /// Output state.
+    pub state: Option<JobState>,
+    /// Output error.
+    pub error: Option<ErrorInfo>,
+}
+
+#[derive(Deserialize)]
+struct RawJob {
+    name: String,
+    properties: RawJobProperties,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawJobProperties {
+    state: String,
+    #[serde(default)]
+    outputs: Vec<RawOutput>,
+    #[serde(default)]
+    correlation_data: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    last_modified: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawOutput {
+    #[serde(default)]
+    asset_name: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    error: Option<ErrorInfo>,
+}
+
+impl TryFrom<RawJob> for AmsJob {
+    type Error = MediaError;
+
+    fn try_from(raw: RawJob) -> Result<Self, MediaError> {
+        let state = JobState::from_media_services(&raw.properties.state).ok_or_else(|| {
+            MediaError::Transient(format!("job {} has unknown state {:?}", raw.name, raw.properties.state))
+        })?;
+        Ok(AmsJob {
+            name: raw.name,
+            state,
+            outputs: raw
+                .properties
+                .outputs
+                .into_iter()
+                .map(|o| AmsJobOutput {
+                    asset_name: o.asset_name,
+                    state: o.state.as_deref().and_then(JobState::from_media_services),
+                    error: o.error,
+                })
+                .collect(),
+            correlation_data: raw.properties.correlation_data.unwrap_or_default(),
+            last_modified: raw.properties.last_modified,
+        })
+    }
+}
+
+/// The ARM client. Cheap to clone; one HTTP connection pool for all accounts.
+#[derive(Clone, Debug)]
+pub struct MediaClient {
+    http: reqwest::Client,
+    credential: Option<Arc<dyn TokenCredential>>,
+    timeout: Duration,
+}
+
+impl MediaClient {
+    /// A client that authenticates per `auth` and gives each call `timeout`.
+    pub fn new(http: reqwest::Client, auth: &ArmAuth, timeout: Duration) -> azure_core::Result<Self> {
+        let credential = match auth {
+            ArmAuth::ManagedIdentity { client_id } => Some(crate::identity::managed_identity(client_id.as_deref())?),
+            ArmAuth::None => None,
+        };
+        Ok(MediaClient { http, credential, timeout })
+    }
+
+    /// Creates the output asset if it does not exist (an existing one is fine: names are deterministic).
+    pub async fn ensure_asset(&self, account: &AccountConfig, asset: &str) -> Result<(), MediaError> {
+        let url = format!("{}/assets/{asset}?api-version={ASSETS_API}", base(account));
+        let body = json!({ "properties": { "description": "encoding output" } });
+        self.call(Method::PUT, &url, Some(&body)).await.map(drop)
+    }
+
+    /// Creates the job. A job of that name already there (a retry after a lost answer, or a repair after a
+    /// crash) is returned as it is, so a retry never makes a second job.
+    pub async fn create_job(
+        &self,
+        account: &AccountConfig,
+        transform: &str,
+        name: &str,
+        spec: &JobSpec,
+    ) -> Result<AmsJob, MediaError> {
+        let url = job_url(account, transform, name);
+        let mut input = json!({ "@odata.type": "#Microsoft.Media.JobInputHttp", "files": spec.files });
+        if let Some(base_uri) = &spec.base_uri {
+            input["baseUri"] = json!(base_uri);
+        }
+        let outputs: Vec<Value> = spec
+            .output_assets
+            .iter()
+            .map(|asset| json!({ "@odata.type": "#Microsoft.Media.JobOutputAsset", "assetName": asset }))
+            .collect();
+        let body = json!({ "properties": {
+            "input": input,
+            "outputs": outputs,
+            "priority": spec.priority,
+            "correlationData": spec.correlation_data,
+        }});
+        match self.call(Method::PUT, &url, Some(&body)).await {
+            Ok(value) => parse_job(value),
+            Err(MediaError::Rejected { status: 409, .. }) => self
+                .get_job(account, transform, name)
+                .await?
+                .ok_or_else(|| MediaError::Transient(format!("job {name} conflicted but cannot be read"))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads a job; `None` if it does not exist.
+    pub async fn get_job(
+        &self,
+        account: &AccountConfig,
+        transform: &str,
+        name: &str,
+    ) -> Result<Option<AmsJob>, MediaError> {
+        match self.call(Method::GET, &job_url(account, transform, name), None).await {
+            Ok(value) => parse_job(value).map(Some),
+            Err(MediaError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Asks Media Services to cancel a job. Cancelling a job that has ended is a no-op for the service.
+    pub async fn cancel_job(&self, account: &AccountConfig, transform: &str, name: &str) -> Result<(), MediaError> {
+        let url = format!("{}/transforms/{transform}/jobs/{name}/cancelJob?api-version={JOBS_API}", base(account));
+        self.call(Method::POST, &url, None).await.map(drop)
+    }
+
+    /// Lists a transform's jobs matching an OData `$filter` (e.g.
+    /// `properties/state eq Microsoft.Media.JobState'Scheduled'`), following every page.
+    pub async fn list_jobs(
+        &self,
+        account: &AccountConfig,
+        transform: &str,
+        filter: Option<&str>,
+    ) -> Result<Vec<AmsJob>, MediaError> {
+        let mut url = url::Url::parse(&format!("{}/transforms/{transform}/jobs", base(account)))
+            .map_err(|e| MediaError::Transient(format!("bad ARM URL: {e}")))?;
+        url.query_pairs_mut().append_pair("api-version", JOBS_API);
+        if let Some(filter) = filter {
+            url.query_pairs_mut().append_pair("$filter", filter);
+        }
+        let mut next = Some(url.to_string());
+        let mut jobs = Vec::new();
+        while let Some(page_url) = next.take() {
+            let page = self.call(Method::GET, &page_url, None).await?;
+            let items = page.get("value").and_then(Value::as_array).cloned().unwrap_or_default();
+            for item in items {
+                jobs.push(parse_job(item)?);
+            }
+            next = page.get("@odata.nextLink").and_then(Value::as_str).map(str::to_owned);
+        }
+        Ok(jobs)
+    }
+
+    /// One ARM call with the throttling retries described on [`THROTTLE_RETRIES`]. Returns the JSON body
+    /// (`Null` when empty).
+    async fn call(&self, method: Method, url: &str, body: Option<&Value>) -> Result<Value, MediaError> {
+        let mut tries = 0;
+        loop {
+            match self.call_once(method.clone(), url, body).await {
+                Err(MediaError::Throttled { retry_after }) if tries < THROTTLE_RETRIES => {
+                    let wait = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
+                    if wait > MAX_RETRY_AFTER {
+                        return Err(MediaError::Throttled { retry_after });
+                    }
+                    tries += 1;
+                    tracing::debug!(%url, ?wait, "ARM throttled the call; waiting as asked");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once(&self, method: Method, url: &str, body: Option<&Value>) -> Result<Value, MediaError> {
+        let mut request = self.http.request(method, url).timeout(self.timeout);
+        if let Some(credential) = &self.credential {
+            let token = credential
+                .get_token(&[ARM_SCOPE], None)
+                .await
+                .map_err(|e| MediaError::Transient(format!("could not get an ARM token: {e}")))?;
+            request = request.bearer_auth(token.token.secret());
+        }
+        request = match body {
+            Some(body) => request.json(body),
+            None => request.header(reqwest::header::CONTENT_LENGTH, "0"),
+        };
+        let response = request.send().await.map_err(|e| {
+            let kind = if e.is_timeout() { "timed out" } else { "failed" };
+            MediaError::Transient(format!("ARM call {kind}: {e}"))
+        })?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let text =
+            response.text().await.map_err(|e| MediaError::Transient(format!("reading the ARM answer failed: {e}")))?;
+        if status.is_success() {
+            return if text.trim().is_empty() {
+                Ok(Value::Null)
+            } else {
+                serde_json::from_str(&text)
+                    .map_err(|e| MediaError::Transient(format!("ARM answered {status} with invalid JSON: {e}")))
+            };
+        }
+        let (code, message) = arm_error(&text);
+        Err(match status {
+            StatusCode::TOO_MANY_REQUESTS => MediaError::Throttled { retry_after },
+            StatusCode::NOT_FOUND => MediaError::NotFound { code, message },
+            StatusCode::REQUEST_TIMEOUT => MediaError::Transient(format!("408 {code}: {message}")),
+            s if s.is_server_error() => MediaError::Transient(format!("{} {code}: {message}", s.as_u16())),
+            s => MediaError::Rejected { status: s.as_u16(), code, message },
+        })
+    }
+}
+
+fn base(account: &AccountConfig) -> String {
+    format!("{}{}", account.arm_endpoint.as_str().trim_end_matches('/'), account.resource_path())
+}
+
+fn job_url(account: &AccountConfig, transform: &str, name: &str) -> String {
+    format!("{}/transforms/{transform}/jobs/{name}?api-version={JOBS_API}", base(account))
+}
+
+fn parse_job(value: Value) -> Result<AmsJob, MediaError> {
+    let raw: RawJob =
+        serde_json::from_value(value).map_err(|e| MediaError::Transient(format!("unreadable job resource: {e}")))?;
+    raw.try_into()
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// ARM's error shape `{"error":{"code","message"}}`; anything else is kept as the message.
+fn arm_error(text: &str) -> (String, String) {
+    let parsed: Option<Value> = serde_json::from_str(text).ok();
+    let error = parsed.as_ref().and_then(|v| v.get("error"));
+    let field = |name: &str| error.and_then(|e| e.get(name)).and_then(Value::as_str).map(str::to_owned);
+    (
+        field("code").unwrap_or_else(|| "Unknown".to_owned()),
+        field("message").unwrap_or_else(|| text.chars().take(300).collect()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_arm_error_shape_is_read_and_other_bodies_are_kept_as_text() {
+        assert_eq!(arm_error(r#"{"error":{"code":"NotFound","message":"no"}}"#), ("NotFound".into(), "no".into()));
+        assert_eq!(arm_error("<html>"), ("Unknown".into(), "<html>".into()));
+    }
+
+    #[test]
+    fn a_job_resource_with_wrapped_or_plain_input_parses() {
+        let job = json!({"name": "j-a1", "properties": {"state": "Scheduled", "input": {"@odata.type": "#Microsoft.Media.JobInputs", "inputs": []},
+            "outputs": [{"@odata.type": "#Microsoft.Media.JobOutputAsset", "assetName": "o", "state": "Scheduled", "progress": 0}],
+            "correlationData": {"jobId": "j"}, "lastModified": "2022-10-17T23:14:33.6140749Z"}});
+        let parsed = parse_job(job).expect("parses");
+        assert_eq!((parsed.state, parsed.outputs[0].asset_name.as_deref()), (JobState::Scheduled, Some("o")));
+    }
+
+    #[test]
+    fn only_throttling_and_server_trouble_count_as_transient() {
+        assert!(MediaError::Throttled { retry_after: None }.is_transient());
+        assert!(MediaError::Transient("503".into()).is_transient());
+        assert!(!MediaError::Rejected { status: 400, code: "BadRequest".into(), message: String::new() }.is_transient());
+        assert!(!MediaError::NotFound { code: String::new(), message: String::new() }.is_transient());
+    }
+}

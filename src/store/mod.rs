@@ -1,0 +1,393 @@
+//! Table Storage: the only place that reads or writes the product's state.
+//!
+//! - `{prefix}Jobs`: one row per logical job (PartitionKey = job id).
+//! - `{prefix}Attempts`: PartitionKey = account. Row `a|{amsJobName}` while the attempt is active and
+//!   `d|{amsJobName}` once final, plus the account's `counter` row. An attempt row and the counter change
+//!   together in one entity group transaction guarded by ETags, so the counter always equals the number of
+//!   active rows, and the sweep reads only the `a|` range.
+//! - `{prefix}Health`: one row holding the health list.
+//!
+//! Every read-modify-write takes a pure `decide` function and retries it on ETag conflicts, so concurrent
+//! writers (duplicate events, parallel submissions, sweeps) serialise on the row instead of losing updates.
+
+use crate::config::{Settings, StorageConfig};
+use crate::domain::records::{CounterUnderflow, HealthRecord};
+use crate::domain::{AccountCounters, AttemptRecord, JobRecord, JobState};
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::time::Duration;
+use tables::{BatchOp, ETag, Entity, IfMatch, Table, TableError, TableService};
+
+/// How often a compare-and-swap is retried before giving up. Contention is per account or per job, so a
+/// few dozen rounds cover hundreds of concurrent writers.
+const MAX_CAS_ROUNDS: u32 = 60;
+const COUNTER_ROW: &str = "counter";
+const HEALTH_PARTITION: &str = "health";
+const HEALTH_ROW: &str = "list";
+const JOB_ROW: &str = "job";
+
+/// A storage failure, sorted for the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Throttled, timed out or unreachable: worth retrying later (for events, by letting Event Grid retry).
+    #[error("Table Storage is unavailable: {0}")]
+    Unavailable(String),
+    /// Too many concurrent writers kept changing the same row; also worth retrying.
+    #[error("gave up after repeated concurrent updates of {0}")]
+    Contention(String),
+    /// The rows contradict each other or cannot be read.
+    #[error("stored state is inconsistent: {0}")]
+    Corrupt(String),
+    /// Storage refused the request as wrong (a bug or a misconfiguration, not a passing condition).
+    #[error("Table Storage refused the request: {0}")]
+    Rejected(String),
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Contention(_))
+    }
+}
+
+impl From<TableError> for StoreError {
+    fn from(e: TableError) -> Self {
+        if e.is_retryable() {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Rejected(e.to_string())
+        }
+    }
+}
+
+impl From<CounterUnderflow> for StoreError {
+    fn from(e: CounterUnderflow) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+/// A record with the ETag it was read at.
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    /// The record.
+    pub value: T,
+    /// Its ETag.
+    pub etag: ETag,
+}
+
+/// The outcome of a guarded change to an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptChange {
+    /// The attempt moved from `before` to `after` (with its account's counters).
+    Applied {
+        /// The state the attempt was in.
+        before: JobState,
+        /// The attempt as it is now.
+        after: AttemptRecord,
+    },
+    /// `decide` saw nothing to change, or the attempt had already ended.
+    Unchanged(AttemptRecord),
+}
+
+/// Row shapes, with the record itself as JSON and a few plain columns for people browsing the tables.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RecordRow {
+    record: String,
+    #[serde(default)]
+    state: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct HealthRow {
+    removed: String,
+}
+
+/// The product's state in Table Storage.
+#[derive(Clone)]
+pub struct Store {
+    service: TableService,
+    jobs: Table,
+    attempts: Table,
+    health: Table,
+    names: [String; 3],
+}
+
+impl Store {
+    /// Connects per the settings (no I/O yet).
+    pub fn connect(settings: &Settings, http: reqwest::Client) -> Result<Store, StoreError> {
+        let service = match &settings.storage {
+            StorageConfig::ConnectionString(cs) => TableService::from_connection_string(cs, http)
+                .map_err(|e| StoreError::Rejected(format!("TABLES_CONNECTION_STRING: {e}")))?,
+            StorageConfig::Endpoint(url) => {
+                let client_id = match &settings.arm_auth {
+                    crate::config::ArmAuth::ManagedIdentity { client_id } => client_id.clone(),
+                    crate::config::ArmAuth::None => None,
+                };
+                let credential = crate::identity::managed_identity(client_id.as_deref())
+                    .map_err(|e| StoreError::Rejected(format!("managed identity for Table Storage: {e}")))?;
+                TableService::with_token_credential(url.clone(), credential, http)
+            }
+        };
+        Ok(Store::with_service(service, &settings.table_prefix))
+    }
+
+    /// A store on `service` whose tables carry `prefix`.
+    pub fn with_service(service: TableService, prefix: &str) -> Store {
+        let names = [format!("{prefix}Jobs"), format!("{prefix}Attempts"), format!("{prefix}Health")];
+        Store {
+            jobs: service.table(&names[0]),
+            attempts: service.table(&names[1]),
+            health: service.table(&names[2]),
+            service,
+            names,
+        }
+    }
+
+    /// Creates missing tables, each account's counter row and the health row. Safe to run on every start
+    /// and from several instances at once.
+    pub async fn ensure_ready<'a>(&self, accounts: impl IntoIterator<Item = &'a str>) -> Result<(), StoreError> {
+        for name in &self.names {
+            self.service.create_table_if_missing(name).await?;
+        }
+        for account in accounts {
+            insert_if_missing(&self.attempts, account, COUNTER_ROW, &AccountCounters::default()).await?;
+        }
+        let empty = HealthRow { removed: to_json(&HealthRecord::default().removed) };
+        insert_if_missing(&self.health, HEALTH_PARTITION, HEALTH_ROW, &empty).await
+    }
+
+    // ---- jobs ----
+
+    /// Reads a job.
+    pub async fn get_job(&self, job_id: &str) -> Result<Option<Versioned<JobRecord>>, StoreError> {
+        read_record(&self.jobs, job_id, JOB_ROW).await
+    }
+
+    /// Writes a new job; `false` if a job with that id already exists.
+    pub async fn insert_job(&self, job: &JobRecord) -> Result<bool, StoreError> {
+        match self.jobs.insert(&job.job_id, JOB_ROW, &record_row(job, job.state)).await {
+            Ok(_) => Ok(true),
+            Err(TableError::AlreadyExists) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Applies `decide` to the job until it sticks; returns the job as stored afterwards (`None` if the
+    /// job does not exist).
+    pub async fn update_job(
+        &self,
+        job_id: &str,
+        decide: impl Fn(&JobRecord) -> Option<JobRecord>,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        for round in 0..MAX_CAS_ROUNDS {
+            let Some(current) = self.get_job(job_id).await? else { return Ok(None) };
+            let Some(next) = decide(&current.value) else { return Ok(Some(current.value)) };
+            let row = record_row(&next, next.state);
+            match self.jobs.replace(job_id, JOB_ROW, &row, IfMatch::ETag(current.etag)).await {
+                Ok(_) => return Ok(Some(next)),
+                Err(TableError::PreconditionFailed) => backoff(round).await,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Contention(format!("job {job_id}")))
+    }
+
+    // ---- attempts and counters ----
+
+    /// Reads an account's counters.
+    pub async fn counters(&self, account: &str) -> Result<Versioned<AccountCounters>, StoreError> {
+        let entity: Entity<AccountCounters> = self
+            .attempts
+            .get(account, COUNTER_ROW)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("account {account} has no counter row")))?;
+        Ok(Versioned { value: entity.value, etag: entity.etag })
+    }
+
+    /// Records a new active attempt and counts it in flight, in one transaction. Opening an attempt that
+    /// is already open is a no-op, so a retried submission does not count twice.
+    pub async fn open_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError> {
+        let account = &attempt.account;
+        for round in 0..MAX_CAS_ROUNDS {
+            let counters = self.counters(account).await?;
+            let next = counters.value.moved(None, Some(attempt.state))?;
+            let ops = vec![
+                BatchOp::Insert {
+                    rk: active_key(&attempt.ams_job_name),
+                    body: to_value(&record_row(attempt, attempt.state)),
+                },
+                counter_op(&next, counters.etag),
+            ];
+            match self.attempts.transaction(account, ops).await {
+                Ok(_) => return Ok(()),
+                Err(TableError::Batch { index: 0, source }) if matches!(*source, TableError::AlreadyExists) => {
+                    return Ok(())
+                }
+                Err(TableError::Batch { source, .. }) if matches!(*source, TableError::PreconditionFailed) => {
+                    backoff(round).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Contention(format!("counter of {account}")))
+    }
+
+    /// Reads an attempt, active or done.
+    pub async fn get_attempt(&self, account: &str, ams_job_name: &str) -> Result<Option<AttemptRecord>, StoreError> {
+        Ok(self.read_attempt(account, ams_job_name).await?.map(|(v, _)| v.value))
+    }
+
+    /// The account's active attempts (the `a|` range only; history is never scanned).
+    pub async fn active_attempts(&self, account: &str) -> Result<Vec<AttemptRecord>, StoreError> {
+        let filter = format!(
+            "PartitionKey eq {} and RowKey ge 'a|' and RowKey lt 'a}}'",
+            tables::filter_string_literal(account)
+        );
+        let rows: Vec<Entity<RecordRow>> = self.attempts.query(&filter).await?;
+        rows.into_iter().map(|row| from_json(&row.value.record)).collect()
+    }
+
+    /// Applies `decide` to an active attempt until it sticks, moving the counters with it: a change of
+    /// active state moves one count; reaching a final state moves the row from `a|` to `d|` and removes
+    /// it from in flight, all in one transaction. `None` when the account has no attempt of that name.
+    pub async fn change_attempt(
+        &self,
+        account: &str,
+        ams_job_name: &str,
+        decide: impl Fn(&AttemptRecord) -> Option<AttemptRecord>,
+    ) -> Result<Option<AttemptChange>, StoreError> {
+        for round in 0..MAX_CAS_ROUNDS {
+            let Some((current, active)) = self.read_attempt(account, ams_job_name).await? else {
+                return Ok(None);
+            };
+            if !active {
+                return Ok(Some(AttemptChange::Unchanged(current.value)));
+            }
+            let before = current.value;
+            let Some(after) = decide(&before) else { return Ok(Some(AttemptChange::Unchanged(before))) };
+            let result = if before.state == after.state {
+                // Same state: the counters do not move, so the counter row stays out of it.
+                let row = record_row(&after, after.state);
+                self.attempts
+                    .replace(account, &active_key(ams_job_name), &row, IfMatch::ETag(current.etag))
+                    .await
+                    .map(drop)
+            } else {
+                let counters = self.counters(account).await?;
+                let next = counters.value.moved(Some(before.state), after.is_active().then_some(after.state))?;
+                let row = to_value(&record_row(&after, after.state));
+                let mut ops = if after.is_active() {
+                    vec![BatchOp::Replace {
+                        rk: active_key(ams_job_name),
+                        body: row,
+                        if_match: IfMatch::ETag(current.etag),
+                    }]
+                } else {
+                    vec![
+                        BatchOp::Delete { rk: active_key(ams_job_name), if_match: IfMatch::ETag(current.etag) },
+                        BatchOp::Upsert { rk: done_key(ams_job_name), body: row },
+                    ]
+                };
+                ops.push(counter_op(&next, counters.etag));
+                self.attempts.transaction(account, ops).await.map(drop)
+            };
+            match result {
+                Ok(()) => return Ok(Some(AttemptChange::Applied { before: before.state, after })),
+                Err(e) if is_conflict(&e) => backoff(round).await,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Contention(format!("attempt {ams_job_name} on {account}")))
+    }
+
+    /// Reads `a|name`, then `d|name`: `(record, active)`.
+    async fn read_attempt(
+        &self,
+        account: &str,
+        name: &str,
+    ) -> Result<Option<(Versioned<AttemptRecord>, bool)>, StoreError> {
+        if let Some(active) = read_record(&self.attempts, account, &active_key(name)).await? {
+            return Ok(Some((active, true)));
+        }
+        Ok(read_record(&self.attempts, account, &done_key(name)).await?.map(|done| (done, false)))
+    }
+
+    // ---- health ----
+
+    /// The health list.
+    pub async fn health(&self) -> Result<HealthRecord, StoreError> {
+        let row: Option<Entity<HealthRow>> = self.health.get(HEALTH_PARTITION, HEALTH_ROW).await?;
+        match row {
+            Some(row) => Ok(HealthRecord { removed: from_json(&row.value.removed)? }),
+            None => Ok(HealthRecord::default()),
+        }
+    }
+}
+
+fn active_key(ams_job_name: &str) -> String {
+    format!("a|{ams_job_name}")
+}
+
+fn done_key(ams_job_name: &str) -> String {
+    format!("d|{ams_job_name}")
+}
+
+fn record_row(record: &impl Serialize, state: JobState) -> RecordRow {
+    RecordRow { record: to_json(record), state: state.to_string() }
+}
+
+fn counter_op(counters: &AccountCounters, etag: ETag) -> BatchOp {
+    // Merge, not replace: the counter row also carries the MRU cache, which this change must not touch.
+    BatchOp::Merge { rk: COUNTER_ROW.to_owned(), body: to_value(counters), if_match: IfMatch::ETag(etag) }
+}
+
+/// A lost race on a guarded write: another writer changed the row first, or already made the change.
+fn is_conflict(e: &TableError) -> bool {
+    match e {
+        TableError::PreconditionFailed | TableError::NotFound => true,
+        TableError::Batch { source, .. } => {
+            matches!(**source, TableError::PreconditionFailed | TableError::NotFound | TableError::AlreadyExists)
+        }
+        _ => false,
+    }
+}
+
+async fn read_record<T: DeserializeOwned>(
+    table: &Table,
+    pk: &str,
+    rk: &str,
+) -> Result<Option<Versioned<T>>, StoreError> {
+    let Some(row) = table.get::<RecordRow>(pk, rk).await? else { return Ok(None) };
+    Ok(Some(Versioned { value: from_json(&row.value.record)?, etag: row.etag }))
+}
+
+async fn insert_if_missing(table: &Table, pk: &str, rk: &str, row: &impl Serialize) -> Result<(), StoreError> {
+    match table.insert(pk, rk, row).await {
+        Ok(_) | Err(TableError::AlreadyExists) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Waits a little longer each round, with jitter, so racing writers spread out instead of colliding again.
+async fn backoff(round: u32) {
+    let cap_ms = 5u64 << round.min(6);
+    let wait = rand::rng().random_range(1..=cap_ms);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
+
+fn to_json(value: &impl Serialize) -> String {
+    // Records are plain structs and maps of strings; serializing them cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn to_value(value: &impl Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or_else(|_| json!({}))
+}
+
+fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("unreadable record: {e}")))
+}
