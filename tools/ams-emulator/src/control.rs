@@ -26,6 +26,15 @@ pub fn router() -> Router<Arc<Emulator>> {
         .route("/_emulator/accounts/{name}/fault", post(set_fault))
         .route("/_emulator/jobs", get(list_jobs))
         .route("/_emulator/events", get(get_events).post(set_events))
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        &format!("The method '{method}' is not supported on this control resource."),
+    )
 }
 
 fn bad_request(message: &str) -> Response {

@@ -222,3 +222,170 @@ pub fn spawn_ticker(emulator: Arc<Emulator>) -> tokio::task::JoinHandle<()> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Cli;
+    use crate::model::{JobOutput, RetryHint};
+    use clap::Parser;
+    use std::collections::BTreeMap;
+
+    /// Scale 1 and round phase lengths, so `dt` values below read as plain milliseconds.
+    fn config() -> Config {
+        let cli = Cli::parse_from([
+            "ams-emulator",
+            "--account",
+            "a:r",
+            "--queued-ms",
+            "100",
+            "--scheduled-ms",
+            "100",
+            "--processing-ms",
+            "1000",
+            "--canceling-ms",
+            "100",
+        ]);
+        Config::from_cli(&cli).unwrap()
+    }
+
+    fn account_with_job() -> (Account, JobKey) {
+        let mut account = Account::new("a", "r");
+        let now = Utc::now();
+        let key = ("t".to_string(), "j".to_string());
+        account.jobs.insert(
+            key.clone(),
+            Job {
+                transform: "t".into(),
+                name: "j".into(),
+                input: serde_json::Value::Null,
+                outputs: vec![JobOutput {
+                    asset_name: "out".into(),
+                    label: "BuiltInStandardEncoderPreset_0".into(),
+                    state: JobState::Queued,
+                    progress: 0,
+                    start_time: None,
+                    end_time: None,
+                    error: None,
+                }],
+                priority: "Normal".into(),
+                description: None,
+                correlation_data: BTreeMap::new(),
+                state: JobState::Queued,
+                created: now,
+                last_modified: now,
+                start_time: None,
+                end_time: None,
+                history: vec![(JobState::Queued, now)],
+                phase_elapsed: Duration::ZERO,
+                progress_reported: false,
+            },
+        );
+        (account, key)
+    }
+
+    fn step(cfg: &Config, account: &mut Account, ms: u64) -> Vec<String> {
+        let source = |a: &Account, j: &Job| EventSource::new("s", "rg", &a.name, j);
+        advance(cfg, account, Duration::from_millis(ms), Utc::now(), &source)
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect()
+    }
+
+    fn state(account: &Account, key: &JobKey) -> JobState {
+        account.jobs[key].state
+    }
+
+    #[test]
+    fn a_paused_phase_resumes_where_it_stopped() {
+        let cfg = config();
+        let (mut account, key) = account_with_job();
+        step(&cfg, &mut account, 60);
+        account.fault = Fault::Outage;
+        assert!(step(&cfg, &mut account, 10_000).is_empty());
+        assert_eq!(state(&account, &key), JobState::Queued);
+        account.fault = Fault::Healthy;
+        // 60 ms were already spent; 40 more complete the 100 ms phase.
+        let events = step(&cfg, &mut account, 40);
+        assert_eq!(state(&account, &key), JobState::Scheduled);
+        assert!(events.contains(&"Microsoft.Media.JobScheduled".to_string()));
+    }
+
+    #[test]
+    fn a_stall_holds_scheduled_jobs_at_the_gate() {
+        let cfg = config();
+        let (mut account, key) = account_with_job();
+        account.fault = Fault::Stall;
+        step(&cfg, &mut account, 100);
+        assert_eq!(state(&account, &key), JobState::Scheduled);
+        for _ in 0..10 {
+            step(&cfg, &mut account, 1000);
+        }
+        assert_eq!(state(&account, &key), JobState::Scheduled);
+        account.fault = Fault::Healthy;
+        step(&cfg, &mut account, 1);
+        assert_eq!(state(&account, &key), JobState::Processing);
+        assert!(account.jobs[&key].start_time.is_some());
+    }
+
+    #[test]
+    fn exactly_one_progress_event_is_raised_past_half_way() {
+        let cfg = config();
+        let (mut account, key) = account_with_job();
+        step(&cfg, &mut account, 100);
+        step(&cfg, &mut account, 100);
+        assert_eq!(state(&account, &key), JobState::Processing);
+        let progress = "Microsoft.Media.JobOutputProgress".to_string();
+        assert!(!step(&cfg, &mut account, 400).contains(&progress));
+        assert_eq!(account.jobs[&key].outputs[0].progress, 40);
+        assert!(step(&cfg, &mut account, 200).contains(&progress));
+        assert!(!step(&cfg, &mut account, 200).contains(&progress));
+        let last = step(&cfg, &mut account, 200);
+        assert!(!last.contains(&progress));
+        assert_eq!(state(&account, &key), JobState::Finished);
+        assert_eq!(account.jobs[&key].outputs[0].progress, 100);
+    }
+
+    #[test]
+    fn fail_jobs_turns_the_end_of_processing_into_an_error() {
+        let cfg = config();
+        let (mut account, key) = account_with_job();
+        step(&cfg, &mut account, 100);
+        step(&cfg, &mut account, 100);
+        account.fault = Fault::FailJobs { retry: RetryHint::MayRetry, code: "ContentMalformed".into() };
+        let events = step(&cfg, &mut account, 1000);
+        assert_eq!(state(&account, &key), JobState::Error);
+        assert!(events.contains(&"Microsoft.Media.JobErrored".to_string()));
+        assert!(events.contains(&"Microsoft.Media.JobOutputErrored".to_string()));
+        let err = account.jobs[&key].outputs[0].error.clone().unwrap();
+        assert_eq!(err.category, "Content");
+        assert_eq!(err.retry, RetryHint::MayRetry);
+        assert!(account.jobs[&key].end_time.is_some());
+    }
+
+    #[test]
+    fn cancel_moves_through_canceling_and_ignores_final_jobs() {
+        let cfg = config();
+        let (mut account, key) = account_with_job();
+        let source = EventSource::new("s", "rg", "a", &account.jobs[&key]);
+        let Some(job) = account.jobs.get_mut(&key) else { unreachable!() };
+        let events = cancel(job, Utc::now(), &source);
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(
+            types,
+            [
+                "Microsoft.Media.JobOutputStateChange",
+                "Microsoft.Media.JobOutputCanceling",
+                "Microsoft.Media.JobStateChange",
+                "Microsoft.Media.JobCanceling"
+            ]
+        );
+        assert!(cancel(job, Utc::now(), &source).is_empty(), "already canceling");
+        step(&cfg, &mut account, 100);
+        assert_eq!(state(&account, &key), JobState::Canceled);
+        let Some(job) = account.jobs.get_mut(&key) else { unreachable!() };
+        assert!(cancel(job, Utc::now(), &source).is_empty(), "final");
+        let history: Vec<JobState> = job.history.iter().map(|(s, _)| *s).collect();
+        assert_eq!(history, [JobState::Queued, JobState::Canceling, JobState::Canceled]);
+    }
+}

@@ -194,6 +194,10 @@ async fn unknown_scopes_routes_and_missing_api_versions_get_arm_errors() {
     emu.get(&format!("{}/liveEvents/x?api-version=2022-07-01", emu.account_url("east")))
         .await
         .assert_arm_error(404, "NotFound");
+    emu.send(reqwest::Method::DELETE, &format!("{}/_emulator/accounts", emu.base), None)
+        .await
+        .assert_arm_error(405, "MethodNotAllowed");
+    emu.get(&format!("{}/_emulator/nothing", emu.base)).await.assert_arm_error(404, "NotFound");
 }
 
 #[tokio::test]
