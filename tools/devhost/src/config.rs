@@ -41,10 +41,7 @@ pub enum ConfigError {
 }
 
 fn invalid(path: &Path, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
+    ConfigError::Invalid { path: path.to_path_buf(), message: message.into() }
 }
 
 /// App settings: `local.settings.json` `Values` with devhost's own environment
@@ -63,10 +60,7 @@ impl Settings {
 
     /// Looks a setting up: the process environment first, then local values.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.process
-            .get(name)
-            .or_else(|| self.local.get(name))
-            .map(String::as_str)
+        self.process.get(name).or_else(|| self.local.get(name)).map(String::as_str)
     }
 
     /// Local values to add to the handler's environment, and the names skipped
@@ -270,14 +264,9 @@ struct RawLocalSettings {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|source| ConfigError::Parse {
-        path: path.to_path_buf(),
-        source,
-    })
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    serde_json::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
 }
 
 /// Reads `local.settings.json` `Values` (the file is optional).
@@ -319,11 +308,7 @@ fn parse_timespan(text: &str) -> Option<Duration> {
     Some(Duration::from_secs((days * 24 + h) * 3600 + m * 60) + Duration::from_secs_f64(s))
 }
 
-fn load_host(
-    app_root: &Path,
-    settings: &Settings,
-    handler_override: bool,
-) -> Result<HostConfig, ConfigError> {
+fn load_host(app_root: &Path, settings: &Settings, handler_override: bool) -> Result<HostConfig, ConfigError> {
     let path = app_root.join("host.json");
     let raw: RawHost = read_json(&path)?;
     if raw.custom_handler.is_some() && raw.http_worker.is_some() {
@@ -336,10 +321,7 @@ fn load_host(
     let section = section.unwrap_or_default();
     let desc = section.description.unwrap_or_default();
     if desc.default_executable_path.trim().is_empty() && !handler_override {
-        return Err(invalid(
-            &path,
-            "customHandler.description.defaultExecutablePath is missing or empty",
-        ));
+        return Err(invalid(&path, "customHandler.description.defaultExecutablePath is missing or empty"));
     }
     let arguments = desc
         .arguments
@@ -349,18 +331,13 @@ fn load_host(
         .collect();
     let function_timeout = match raw.function_timeout {
         None => None,
-        Some(t) => Some(parse_timespan(&t).ok_or_else(|| {
-            invalid(
-                &path,
-                format!("functionTimeout '{t}' is not a time span like 00:05:00"),
-            )
-        })?),
+        Some(t) => Some(
+            parse_timespan(&t)
+                .ok_or_else(|| invalid(&path, format!("functionTimeout '{t}' is not a time span like 00:05:00")))?,
+        ),
     };
-    let route_prefix = raw
-        .extensions
-        .and_then(|e| e.http)
-        .and_then(|h| h.route_prefix)
-        .unwrap_or_else(|| "api".to_string());
+    let route_prefix =
+        raw.extensions.and_then(|e| e.http).and_then(|h| h.route_prefix).unwrap_or_else(|| "api".to_string());
     Ok(HostConfig {
         executable: desc.default_executable_path,
         working_directory: desc.working_directory,
@@ -391,14 +368,8 @@ fn load_function(
     let mut outputs = Vec::new();
     let (mut inputs, mut outs, mut http_in, mut http_out) = (0, 0, 0, 0);
     for (i, b) in raw.bindings.iter().enumerate() {
-        let kind = b
-            .kind
-            .clone()
-            .ok_or_else(|| invalid(path, format!("binding {i} has no 'type'")))?;
-        let bname = b
-            .name
-            .clone()
-            .ok_or_else(|| invalid(path, format!("binding {i} ({kind}) has no 'name'")))?;
+        let kind = b.kind.clone().ok_or_else(|| invalid(path, format!("binding {i} has no 'type'")))?;
+        let bname = b.name.clone().ok_or_else(|| invalid(path, format!("binding {i} ({kind}) has no 'name'")))?;
         let direction = b
             .direction
             .clone()
@@ -409,10 +380,7 @@ fn load_function(
             "in" | "inout" => inputs += 1,
             "out" => outs += 1,
             other => {
-                return Err(invalid(
-                    path,
-                    format!("binding '{bname}' has unknown direction '{other}'"),
-                ));
+                return Err(invalid(path, format!("binding '{bname}' has unknown direction '{other}'")));
             }
         }
         if direction == "out" {
@@ -437,27 +405,18 @@ fn load_function(
                 invalid(path, format!("output binding '{bname}' refers to setting '{missing}', which is not defined"))
             })?;
             if !valid_target(&target) {
-                return Err(invalid(
-                    path,
-                    format!("output binding '{bname}' has an unusable name '{target}'"),
-                ));
+                return Err(invalid(path, format!("output binding '{bname}' has an unusable name '{target}'")));
             }
             outputs.push(OutputBinding {
                 name: bname,
                 kind,
                 target,
-                binary: b
-                    .data_type
-                    .as_deref()
-                    .is_some_and(|d| d.eq_ignore_ascii_case("binary")),
+                binary: b.data_type.as_deref().is_some_and(|d| d.eq_ignore_ascii_case("binary")),
             });
             continue;
         }
         if !lkind.ends_with("trigger") {
-            eprintln!(
-                "warning: {}: input binding '{bname}' of type '{kind}' is not emulated",
-                path.display()
-            );
+            eprintln!("warning: {}: input binding '{bname}' of type '{kind}' is not emulated", path.display());
             continue;
         }
         if trigger.is_some() {
@@ -478,43 +437,29 @@ fn load_function(
             }
             "eventgridtrigger" => Trigger::EventGrid,
             "timertrigger" => {
-                let written = b.schedule.clone().ok_or_else(|| {
-                    invalid(path, format!("timer binding '{bname}' has no 'schedule'"))
-                })?;
+                let written = b
+                    .schedule
+                    .clone()
+                    .ok_or_else(|| invalid(path, format!("timer binding '{bname}' has no 'schedule'")))?;
                 let expression = settings.expand(&written).map_err(|missing| {
-                    invalid(path, format!("schedule '{written}' refers to app setting '{missing}', which is not defined"))
+                    invalid(
+                        path,
+                        format!("schedule '{written}' refers to app setting '{missing}', which is not defined"),
+                    )
                 })?;
-                let schedule = Schedule::parse(&expression)
-                    .map_err(|e| invalid(path, format!("schedule '{expression}': {e}")))?;
-                let use_monitor =
-                    b.use_monitor.unwrap_or(true) && !schedule.fires_more_than_once_a_minute();
-                Trigger::Timer {
-                    expression,
-                    schedule,
-                    run_on_startup: b.run_on_startup,
-                    use_monitor,
-                }
+                let schedule =
+                    Schedule::parse(&expression).map_err(|e| invalid(path, format!("schedule '{expression}': {e}")))?;
+                let use_monitor = b.use_monitor.unwrap_or(true) && !schedule.fires_more_than_once_a_minute();
+                Trigger::Timer { expression, schedule, run_on_startup: b.run_on_startup, use_monitor }
             }
             _ => Trigger::Other { kind: kind.clone() },
         };
         trigger = Some((bname, t));
     }
-    let (trigger_name, trigger) = trigger.ok_or_else(|| {
-        invalid(
-            path,
-            "no trigger binding (a binding whose type ends in 'Trigger')",
-        )
-    })?;
-    let forwarded =
-        host.enable_forwarding && inputs == 1 && outs == 1 && http_in == 1 && http_out == 1;
-    Ok(Some(FunctionDef {
-        name: name.to_string(),
-        trigger_name,
-        trigger,
-        http_output,
-        outputs,
-        forwarded,
-    }))
+    let (trigger_name, trigger) =
+        trigger.ok_or_else(|| invalid(path, "no trigger binding (a binding whose type ends in 'Trigger')"))?;
+    let forwarded = host.enable_forwarding && inputs == 1 && outs == 1 && http_in == 1 && http_out == 1;
+    Ok(Some(FunctionDef { name: name.to_string(), trigger_name, trigger, http_output, outputs, forwarded }))
 }
 
 /// Loads the whole app. `handler_override` relaxes the host.json executable checks.
@@ -526,26 +471,18 @@ pub fn load(
     let local = load_local_settings(app_root)?;
     let settings = Settings::new(local, process_env);
     let host = load_host(app_root, &settings, handler_override)?;
-    let entries = std::fs::read_dir(app_root).map_err(|source| ConfigError::Read {
-        path: app_root.to_path_buf(),
-        source,
-    })?;
+    let entries =
+        std::fs::read_dir(app_root).map_err(|source| ConfigError::Read { path: app_root.to_path_buf(), source })?;
     let mut functions = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| ConfigError::Read {
-            path: app_root.to_path_buf(),
-            source,
-        })?;
+        let entry = entry.map_err(|source| ConfigError::Read { path: app_root.to_path_buf(), source })?;
         let fpath = entry.path().join("function.json");
         if !fpath.is_file() {
             continue;
         }
         let name = entry.file_name().to_string_lossy().into_owned();
         let disabled_key = format!("AzureWebJobs.{name}.Disabled");
-        if settings
-            .get(&disabled_key)
-            .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-        {
+        if settings.get(&disabled_key).is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1") {
             eprintln!("Function '{name}' is disabled by setting '{disabled_key}'; skipping it");
             continue;
         }
@@ -554,12 +491,7 @@ pub fn load(
         }
     }
     functions.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(AppConfig {
-        app_root: app_root.to_path_buf(),
-        host,
-        functions,
-        settings,
-    })
+    Ok(AppConfig { app_root: app_root.to_path_buf(), host, functions, settings })
 }
 
 #[cfg(test)]
@@ -568,13 +500,8 @@ mod tests {
 
     fn settings(local: &[(&str, &str)], env: &[(&str, &str)]) -> Settings {
         Settings::new(
-            local
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
-            env.iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
+            local.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
         )
     }
 
@@ -599,10 +526,7 @@ mod tests {
     #[test]
     fn time_spans_parse_like_dotnet() {
         assert_eq!(parse_timespan("00:05:00"), Some(Duration::from_secs(300)));
-        assert_eq!(
-            parse_timespan("1.00:00:01"),
-            Some(Duration::from_secs(86401))
-        );
+        assert_eq!(parse_timespan("1.00:00:01"), Some(Duration::from_secs(86401)));
         assert_eq!(parse_timespan("5 minutes"), None);
     }
 }

@@ -13,11 +13,7 @@ use crate::invoke::{self, InvocationError};
 use crate::server::App;
 
 /// Origins the extension echoes in `WebHook-Allowed-Origin`.
-const KNOWN_ORIGINS: [&str; 3] = [
-    "eventgrid.azure.net",
-    "eventgrid.azure.us",
-    "eventgrid.azure.cn",
-];
+const KNOWN_ORIGINS: [&str; 3] = ["eventgrid.azure.net", "eventgrid.azure.us", "eventgrid.azure.cn"];
 
 fn function_name(uri: &Uri) -> Option<String> {
     url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
@@ -26,15 +22,9 @@ fn function_name(uri: &Uri) -> Option<String> {
 }
 
 /// Builds `Data` and `Metadata` for one event.
-pub fn event_payload(
-    function: &FunctionDef,
-    event: Value,
-) -> (Map<String, Value>, Map<String, Value>) {
+pub fn event_payload(function: &FunctionDef, event: Value) -> (Map<String, Value>, Map<String, Value>) {
     let mut metadata = Map::new();
-    metadata.insert(
-        "data".into(),
-        event.get("data").cloned().unwrap_or(Value::Null),
-    );
+    metadata.insert("data".into(), event.get("data").cloned().unwrap_or(Value::Null));
     metadata.insert("sys".into(), invoke::sys_metadata(&function.name));
     let mut data = Map::new();
     data.insert(function.trigger_name.clone(), event);
@@ -55,19 +45,11 @@ pub async fn invoke_event(
         }
         Err(e) => (Err(e), Map::new()),
     };
-    app.invoker
-        .invoke(function, reason, data, metadata, |_| Ok(()))
-        .await
+    app.invoker.invoke(function, reason, data, metadata, |_| Ok(())).await
 }
 
 /// Handles a request to the webhook path.
-pub async fn handle(
-    app: Arc<App>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn handle(app: Arc<App>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     if method == Method::OPTIONS {
         // CloudEvents abuse protection: allow the Event Grid origin that asked.
         let origin = headers
@@ -82,43 +64,24 @@ pub async fn handle(
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     }
     let name = function_name(&uri).unwrap_or_default();
-    let Some(function) = app
-        .function(&name)
-        .filter(|f| matches!(f.trigger, Trigger::EventGrid))
-        .cloned()
-    else {
+    let Some(function) = app.function(&name).filter(|f| matches!(f.trigger, Trigger::EventGrid)).cloned() else {
         eprintln!("Event Grid: cannot find function '{name}'");
         return StatusCode::NOT_FOUND.into_response();
     };
-    let event_type = headers
-        .get("aeg-event-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let event_type = headers.get("aeg-event-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let parsed = || serde_json::from_slice::<Value>(&body);
     if event_type.eq_ignore_ascii_case("SubscriptionValidation") {
         let code = match parsed() {
             Ok(v) => {
-                let first = if v.is_array() {
-                    v.get(0).cloned()
-                } else {
-                    Some(v)
-                };
+                let first = if v.is_array() { v.get(0).cloned() } else { Some(v) };
                 first.and_then(|e| e.get("data").and_then(|d| d.get("validationCode")).cloned())
             }
             Err(_) => None,
         };
         let Some(code) = code else {
-            return (
-                StatusCode::BAD_REQUEST,
-                "SubscriptionValidation body has no data.validationCode",
-            )
-                .into_response();
+            return (StatusCode::BAD_REQUEST, "SubscriptionValidation body has no data.validationCode").into_response();
         };
-        eprintln!(
-            "Event Grid: performing handshake for function '{}'",
-            function.name
-        );
+        eprintln!("Event Grid: performing handshake for function '{}'", function.name);
         return (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
@@ -130,29 +93,16 @@ pub async fn handle(
         return StatusCode::ACCEPTED.into_response();
     }
     if !event_type.eq_ignore_ascii_case("Notification") {
-        return (
-            StatusCode::BAD_REQUEST,
-            "missing or unknown aeg-event-type header",
-        )
-            .into_response();
+        return (StatusCode::BAD_REQUEST, "missing or unknown aeg-event-type header").into_response();
     }
     let events = match parsed() {
         Ok(Value::Array(items)) => items,
         Ok(obj @ Value::Object(_)) => vec![obj],
         Ok(_) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                "the body must be a JSON array of events or one event object",
-            )
+            return (StatusCode::BAD_REQUEST, "the body must be a JSON array of events or one event object")
                 .into_response()
         }
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("the body is not valid JSON: {e}"),
-            )
-                .into_response()
-        }
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}")).into_response(),
     };
     // One invocation per event, all at once, as the extension's single dispatch does.
     let mut set = tokio::task::JoinSet::new();
@@ -160,17 +110,11 @@ pub async fn handle(
         let app = app.clone();
         let function = function.clone();
         set.spawn(async move {
-            let id = event
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
+            let id = event.get("id").and_then(Value::as_str).unwrap_or("").to_string();
             let event = if event.is_object() {
                 Ok(event)
             } else {
-                Err(InvocationError::Input(
-                    "an event must be a JSON object".into(),
-                ))
+                Err(InvocationError::Input("an event must be a JSON object".into()))
             };
             invoke_event(&app, &function, event, "EventGrid trigger fired")
                 .await
@@ -190,11 +134,7 @@ pub async fn handle(
     } else {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!(
-                "Exception while executing function: Functions.{}: {}",
-                function.name,
-                failures.join("; ")
-            ),
+            format!("Exception while executing function: Functions.{}: {}", function.name, failures.join("; ")),
         )
             .into_response()
     }

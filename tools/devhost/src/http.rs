@@ -46,28 +46,18 @@ pub fn header_display_name(name: &str) -> String {
 pub fn query_object(query: Option<&str>) -> Map<String, Value> {
     let mut order: Vec<(String, Vec<String>)> = Vec::new();
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match order
-            .iter_mut()
-            .find(|(key, _)| key.eq_ignore_ascii_case(&k))
-        {
+        match order.iter_mut().find(|(key, _)| key.eq_ignore_ascii_case(&k)) {
             Some((_, vals)) => vals.push(v.into_owned()),
             None => order.push((k.into_owned(), vec![v.into_owned()])),
         }
     }
-    order
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v.join(","))))
-        .collect()
+    order.into_iter().map(|(k, v)| (k, Value::String(v.join(",")))).collect()
 }
 
 fn headers_grouped(headers: &HeaderMap) -> Vec<(String, Vec<String>)> {
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
     for name in headers.keys() {
-        let values = headers
-            .get_all(name)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect();
+        let values = headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
         out.push((header_display_name(name.as_str()), values));
     }
     out
@@ -97,11 +87,7 @@ fn local_identity() -> Value {
 }
 
 fn content_length(headers: &HeaderMap) -> u64 {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
 /// Builds `Data.<trigger>` and the HTTP `Metadata` for one request.
@@ -111,11 +97,7 @@ pub fn request_data(
     fallback_host: &str,
     function: &str,
 ) -> (Value, Map<String, Value>) {
-    let host = req
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or(fallback_host);
+    let host = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(fallback_host);
     let path_query = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let query = query_object(req.uri.query());
     let grouped = headers_grouped(&req.headers);
@@ -137,18 +119,13 @@ pub fn request_data(
     obj.insert("Identities".into(), json!([local_identity()]));
     // The host reads the body only when Content-Length says there is one.
     if content_length(&req.headers) > 0 {
-        let media = req
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let body =
-            if media.starts_with("application/octet-stream") || media.starts_with("multipart/") {
-                base64::engine::general_purpose::STANDARD.encode(&req.body)
-            } else {
-                String::from_utf8_lossy(&req.body).into_owned()
-            };
+        let media =
+            req.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+        let body = if media.starts_with("application/octet-stream") || media.starts_with("multipart/") {
+            base64::engine::general_purpose::STANDARD.encode(&req.body)
+        } else {
+            String::from_utf8_lossy(&req.body).into_owned()
+        };
         obj.insert("Body".into(), Value::String(body));
     }
     let mut metadata = Map::new();
@@ -156,19 +133,14 @@ pub fn request_data(
     metadata.insert("Headers".into(), Value::Object(flat_headers));
     for (k, v) in params {
         // Binding-data strings are JSON-encoded once more by the host (contracts 1.3).
-        metadata.insert(
-            k.clone(),
-            Value::String(Value::String(v.clone()).to_string()),
-        );
+        metadata.insert(k.clone(), Value::String(Value::String(v.clone()).to_string()));
     }
     metadata.insert("sys".into(), invoke::sys_metadata(function));
     (Value::Object(obj), metadata)
 }
 
 fn find_key<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    obj.iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(key))
-        .map(|(_, v)| v)
+    obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v)
 }
 
 fn bad(msg: impl Into<String>) -> InvocationError {
@@ -183,18 +155,13 @@ fn response_object(binding: &str, obj: &Map<String, Value>) -> Result<Response, 
             .as_u64()
             .and_then(|n| u16::try_from(n).ok())
             .ok_or_else(|| bad(format!("{binding}.statusCode {n} is not a status code")))?,
-        Some(Value::String(s)) => s
-            .trim()
-            .parse::<u16>()
-            .map_err(|_| bad(format!("{binding}.statusCode '{s}' is not a number")))?,
-        Some(other) => {
-            return Err(bad(format!(
-                "{binding}.statusCode must be a number, got {other}"
-            )))
+        Some(Value::String(s)) => {
+            s.trim().parse::<u16>().map_err(|_| bad(format!("{binding}.statusCode '{s}' is not a number")))?
         }
+        Some(other) => return Err(bad(format!("{binding}.statusCode must be a number, got {other}"))),
     };
-    let status = StatusCode::from_u16(status)
-        .map_err(|_| bad(format!("{binding}.statusCode {status} is out of range")))?;
+    let status =
+        StatusCode::from_u16(status).map_err(|_| bad(format!("{binding}.statusCode {status} is out of range")))?;
     let mut builder = Response::builder().status(status);
     let mut has_content_type = false;
     match find_key(obj, "headers") {
@@ -206,10 +173,9 @@ fn response_object(binding: &str, obj: &Map<String, Value>) -> Result<Response, 
                     Value::Null => return Err(bad(format!("{binding}.headers.{k} is null"))),
                     other => other.to_string(),
                 };
-                let name = HeaderName::from_bytes(k.as_bytes())
-                    .map_err(|_| bad(format!("invalid header name '{k}'")))?;
-                let value = HeaderValue::from_str(&text)
-                    .map_err(|_| bad(format!("invalid value for header '{k}'")))?;
+                let name =
+                    HeaderName::from_bytes(k.as_bytes()).map_err(|_| bad(format!("invalid header name '{k}'")))?;
+                let value = HeaderValue::from_str(&text).map_err(|_| bad(format!("invalid value for header '{k}'")))?;
                 has_content_type |= name == header::CONTENT_TYPE;
                 builder = builder.header(name, value);
             }
@@ -220,32 +186,21 @@ fn response_object(binding: &str, obj: &Map<String, Value>) -> Result<Response, 
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
         // The host writes JToken.ToString(), i.e. indented JSON.
-        Some(v @ (Value::Object(_) | Value::Array(_))) => {
-            serde_json::to_string_pretty(v).unwrap_or_default()
-        }
+        Some(v @ (Value::Object(_) | Value::Array(_))) => serde_json::to_string_pretty(v).unwrap_or_default(),
         Some(other) => other.to_string(),
     };
     if !has_content_type && !body.is_empty() {
         builder = builder.header(header::CONTENT_TYPE, "text/plain; charset=utf-8");
     }
-    builder
-        .body(Body::from(body))
-        .map_err(|e| bad(e.to_string()))
+    builder.body(Body::from(body)).map_err(|e| bad(e.to_string()))
 }
 
 fn empty_object_response() -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        "{}",
-    )
-        .into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], "{}").into_response()
 }
 
 fn looks_like_response(obj: &Map<String, Value>) -> bool {
-    ["statusCode", "status", "body", "headers"]
-        .iter()
-        .any(|k| find_key(obj, k).is_some())
+    ["statusCode", "status", "body", "headers"].iter().any(|k| find_key(obj, k).is_some())
 }
 
 /// Maps the http output binding's value to the caller's response.
@@ -259,20 +214,18 @@ pub fn map_http_output(binding: &str, result: &InvokeResult) -> Result<Response,
                 Ok(Value::Object(o)) if looks_like_response(&o) => response_object(binding, &o),
                 _ => response_object(binding, &Map::from_iter([("body".to_string(), json!(s))])),
             },
-            Some(other) => Ok((
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-                other.to_string(),
-            )
-                .into_response()),
+            Some(other) => {
+                Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], other.to_string())
+                    .into_response())
+            }
         };
     }
     match value {
         None | Some(Value::Null) => Ok(empty_object_response()),
         Some(Value::Object(o)) => response_object(binding, o),
-        Some(other) => Err(bad(format!(
-            "Outputs.{binding} must be a JSON object with statusCode, headers and body, got {other}"
-        ))),
+        Some(other) => {
+            Err(bad(format!("Outputs.{binding} must be a JSON object with statusCode, headers and body, got {other}")))
+        }
     }
 }
 
@@ -318,11 +271,7 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Forwards the raw request to the handler at the original path (contracts 1.6).
-pub async fn forward(
-    invoker: &Arc<Invoker>,
-    function: &FunctionDef,
-    req: IncomingRequest,
-) -> Response {
+pub async fn forward(invoker: &Arc<Invoker>, function: &FunctionDef, req: IncomingRequest) -> Response {
     let (id, started) = invoke::log_start(&function.name, "Forwarded HTTP request");
     let path_query = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let url = format!("http://127.0.0.1:{}{}", invoker.handler_port, path_query);
@@ -333,11 +282,7 @@ pub async fn forward(
         }
     }
     // The host appends its product token to the caller's User-Agent.
-    let ua = match req
-        .headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-    {
+    let ua = match req.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()) {
         Some(orig) => format!("{orig} Azure-Functions-Host/{HOST_VERSION}"),
         None => format!("Azure-Functions-Host/{HOST_VERSION}"),
     };
@@ -352,10 +297,7 @@ pub async fn forward(
         builder = builder.body(req.body);
     }
     let outcome = async {
-        let resp = builder
-            .send()
-            .await
-            .map_err(|e| InvocationError::Transport(e.to_string()))?;
+        let resp = builder.send().await.map_err(|e| InvocationError::Transport(e.to_string()))?;
         let status = resp.status();
         let mut out = Response::builder().status(status);
         for (name, value) in resp.headers() {
@@ -363,20 +305,11 @@ pub async fn forward(
                 out = out.header(name, value);
             }
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| InvocationError::Transport(e.to_string()))?;
-        out.body(Body::from(body))
-            .map_err(|e| InvocationError::Transport(e.to_string()))
+        let body = resp.bytes().await.map_err(|e| InvocationError::Transport(e.to_string()))?;
+        out.body(Body::from(body)).map_err(|e| InvocationError::Transport(e.to_string()))
     }
     .await;
-    invoke::log_end(
-        &function.name,
-        id,
-        started,
-        outcome.as_ref().err().map(|e| e as &dyn std::fmt::Display),
-    );
+    invoke::log_end(&function.name, id, started, outcome.as_ref().err().map(|e| e as &dyn std::fmt::Display));
     outcome.unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
@@ -385,10 +318,7 @@ mod tests {
     use super::*;
 
     fn result(outputs: Value) -> InvokeResult {
-        InvokeResult {
-            outputs: outputs.as_object().cloned().unwrap_or_default(),
-            return_value: None,
-        }
+        InvokeResult { outputs: outputs.as_object().cloned().unwrap_or_default(), return_value: None }
     }
 
     #[test]
@@ -400,24 +330,14 @@ mod tests {
     #[test]
     fn header_names_are_title_cased() {
         assert_eq!(header_display_name("content-type"), "Content-Type");
-        assert_eq!(
-            header_display_name("x-ms-client-request-id"),
-            "X-Ms-Client-Request-Id"
-        );
+        assert_eq!(header_display_name("x-ms-client-request-id"), "X-Ms-Client-Request-Id");
     }
 
     #[test]
     fn a_string_status_code_is_accepted() {
-        let r = map_http_output(
-            "res",
-            &result(json!({"res": {"statusCode": "201", "body": "x"}})),
-        )
-        .unwrap();
+        let r = map_http_output("res", &result(json!({"res": {"statusCode": "201", "body": "x"}}))).unwrap();
         assert_eq!(r.status(), StatusCode::CREATED);
-        assert_eq!(
-            r.headers()[header::CONTENT_TYPE],
-            "text/plain; charset=utf-8"
-        );
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/plain; charset=utf-8");
     }
 
     #[test]

@@ -82,9 +82,15 @@ pub struct Invoker {
 pub fn sys_metadata(function: &str) -> Value {
     json!({
         "MethodName": function,
-        "UtcNow": Utc::now().format("%Y-%m-%dT%H:%M:%S%.7fZ").to_string(),
+        "UtcNow": utc_now_7(),
         "RandGuid": Uuid::new_v4().to_string(),
     })
+}
+
+/// Now as .NET's round-trip format: seven fractional digits and `Z`.
+fn utc_now_7() -> String {
+    let now = Utc::now();
+    format!("{}.{:07}Z", now.format("%Y-%m-%dT%H:%M:%S"), now.timestamp_subsec_nanos() / 100)
 }
 
 /// Starts an invocation log entry and returns its id and start time.
@@ -95,12 +101,7 @@ pub fn log_start(function: &str, reason: &str) -> (Uuid, Instant) {
 }
 
 /// Ends an invocation log entry.
-pub fn log_end(
-    function: &str,
-    id: Uuid,
-    started: Instant,
-    failure: Option<&dyn std::fmt::Display>,
-) {
+pub fn log_end(function: &str, id: Uuid, started: Instant, failure: Option<&dyn std::fmt::Display>) {
     let ms = started.elapsed().as_millis();
     match failure {
         None => eprintln!("Executed 'Functions.{function}' (Succeeded, Id={id}, Duration={ms}ms)"),
@@ -112,10 +113,7 @@ pub fn log_end(
 
 fn find_key<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     // Newtonsoft matches property names case-insensitively; the last one wins.
-    obj.iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case(key))
-        .map(|(_, v)| v)
-        .last()
+    obj.iter().filter(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v).next_back()
 }
 
 /// Parses the handler's answer body into an [`InvokeResult`], printing `Logs`.
@@ -124,28 +122,20 @@ pub fn parse_response(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<InvokeResult, InvocationError> {
-    let media = content_type
-        .and_then(|c| c.split(';').next())
-        .map(|m| m.trim().to_ascii_lowercase())
-        .unwrap_or_default();
+    let media =
+        content_type.and_then(|c| c.split(';').next()).map(|m| m.trim().to_ascii_lowercase()).unwrap_or_default();
     if media != "application/json" && media != "text/json" {
-        return Err(InvocationError::ContentType(
-            content_type.unwrap_or("(none)").to_string(),
-        ));
+        return Err(InvocationError::ContentType(content_type.unwrap_or("(none)").to_string()));
     }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(InvokeResult::default());
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| InvocationError::InvalidResponse(e.to_string()))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| InvocationError::InvalidResponse(e.to_string()))?;
     let obj = match value {
         Value::Null => return Ok(InvokeResult::default()),
         Value::Object(o) => o,
         other => {
-            return Err(InvocationError::InvalidResponse(format!(
-                "expected a JSON object, got {}",
-                kind_of(&other)
-            )))
+            return Err(InvocationError::InvalidResponse(format!("expected a JSON object, got {}", kind_of(&other))))
         }
     };
     match find_key(&obj, "Logs") {
@@ -156,36 +146,21 @@ pub fn parse_response(
                     Value::String(s) => eprintln!("[{function}] {s}"),
                     Value::Null => eprintln!("[{function}] "),
                     Value::Object(_) | Value::Array(_) => {
-                        return Err(InvocationError::InvalidResponse(
-                            "Logs must be an array of strings".into(),
-                        ))
+                        return Err(InvocationError::InvalidResponse("Logs must be an array of strings".into()))
                     }
                     other => eprintln!("[{function}] {other}"),
                 }
             }
         }
-        Some(_) => {
-            return Err(InvocationError::InvalidResponse(
-                "Logs must be an array of strings".into(),
-            ))
-        }
+        Some(_) => return Err(InvocationError::InvalidResponse("Logs must be an array of strings".into())),
     }
     let outputs = match find_key(&obj, "Outputs") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(o)) => o.clone(),
-        Some(_) => {
-            return Err(InvocationError::InvalidResponse(
-                "Outputs must be a JSON object".into(),
-            ))
-        }
+        Some(_) => return Err(InvocationError::InvalidResponse("Outputs must be a JSON object".into())),
     };
-    let return_value = find_key(&obj, "ReturnValue")
-        .filter(|v| !v.is_null())
-        .cloned();
-    Ok(InvokeResult {
-        outputs,
-        return_value,
-    })
+    let return_value = find_key(&obj, "ReturnValue").filter(|v| !v.is_null()).cloned();
+    Ok(InvokeResult { outputs, return_value })
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -206,17 +181,11 @@ impl Invoker {
         writer: OutputWriter,
         function_timeout: Option<Duration>,
     ) -> Result<Self, reqwest::Error> {
-        let mut builder = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none());
+        let mut builder = reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none());
         if let Some(t) = function_timeout {
             builder = builder.timeout(t + Duration::from_secs(60));
         }
-        Ok(Invoker {
-            client: builder.build()?,
-            handler_port,
-            writer,
-        })
+        Ok(Invoker { client: builder.build()?, handler_port, writer })
     }
 
     /// Runs one default-mode invocation: logs it, posts `{Data, Metadata}`,
@@ -239,12 +208,7 @@ impl Invoker {
             Ok(mapped)
         }
         .await;
-        log_end(
-            &function.name,
-            id,
-            started,
-            result.as_ref().err().map(|e| e as &dyn std::fmt::Display),
-        );
+        log_end(&function.name, id, started, result.as_ref().err().map(|e| e as &dyn std::fmt::Display));
         result
     }
 
@@ -269,30 +233,17 @@ impl Invoker {
             .await
             .map_err(|e| InvocationError::Transport(e.to_string()))?;
         let status = resp.status();
-        let content_type = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| InvocationError::Transport(e.to_string()))?;
+        let content_type =
+            resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let bytes = resp.bytes().await.map_err(|e| InvocationError::Transport(e.to_string()))?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&bytes);
-            return Err(InvocationError::Status {
-                status: status.as_u16(),
-                body: text.chars().take(300).collect(),
-            });
+            return Err(InvocationError::Status { status: status.as_u16(), body: text.chars().take(300).collect() });
         }
         parse_response(function, content_type.as_deref(), &bytes)
     }
 
-    async fn write_outputs(
-        &self,
-        function: &FunctionDef,
-        result: &InvokeResult,
-    ) -> Result<(), InvocationError> {
+    async fn write_outputs(&self, function: &FunctionDef, result: &InvokeResult) -> Result<(), InvocationError> {
         for b in &function.outputs {
             let msgs = outputs::messages(result.output(&b.name), b.binary, |w| {
                 eprintln!("warning: [{}] output '{}': {w}", function.name, b.name)
@@ -301,10 +252,7 @@ impl Invoker {
             self.writer
                 .append(&b.target, &lines)
                 .await
-                .map_err(|e| InvocationError::Output {
-                    binding: b.name.clone(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| InvocationError::Output { binding: b.name.clone(), message: e.to_string() })?;
         }
         Ok(())
     }
@@ -316,37 +264,21 @@ mod tests {
 
     #[test]
     fn top_level_keys_are_matched_case_insensitively() {
-        let r = parse_response(
-            "F",
-            Some("application/json"),
-            br#"{"outputs":{"res":1},"returnvalue":"x"}"#,
-        )
-        .unwrap();
+        let r = parse_response("F", Some("application/json"), br#"{"outputs":{"res":1},"returnvalue":"x"}"#).unwrap();
         assert_eq!(r.outputs.get("res"), Some(&json!(1)));
         assert_eq!(r.return_value, Some(json!("x")));
     }
 
     #[test]
     fn output_keys_stay_case_sensitive() {
-        let r = parse_response(
-            "F",
-            Some("application/json; charset=utf-8"),
-            br#"{"Outputs":{"Res":1}}"#,
-        )
-        .unwrap();
+        let r = parse_response("F", Some("application/json; charset=utf-8"), br#"{"Outputs":{"Res":1}}"#).unwrap();
         assert_eq!(r.output("res"), None);
     }
 
     #[test]
     fn non_json_answers_fail() {
-        assert!(matches!(
-            parse_response("F", Some("text/plain"), b"{}"),
-            Err(InvocationError::ContentType(_))
-        ));
-        assert!(matches!(
-            parse_response("F", None, b"{}"),
-            Err(InvocationError::ContentType(_))
-        ));
+        assert!(matches!(parse_response("F", Some("text/plain"), b"{}"), Err(InvocationError::ContentType(_))));
+        assert!(matches!(parse_response("F", None, b"{}"), Err(InvocationError::ContentType(_))));
         assert!(matches!(
             parse_response("F", Some("application/json"), b"{nope"),
             Err(InvocationError::InvalidResponse(_))

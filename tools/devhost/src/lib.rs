@@ -33,11 +33,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Command-line options.
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "devhost",
-    version,
-    about = "Local Azure Functions host for custom handlers"
-)]
+#[command(name = "devhost", version, about = "Local Azure Functions host for custom handlers")]
 pub struct Cli {
     /// Function app root (holds host.json and the function folders).
     #[arg(long, default_value = ".")]
@@ -94,10 +90,7 @@ pub enum RunError {
 
 /// Runs devhost until a signal arrives (`Ok`) or something fails.
 pub fn run(cli: Cli) -> Result<(), RunError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(RunError::Runtime)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(RunError::Runtime)?;
     // block_on polls this future on the calling (main) thread, so the handler
     // is spawned by a thread that lives as long as the process; PR_SET_PDEATHSIG
     // fires when the spawning thread exits, not only the process.
@@ -116,77 +109,46 @@ fn handler_program(cli: &Cli, config: &config::AppConfig, app_root: &Path) -> Pa
 }
 
 async fn run_async(cli: Cli) -> Result<(), RunError> {
-    let app_root = std::fs::canonicalize(&cli.app_root).map_err(|source| RunError::AppRoot {
-        path: cli.app_root.clone(),
-        source,
-    })?;
+    let app_root = std::fs::canonicalize(&cli.app_root)
+        .map_err(|source| RunError::AppRoot { path: cli.app_root.clone(), source })?;
     let process_env: HashMap<String, String> = std::env::vars_os()
-        .map(|(k, v)| {
-            (
-                k.to_string_lossy().into_owned(),
-                v.to_string_lossy().into_owned(),
-            )
-        })
+        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
         .collect();
     let config = config::load(&app_root, process_env, cli.handler.is_some())?;
     let (mut env, skipped) = config.settings.handler_env();
     for name in skipped {
-        eprintln!("Skipping '{name}' from local.settings.json as it's already defined in current environment variables");
+        eprintln!(
+            "Skipping '{name}' from local.settings.json as it's already defined in current environment variables"
+        );
     }
     let handler_port = process::free_port()?;
     let worker_id = uuid::Uuid::new_v4().to_string();
     let root_text = app_root.to_string_lossy().into_owned();
     env.extend([
-        (
-            "FUNCTIONS_CUSTOMHANDLER_PORT".to_string(),
-            handler_port.to_string(),
-        ),
-        (
-            "FUNCTIONS_CUSTOMHANDLER_WORKER_ID".to_string(),
-            worker_id.clone(),
-        ),
-        (
-            "FUNCTIONS_HTTPWORKER_PORT".to_string(),
-            handler_port.to_string(),
-        ),
+        ("FUNCTIONS_CUSTOMHANDLER_PORT".to_string(), handler_port.to_string()),
+        ("FUNCTIONS_CUSTOMHANDLER_WORKER_ID".to_string(), worker_id.clone()),
+        ("FUNCTIONS_HTTPWORKER_PORT".to_string(), handler_port.to_string()),
         ("FUNCTIONS_HTTPWORKER_ID".to_string(), worker_id),
         ("FUNCTIONS_APP_ROOT_PATH".to_string(), root_text),
     ]);
     let wd = &config.host.working_directory;
-    let cwd = if wd.is_empty() {
-        app_root.clone()
-    } else {
-        app_root.join(wd)
-    };
+    let cwd = if wd.is_empty() { app_root.clone() } else { app_root.join(wd) };
     let spec = LaunchSpec {
         program: handler_program(&cli, &config, &app_root),
         args: config.host.arguments.clone(),
         cwd,
         env,
     };
-    eprintln!(
-        "Starting the handler: {} (port {handler_port})",
-        spec.program.display()
-    );
+    eprintln!("Starting the handler: {} (port {handler_port})", spec.program.display());
     let mut child = process::spawn(&spec)?;
     process::wait_ready(&mut child, handler_port, READY_TIMEOUT).await?;
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", cli.port))
         .await
-        .map_err(|source| RunError::Bind {
-            port: cli.port,
-            source,
-        })?;
+        .map_err(|source| RunError::Bind { port: cli.port, source })?;
     let port = listener.local_addr().map_err(RunError::Runtime)?.port();
-    let outputs_dir = cli
-        .outputs_dir
-        .clone()
-        .unwrap_or_else(|| app_root.join(".local").join("outputs"));
-    let invoker = Arc::new(Invoker::new(
-        handler_port,
-        OutputWriter::new(outputs_dir),
-        config.host.function_timeout,
-    )?);
+    let outputs_dir = cli.outputs_dir.clone().unwrap_or_else(|| app_root.join(".local").join("outputs"));
+    let invoker = Arc::new(Invoker::new(handler_port, OutputWriter::new(outputs_dir), config.host.function_timeout)?);
     let app = Arc::new(App::new(config, invoker, port));
 
     {
@@ -196,10 +158,7 @@ async fn run_async(cli: Cli) -> Result<(), RunError> {
         let _ = stdout.flush();
     }
     eprintln!("{}", app.function_list(port));
-    eprintln!(
-        "Output bindings are written to {}",
-        app.invoker.writer.dir().display()
-    );
+    eprintln!("Output bindings are written to {}", app.invoker.writer.dir().display());
     app.start_timers();
 
     let server = axum::serve(listener, server::router(app.clone()));

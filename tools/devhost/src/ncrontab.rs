@@ -38,9 +38,7 @@ pub struct Schedule {
     weekdays: u64,
 }
 
-const MONTH_NAMES: [&str; 12] = [
-    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-];
+const MONTH_NAMES: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
 const DAY_NAMES: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 /// Static description of one field: its name, range and optional value names.
@@ -54,48 +52,12 @@ struct FieldSpec {
 }
 
 const FIELDS: [FieldSpec; 6] = [
-    FieldSpec {
-        name: "second",
-        min: 0,
-        max: 59,
-        names: &[],
-        names_base: 0,
-    },
-    FieldSpec {
-        name: "minute",
-        min: 0,
-        max: 59,
-        names: &[],
-        names_base: 0,
-    },
-    FieldSpec {
-        name: "hour",
-        min: 0,
-        max: 23,
-        names: &[],
-        names_base: 0,
-    },
-    FieldSpec {
-        name: "day",
-        min: 1,
-        max: 31,
-        names: &[],
-        names_base: 0,
-    },
-    FieldSpec {
-        name: "month",
-        min: 1,
-        max: 12,
-        names: &MONTH_NAMES,
-        names_base: 1,
-    },
-    FieldSpec {
-        name: "day-of-week",
-        min: 0,
-        max: 6,
-        names: &DAY_NAMES,
-        names_base: 0,
-    },
+    FieldSpec { name: "second", min: 0, max: 59, names: &[], names_base: 0 },
+    FieldSpec { name: "minute", min: 0, max: 59, names: &[], names_base: 0 },
+    FieldSpec { name: "hour", min: 0, max: 23, names: &[], names_base: 0 },
+    FieldSpec { name: "day", min: 1, max: 31, names: &[], names_base: 0 },
+    FieldSpec { name: "month", min: 1, max: 12, names: &MONTH_NAMES, names_base: 1 },
+    FieldSpec { name: "day-of-week", min: 0, max: 6, names: &DAY_NAMES, names_base: 0 },
 ];
 
 impl Schedule {
@@ -123,9 +85,7 @@ impl Schedule {
         };
         // A fixed start keeps the check deterministic; 28 years covers every
         // day-of-week/leap-year combination.
-        let probe = NaiveDate::from_ymd_opt(2000, 1, 1)
-            .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .map(|n| n.and_utc());
+        let probe = NaiveDate::from_ymd_opt(2000, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 0)).map(|n| n.and_utc());
         match probe.and_then(|p| schedule.next_after(p)) {
             Some(_) => Ok(schedule),
             None => Err(CronError::NeverFires),
@@ -178,11 +138,7 @@ fn bit(mask: u64, value: u32) -> bool {
 }
 
 fn first_of_next_month(t: NaiveDateTime) -> Option<NaiveDateTime> {
-    let (y, m) = if t.month() == 12 {
-        (t.year() + 1, 1)
-    } else {
-        (t.year(), t.month() + 1)
-    };
+    let (y, m) = if t.month() == 12 { (t.year() + 1, 1) } else { (t.year(), t.month() + 1) };
     NaiveDate::from_ymd_opt(y, m, 1)?.and_hms_opt(0, 0, 0)
 }
 
@@ -192,9 +148,7 @@ fn parse_value(text: &str, spec: &FieldSpec) -> Result<u32, String> {
         // Names are at most 12 entries, so the cast cannot truncate.
         return Ok(pos as u32 + spec.names_base);
     }
-    let value: u32 = text
-        .parse()
-        .map_err(|_| format!("'{text}' is not a number"))?;
+    let value: u32 = text.parse().map_err(|_| format!("'{text}' is not a number"))?;
     if value < spec.min || value > spec.max {
         return Err(format!("{value} is outside {}-{}", spec.min, spec.max));
     }
@@ -209,9 +163,7 @@ fn parse_field(text: &str, spec: &FieldSpec) -> Result<u64, String> {
         }
         let (range, step) = match item.split_once('/') {
             Some((r, s)) => {
-                let step: u32 = s
-                    .parse()
-                    .map_err(|_| format!("step '{s}' is not a number"))?;
+                let step: u32 = s.parse().map_err(|_| format!("step '{s}' is not a number"))?;
                 if step == 0 {
                     return Err("step must be at least 1".to_string());
                 }
@@ -257,18 +209,9 @@ mod tests {
     #[test]
     fn every_five_minutes_fires_at_second_zero_of_each_fifth_minute() {
         let s = Schedule::parse("0 */5 * * * *").unwrap();
-        assert_eq!(
-            s.next_after(at(2024, 1, 1, 10, 3, 7)),
-            Some(at(2024, 1, 1, 10, 5, 0))
-        );
-        assert_eq!(
-            s.next_after(at(2024, 1, 1, 10, 5, 0)),
-            Some(at(2024, 1, 1, 10, 10, 0))
-        );
-        assert_eq!(
-            s.next_after(at(2024, 1, 1, 23, 58, 0)),
-            Some(at(2024, 1, 2, 0, 0, 0))
-        );
+        assert_eq!(s.next_after(at(2024, 1, 1, 10, 3, 7)), Some(at(2024, 1, 1, 10, 5, 0)));
+        assert_eq!(s.next_after(at(2024, 1, 1, 10, 5, 0)), Some(at(2024, 1, 1, 10, 10, 0)));
+        assert_eq!(s.next_after(at(2024, 1, 1, 23, 58, 0)), Some(at(2024, 1, 2, 0, 0, 0)));
     }
 
     #[test]
@@ -294,62 +237,38 @@ mod tests {
     fn day_of_month_and_day_of_week_must_both_match() {
         // 13th that is a Friday (day-of-week 5).
         let s = Schedule::parse("0 0 0 13 * 5").unwrap();
-        assert_eq!(
-            s.next_after(at(2024, 1, 1, 0, 0, 0)),
-            Some(at(2024, 9, 13, 0, 0, 0))
-        );
+        assert_eq!(s.next_after(at(2024, 1, 1, 0, 0, 0)), Some(at(2024, 9, 13, 0, 0, 0)));
     }
 
     #[test]
     fn month_and_weekday_names_are_accepted() {
         let s = Schedule::parse("0 30 8 * Feb-Mar mon").unwrap();
-        assert_eq!(
-            s.next_after(at(2024, 1, 1, 0, 0, 0)),
-            Some(at(2024, 2, 5, 8, 30, 0))
-        );
+        assert_eq!(s.next_after(at(2024, 1, 1, 0, 0, 0)), Some(at(2024, 2, 5, 8, 30, 0)));
     }
 
     #[test]
     fn leap_day_schedules_find_the_next_leap_year() {
         let s = Schedule::parse("0 0 12 29 2 *").unwrap();
-        assert_eq!(
-            s.next_after(at(2024, 3, 1, 0, 0, 0)),
-            Some(at(2028, 2, 29, 12, 0, 0))
-        );
+        assert_eq!(s.next_after(at(2024, 3, 1, 0, 0, 0)), Some(at(2028, 2, 29, 12, 0, 0)));
     }
 
     #[test]
     fn a_start_value_with_a_step_runs_to_the_end_of_the_range() {
         let s = Schedule::parse("10/20 * * * * *").unwrap();
-        assert_eq!(
-            s.next_after(at(2024, 1, 1, 0, 0, 10)),
-            Some(at(2024, 1, 1, 0, 0, 30))
-        );
-        assert_eq!(
-            s.next_after(at(2024, 1, 1, 0, 0, 50)),
-            Some(at(2024, 1, 1, 0, 1, 10))
-        );
+        assert_eq!(s.next_after(at(2024, 1, 1, 0, 0, 10)), Some(at(2024, 1, 1, 0, 0, 30)));
+        assert_eq!(s.next_after(at(2024, 1, 1, 0, 0, 50)), Some(at(2024, 1, 1, 0, 1, 10)));
     }
 
     #[test]
     fn more_than_one_second_value_means_more_than_once_a_minute() {
-        assert!(Schedule::parse("*/30 * * * * *")
-            .unwrap()
-            .fires_more_than_once_a_minute());
-        assert!(!Schedule::parse("0 * * * * *")
-            .unwrap()
-            .fires_more_than_once_a_minute());
-        assert!(!Schedule::parse("0 */5 * * * *")
-            .unwrap()
-            .fires_more_than_once_a_minute());
+        assert!(Schedule::parse("*/30 * * * * *").unwrap().fires_more_than_once_a_minute());
+        assert!(!Schedule::parse("0 * * * * *").unwrap().fires_more_than_once_a_minute());
+        assert!(!Schedule::parse("0 */5 * * * *").unwrap().fires_more_than_once_a_minute());
     }
 
     #[test]
     fn malformed_expressions_are_rejected_with_the_field_named() {
-        assert_eq!(
-            Schedule::parse("0 */5 * * *"),
-            Err(CronError::FieldCount(5))
-        );
+        assert_eq!(Schedule::parse("0 */5 * * *"), Err(CronError::FieldCount(5)));
         let err = Schedule::parse("0 61 * * * *").unwrap_err();
         assert!(err.to_string().contains("minute"), "{err}");
         assert!(Schedule::parse("0 0 0 * * 7").is_err());

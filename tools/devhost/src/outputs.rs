@@ -29,10 +29,7 @@ pub struct OutputWriter {
 /// .NET's `Convert.FromBase64String`: whitespace ignored, length a multiple of
 /// four, padding allowed, non-zero trailing bits tolerated.
 fn dotnet_base64(s: &str) -> Option<Vec<u8>> {
-    let cleaned: String = s
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '\t' | '\r' | '\n'))
-        .collect();
+    let cleaned: String = s.chars().filter(|c| !matches!(c, ' ' | '\t' | '\r' | '\n')).collect();
     if cleaned.len() % 4 != 0 {
         return None;
     }
@@ -92,10 +89,7 @@ pub fn to_line(text: &str) -> String {
 impl OutputWriter {
     /// A writer for `dir`, created on first write.
     pub fn new(dir: PathBuf) -> Self {
-        OutputWriter {
-            dir,
-            lock: tokio::sync::Mutex::new(()),
-        }
+        OutputWriter { dir, lock: tokio::sync::Mutex::new(()) }
     }
 
     /// The directory the files go to.
@@ -109,10 +103,7 @@ impl OutputWriter {
             return Ok(());
         }
         let path = self.dir.join(format!("{target}.jsonl"));
-        let err = |source| OutputError {
-            path: path.clone(),
-            source,
-        };
+        let err = |source| OutputError { path: path.clone(), source };
         let mut buf = String::new();
         for l in lines {
             buf.push_str(l);
@@ -120,12 +111,7 @@ impl OutputWriter {
         }
         let _guard = self.lock.lock().await;
         tokio::fs::create_dir_all(&self.dir).await.map_err(err)?;
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .await
-            .map_err(err)?;
+        let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await.map_err(err)?;
         file.write_all(buf.as_bytes()).await.map_err(err)?;
         file.flush().await.map_err(err)?;
         Ok(())
@@ -138,38 +124,23 @@ mod tests {
     use serde_json::json;
 
     fn msgs(v: Value) -> Vec<String> {
-        messages(Some(&v), false, |_| {})
-            .iter()
-            .map(|m| to_line(m))
-            .collect()
+        messages(Some(&v), false, |_| {}).iter().map(|m| to_line(m)).collect()
     }
 
     #[test]
     fn an_array_becomes_one_message_per_element() {
-        assert_eq!(
-            msgs(json!([{"a": 1}, "text", 3])),
-            vec![r#"{"a":1}"#, r#""text""#, "3"]
-        );
+        assert_eq!(msgs(json!([{"a": 1}, "text", 3])), vec![r#"{"a":1}"#, r#""text""#, "3"]);
     }
 
     #[test]
     fn a_string_holding_a_json_array_is_split_too() {
-        assert_eq!(
-            msgs(json!("[{\"a\":1},{\"b\":2}]")),
-            vec![r#"{"a":1}"#, r#"{"b":2}"#]
-        );
+        assert_eq!(msgs(json!("[{\"a\":1},{\"b\":2}]")), vec![r#"{"a":1}"#, r#"{"b":2}"#]);
     }
 
     #[test]
     fn an_object_or_json_text_is_one_compacted_message() {
-        assert_eq!(
-            msgs(json!({"jobId": "j1", "n": [1, 2]})),
-            vec![r#"{"jobId":"j1","n":[1,2]}"#]
-        );
-        assert_eq!(
-            msgs(json!("{ \"jobId\": \"j1\" }")),
-            vec![r#"{"jobId":"j1"}"#]
-        );
+        assert_eq!(msgs(json!({"jobId": "j1", "n": [1, 2]})), vec![r#"{"jobId":"j1","n":[1,2]}"#]);
+        assert_eq!(msgs(json!("{ \"jobId\": \"j1\" }")), vec![r#"{"jobId":"j1"}"#]);
     }
 
     #[test]
@@ -184,9 +155,7 @@ mod tests {
         let m = messages(Some(&json!("aGVsbG8=")), false, |_| warned = true);
         assert_eq!(m, vec!["hello"]);
         assert!(warned);
-        let kept = messages(Some(&json!("aGVsbG8=")), true, |_| {
-            panic!("no warning for binary")
-        });
+        let kept = messages(Some(&json!("aGVsbG8=")), true, |_| panic!("no warning for binary"));
         assert_eq!(kept, vec!["aGVsbG8="]);
     }
 

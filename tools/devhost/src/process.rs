@@ -95,30 +95,19 @@ pub fn spawn(spec: &LaunchSpec) -> Result<Child, ProcessError> {
         unsafe {
             cmd.pre_exec(move || {
                 // Die with devhost even if it is SIGKILLed and cannot clean up.
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 // devhost may have died before prctl took effect.
                 if libc::getppid() as u32 != parent {
-                    return Err(std::io::Error::other(
-                        "devhost exited while starting the handler",
-                    ));
+                    return Err(std::io::Error::other("devhost exited while starting the handler"));
                 }
                 Ok(())
             });
         }
     }
-    let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
-        program: spec.program.display().to_string(),
-        source,
-    })?;
+    let mut child =
+        cmd.spawn().map_err(|source| ProcessError::Spawn { program: spec.program.display().to_string(), source })?;
     if let Some(out) = child.stdout.take() {
         tokio::spawn(forward_lines(out));
     }
@@ -144,11 +133,7 @@ async fn forward_lines(stream: impl AsyncRead + Unpin) {
 }
 
 /// Polls `GET http://127.0.0.1:{port}/` every 25 ms until any HTTP response.
-pub async fn wait_ready(
-    child: &mut Child,
-    port: u16,
-    timeout: Duration,
-) -> Result<(), ProcessError> {
+pub async fn wait_ready(child: &mut Child, port: u16, timeout: Duration) -> Result<(), ProcessError> {
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(2))
@@ -158,19 +143,13 @@ pub async fn wait_ready(
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().map_err(ProcessError::Wait)? {
-            return Err(ProcessError::ExitedEarly {
-                port,
-                status: status.to_string(),
-            });
+            return Err(ProcessError::ExitedEarly { port, status: status.to_string() });
         }
         if client.get(&url).send().await.is_ok() {
             return Ok(());
         }
         if started.elapsed() >= timeout {
-            return Err(ProcessError::NotReady {
-                port,
-                secs: timeout.as_secs(),
-            });
+            return Err(ProcessError::NotReady { port, secs: timeout.as_secs() });
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

@@ -8,12 +8,7 @@ use std::cmp::Ordering;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
     Literal(String),
-    Param {
-        name: String,
-        optional: bool,
-        default: Option<String>,
-        catch_all: bool,
-    },
+    Param { name: String, optional: bool, default: Option<String>, catch_all: bool },
 }
 
 /// A parsed route template, including the route prefix.
@@ -34,20 +29,10 @@ impl RouteTemplate {
         }
         // Optional and catch-all parameters must come last, as in ASP.NET.
         for (i, seg) in segments.iter().enumerate() {
-            if let Segment::Param {
-                optional,
-                catch_all,
-                name,
-                ..
-            } = seg
-            {
+            if let Segment::Param { optional, catch_all, name, .. } = seg {
                 let later_required = segments[i + 1..].iter().any(|s| match s {
                     Segment::Literal(_) => true,
-                    Segment::Param {
-                        optional,
-                        catch_all,
-                        ..
-                    } => !optional && !catch_all,
+                    Segment::Param { optional, catch_all, .. } => !optional && !catch_all,
                 });
                 if (*optional || *catch_all) && later_required {
                     return Err(format!(
@@ -55,9 +40,7 @@ impl RouteTemplate {
                     ));
                 }
                 if *catch_all && i + 1 != segments.len() {
-                    return Err(format!(
-                        "catch-all parameter '{name}' must be the last segment"
-                    ));
+                    return Err(format!("catch-all parameter '{name}' must be the last segment"));
                 }
             }
         }
@@ -66,9 +49,7 @@ impl RouteTemplate {
 
     /// Whether the template declares any route parameter.
     pub fn has_params(&self) -> bool {
-        self.segments
-            .iter()
-            .any(|s| matches!(s, Segment::Param { .. }))
+        self.segments.iter().any(|s| matches!(s, Segment::Param { .. }))
     }
 
     /// The template as text, e.g. `api/jobs/{id}` (constraints dropped).
@@ -77,18 +58,8 @@ impl RouteTemplate {
             .iter()
             .map(|s| match s {
                 Segment::Literal(l) => l.clone(),
-                Segment::Param {
-                    name,
-                    optional,
-                    catch_all,
-                    ..
-                } => {
-                    format!(
-                        "{{{}{}{}}}",
-                        if *catch_all { "*" } else { "" },
-                        name,
-                        if *optional { "?" } else { "" }
-                    )
+                Segment::Param { name, optional, catch_all, .. } => {
+                    format!("{{{}{}{}}}", if *catch_all { "*" } else { "" }, name, if *optional { "?" } else { "" })
                 }
             })
             .collect::<Vec<_>>()
@@ -100,11 +71,7 @@ impl RouteTemplate {
     pub fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
         let trimmed = path.strip_prefix('/').unwrap_or(path);
         let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
-        let parts: Vec<&str> = if trimmed.is_empty() {
-            Vec::new()
-        } else {
-            trimmed.split('/').collect()
-        };
+        let parts: Vec<&str> = if trimmed.is_empty() { Vec::new() } else { trimmed.split('/').collect() };
         let mut values = Vec::new();
         let mut j = 0;
         for seg in &self.segments {
@@ -116,12 +83,7 @@ impl RouteTemplate {
                     }
                     j += 1;
                 }
-                Segment::Param {
-                    name,
-                    catch_all: true,
-                    default,
-                    ..
-                } => {
+                Segment::Param { name, catch_all: true, default, .. } => {
                     let rest = parts[j.min(parts.len())..].join("/");
                     j = parts.len();
                     if !rest.is_empty() {
@@ -130,12 +92,7 @@ impl RouteTemplate {
                         values.push((name.clone(), d.clone()));
                     }
                 }
-                Segment::Param {
-                    name,
-                    optional,
-                    default,
-                    ..
-                } => match parts.get(j) {
+                Segment::Param { name, optional, default, .. } => match parts.get(j) {
                     Some(part) if !part.is_empty() => {
                         values.push((name.clone(), percent_decode(part)));
                         j += 1;
@@ -159,9 +116,7 @@ impl RouteTemplate {
         fn rank(s: &Segment) -> u8 {
             match s {
                 Segment::Literal(_) => 0,
-                Segment::Param {
-                    catch_all: true, ..
-                } => 3,
+                Segment::Param { catch_all: true, .. } => 3,
                 Segment::Param { optional: true, .. } => 2,
                 Segment::Param { .. } => 1,
             }
@@ -179,15 +134,13 @@ impl RouteTemplate {
 fn parse_segment(text: &str) -> Result<Segment, String> {
     let Some(inner) = text.strip_prefix('{') else {
         if text.contains('{') || text.contains('}') {
-            return Err(format!(
-                "segment '{text}' mixes text and parameters, which devhost does not support"
-            ));
+            return Err(format!("segment '{text}' mixes text and parameters, which devhost does not support"));
         }
         return Ok(Segment::Literal(text.to_string()));
     };
-    let inner = inner.strip_suffix('}').ok_or_else(|| {
-        format!("segment '{text}' mixes text and parameters, which devhost does not support")
-    })?;
+    let inner = inner
+        .strip_suffix('}')
+        .ok_or_else(|| format!("segment '{text}' mixes text and parameters, which devhost does not support"))?;
     let (inner, catch_all) = match inner.strip_prefix("**").or_else(|| inner.strip_prefix('*')) {
         Some(rest) => (rest, true),
         None => (inner, false),
@@ -208,12 +161,7 @@ fn parse_segment(text: &str) -> Result<Segment, String> {
     if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
         return Err(format!("invalid route parameter '{text}'"));
     }
-    Ok(Segment::Param {
-        name: name.to_string(),
-        optional,
-        default,
-        catch_all,
-    })
+    Ok(Segment::Param { name: name.to_string(), optional, default, catch_all })
 }
 
 /// Decodes `%XX` escapes; invalid escapes are kept verbatim.
@@ -241,11 +189,7 @@ mod tests {
     use super::*;
 
     fn vals(v: &[(&str, &str)]) -> Option<Vec<(String, String)>> {
-        Some(
-            v.iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
-        )
+        Some(v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect())
     }
 
     #[test]
@@ -276,10 +220,7 @@ mod tests {
     #[test]
     fn catch_all_parameters_take_the_rest_of_the_path() {
         let t = RouteTemplate::parse("api", "files/{*path}").unwrap();
-        assert_eq!(
-            t.matches("/api/files/a/b.txt"),
-            vals(&[("path", "a/b.txt")])
-        );
+        assert_eq!(t.matches("/api/files/a/b.txt"), vals(&[("path", "a/b.txt")]));
     }
 
     #[test]

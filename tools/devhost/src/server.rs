@@ -45,40 +45,25 @@ impl App {
             .filter(|(_, f)| matches!(f.trigger, Trigger::Http { .. }))
             .map(|(i, _)| i)
             .collect();
-        http_order.sort_by(|a, b| {
-            match (&config.functions[*a].trigger, &config.functions[*b].trigger) {
-                (Trigger::Http { route: ra, .. }, Trigger::Http { route: rb, .. }) => {
-                    ra.precedence(rb)
-                }
-                _ => std::cmp::Ordering::Equal,
-            }
+        http_order.sort_by(|a, b| match (&config.functions[*a].trigger, &config.functions[*b].trigger) {
+            (Trigger::Http { route: ra, .. }, Trigger::Http { route: rb, .. }) => ra.precedence(rb),
+            _ => std::cmp::Ordering::Equal,
         });
         let now = chrono::Utc::now();
         let timers = config
             .functions
             .iter()
             .filter_map(|f| match &f.trigger {
-                Trigger::Timer { schedule, .. } => {
-                    Some((f.name.clone(), Arc::new(TimerState::new(schedule, now))))
-                }
+                Trigger::Timer { schedule, .. } => Some((f.name.clone(), Arc::new(TimerState::new(schedule, now)))),
                 _ => None,
             })
             .collect();
-        App {
-            config,
-            invoker,
-            http_order,
-            timers,
-            fallback_host: format!("127.0.0.1:{port}"),
-        }
+        App { config, invoker, http_order, timers, fallback_host: format!("127.0.0.1:{port}") }
     }
 
     /// Looks a function up by name, case-insensitively like the host.
     pub fn function(&self, name: &str) -> Option<&FunctionDef> {
-        self.config
-            .functions
-            .iter()
-            .find(|f| f.name.eq_ignore_ascii_case(name))
+        self.config.functions.iter().find(|f| f.name.eq_ignore_ascii_case(name))
     }
 
     /// The function list Core Tools prints at start-up.
@@ -157,12 +142,7 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
             }
         }
         let f = f.clone();
-        let incoming = IncomingRequest {
-            method: parts.method,
-            uri: parts.uri,
-            headers: parts.headers,
-            body,
-        };
+        let incoming = IncomingRequest { method: parts.method, uri: parts.uri, headers: parts.headers, body };
         if f.forwarded {
             return http::forward(&app.invoker, &f, incoming).await;
         }
@@ -189,15 +169,9 @@ async fn admin_invoke(app: Arc<App>, name: &str, body: &[u8]) -> Response {
         Value::String(String::new())
     } else {
         match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(o)) => o
-                .get("input")
-                .cloned()
-                .unwrap_or(Value::String(String::new())),
+            Ok(Value::Object(o)) => o.get("input").cloned().unwrap_or(Value::String(String::new())),
             _ => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    "body must be a JSON object like {\"input\": \"...\"}",
-                )
+                return (StatusCode::BAD_REQUEST, "body must be a JSON object like {\"input\": \"...\"}")
                     .into_response()
             }
         }
@@ -207,10 +181,7 @@ async fn admin_invoke(app: Arc<App>, name: &str, body: &[u8]) -> Response {
         Trigger::Http { .. } => {
             return (
                 StatusCode::BAD_REQUEST,
-                format!(
-                    "'{}' is an HTTP function; call its route instead",
-                    function.name
-                ),
+                format!("'{}' is an HTTP function; call its route instead", function.name),
             )
                 .into_response();
         }
@@ -223,16 +194,10 @@ async fn admin_invoke(app: Arc<App>, name: &str, body: &[u8]) -> Response {
                 Value::Object(_) => Ok(input),
                 Value::String(s) => match serde_json::from_str::<Value>(&s) {
                     Ok(v @ Value::Object(_)) => Ok(v),
-                    Ok(_) => Err(InvocationError::Input(
-                        "the input must be one Event Grid event object".into(),
-                    )),
-                    Err(e) => Err(InvocationError::Input(format!(
-                        "the input is not JSON: {e}"
-                    ))),
+                    Ok(_) => Err(InvocationError::Input("the input must be one Event Grid event object".into())),
+                    Err(e) => Err(InvocationError::Input(format!("the input is not JSON: {e}"))),
                 },
-                _ => Err(InvocationError::Input(
-                    "the input must be one Event Grid event object".into(),
-                )),
+                _ => Err(InvocationError::Input("the input must be one Event Grid event object".into())),
             };
             eventgrid::invoke_event(&app, &function, event, reason).await
         }
@@ -243,22 +208,13 @@ async fn admin_invoke(app: Arc<App>, name: &str, body: &[u8]) -> Response {
                 other => other.to_string(),
             };
             let mut data = Map::new();
-            data.insert(
-                function.trigger_name.clone(),
-                Value::String(Value::String(text).to_string()),
-            );
+            data.insert(function.trigger_name.clone(), Value::String(Value::String(text).to_string()));
             let mut metadata = Map::new();
             metadata.insert("sys".into(), crate::invoke::sys_metadata(&function.name));
-            app.invoker
-                .invoke(&function, reason, Ok(data), metadata, |_| Ok(()))
-                .await
+            app.invoker.invoke(&function, reason, Ok(data), metadata, |_| Ok(())).await
         }
     };
-    let flag = if outcome.is_ok() {
-        "succeeded"
-    } else {
-        "failed"
-    };
+    let flag = if outcome.is_ok() { "succeeded" } else { "failed" };
     Response::builder()
         .status(StatusCode::ACCEPTED)
         .header("x-devhost-invocation", flag)

@@ -41,11 +41,7 @@ impl TimerState {
     pub fn new(schedule: &Schedule, now: DateTime<Utc>) -> Self {
         TimerState {
             running: AtomicBool::new(false),
-            status: Mutex::new(Status {
-                last: None,
-                next: schedule.next_after(now).unwrap_or(now),
-                last_updated: now,
-            }),
+            status: Mutex::new(Status { last: None, next: schedule.next_after(now).unwrap_or(now), last_updated: now }),
         }
     }
 
@@ -93,20 +89,12 @@ pub async fn invoke_timer(
     state: &TimerState,
     reason: &str,
 ) -> Result<(), InvocationError> {
-    let use_monitor = matches!(
-        function.trigger,
-        Trigger::Timer {
-            use_monitor: true,
-            ..
-        }
-    );
+    let use_monitor = matches!(function.trigger, Trigger::Timer { use_monitor: true, .. });
     let mut data = Map::new();
     data.insert(function.trigger_name.clone(), state.timer_info(use_monitor));
     let mut metadata = Map::new();
     metadata.insert("sys".into(), invoke::sys_metadata(&function.name));
-    app.invoker
-        .invoke(function, reason, Ok(data), metadata, |_| Ok(()))
-        .await
+    app.invoker.invoke(function, reason, Ok(data), metadata, |_| Ok(())).await
 }
 
 /// Runs a scheduled (or start-up) occurrence unless the previous one is still going.
@@ -134,12 +122,7 @@ async fn run_occurrence(
 
 /// Drives one timer forever: optional start-up run, then every occurrence.
 pub async fn drive(app: Arc<App>, function: FunctionDef, state: Arc<TimerState>) {
-    let Trigger::Timer {
-        schedule,
-        run_on_startup,
-        ..
-    } = function.trigger.clone()
-    else {
+    let Trigger::Timer { schedule, run_on_startup, .. } = function.trigger.clone() else {
         return;
     };
     if run_on_startup {
@@ -155,10 +138,7 @@ pub async fn drive(app: Arc<App>, function: FunctionDef, state: Arc<TimerState>)
     let mut cursor = Utc::now();
     loop {
         let Some(next) = schedule.next_after(cursor) else {
-            eprintln!(
-                "Timer '{}': the schedule has no further occurrences",
-                function.name
-            );
+            eprintln!("Timer '{}': the schedule has no further occurrences", function.name);
             return;
         };
         // Sleep in steps so a wall-clock jump never makes a tick fire early.
@@ -190,10 +170,7 @@ mod tests {
 
     #[test]
     fn times_are_written_like_newtonsoft_datetimes() {
-        let t = Utc
-            .with_ymd_and_hms(2016, 10, 4, 10, 15, 0)
-            .single()
-            .unwrap();
+        let t = Utc.with_ymd_and_hms(2016, 10, 4, 10, 15, 0).single().unwrap();
         assert_eq!(dotnet_time(t), "2016-10-04T10:15:00+00:00");
         let t2 = t + chrono::Duration::microseconds(123_400);
         assert_eq!(dotnet_time(t2), "2016-10-04T10:15:00.1234+00:00");
