@@ -174,6 +174,49 @@ mod tests {
         assert_eq!(sign(&key, &to_sign), "i1sWd+kkBs8M4Og4h1/bXXJtQ2yHX6u3Fycy+mvKwP0=");
     }
 
+    /// A credential that counts calls and hands out tokens with a fixed lifetime.
+    #[derive(Debug)]
+    struct CountingCredential {
+        calls: std::sync::atomic::AtomicUsize,
+        lifetime_secs: i64,
+    }
+
+    #[async_trait::async_trait]
+    impl TokenCredential for CountingCredential {
+        async fn get_token(
+            &self,
+            scopes: &[&str],
+            _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+            assert_eq!(scopes, [STORAGE_SCOPE]);
+            let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let expires =
+                azure_core::time::OffsetDateTime::now_utc() + azure_core::time::Duration::seconds(self.lifetime_secs);
+            Ok(azure_core::credentials::AccessToken::new(format!("token{n}"), expires))
+        }
+    }
+
+    fn bearer(lifetime_secs: i64) -> (Auth, Arc<CountingCredential>) {
+        let cred = Arc::new(CountingCredential { calls: Default::default(), lifetime_secs });
+        let auth = Auth::Bearer { credential: cred.clone(), cache: tokio::sync::Mutex::new(None) };
+        (auth, cred)
+    }
+
+    #[tokio::test]
+    async fn bearer_tokens_are_cached_until_close_to_expiry() {
+        let url = Url::parse("https://acct.table.core.windows.net/Tables").unwrap();
+        let (auth, cred) = bearer(3600);
+        assert_eq!(auth.authorization("GET", &url, "", "D").await.unwrap(), "Bearer token0");
+        assert_eq!(auth.authorization("GET", &url, "", "D").await.unwrap(), "Bearer token0");
+        assert_eq!(cred.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        // A token inside the refresh margin is fetched again on every use.
+        let (auth, cred) = bearer(60);
+        assert_eq!(auth.authorization("GET", &url, "", "D").await.unwrap(), "Bearer token0");
+        assert_eq!(auth.authorization("GET", &url, "", "D").await.unwrap(), "Bearer token1");
+        assert_eq!(cred.calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
     #[test]
     fn http_dates_are_rfc1123_gmt() {
         let t = chrono::DateTime::parse_from_rfc3339("2006-01-02T15:04:05Z").unwrap().with_timezone(&chrono::Utc);
