@@ -836,3 +836,26 @@ async fn sigterm_stops_devhost_and_the_handler() {
     assert!(status.success());
     wait_until(|| (!pid_alive(pid)).then_some(()), "the handler to exit").await;
 }
+
+#[tokio::test]
+async fn outputs_go_to_the_outputs_dir_and_a_failed_write_fails_the_invocation() {
+    let app = TestApp::new();
+    app.standard().responses(json!({"OnJobStateChange": {"body": {"Outputs": {"alert": {"a": 1}}}}}));
+    let custom = app.root.join("custom-out");
+    let dh = start_with(&app, &["--outputs-dir", custom.to_str().unwrap()], &[]);
+    let ev = json!([event("e1", "Finished")]);
+    assert_eq!(dh.event_grid("OnJobStateChange", Some("Notification"), &ev).await.status(), 202);
+    let written = std::fs::read_to_string(custom.join("job-alerts.jsonl")).unwrap();
+    assert_eq!(written, "{\"a\":1}\n");
+    drop(dh);
+
+    // A regular file where the directory should be makes every write fail.
+    let blocked = app.root.join("blocked");
+    std::fs::write(&blocked, "not a directory").unwrap();
+    let dh = start_with(&app, &["--outputs-dir", blocked.to_str().unwrap()], &[]);
+    assert_eq!(dh.event_grid("OnJobStateChange", Some("Notification"), &ev).await.status(), 500);
+    app.responses(json!({"SubmitJob": {"body": {"Outputs": {"alert": {"a": 1}, "res": {"statusCode": 201}}}}}));
+    let resp = dh.client.post(dh.url("/api/jobs")).body("{}").send().await.unwrap();
+    assert_eq!(resp.status(), 500);
+    dh.wait_stderr("output binding 'alert' failed").await;
+}
