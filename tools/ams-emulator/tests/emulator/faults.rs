@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::{eventually, Emulator, Receiver};
+use crate::common::{Emulator, Receiver};
 
 /// Long enough (real time) for many emulated phases to pass at the test time scale.
 const PAUSE: Duration = Duration::from_millis(300);
@@ -12,8 +12,8 @@ const PAUSE: Duration = Duration::from_millis(300);
 #[tokio::test]
 async fn an_outage_answers_503_and_freezes_jobs_until_healthy() {
     let rx = Receiver::start().await;
-    // 30 s of processing at scale 200 is 150 ms real, so the job is still running when frozen.
-    let emu = Emulator::start_fast(&["--processing-ms", "30000", "--event-endpoint", &rx.url]).await;
+    // 200 s of processing at scale 200 is a second of real time: the job is surely still running when frozen.
+    let emu = Emulator::start_fast(&["--processing-ms", "200000", "--event-endpoint", &rx.url]).await;
     assert_eq!(emu.submit("east", "encode", "frozen").await.status, 201);
     emu.wait_for_state("east", "frozen", "Processing").await;
 
@@ -131,16 +131,4 @@ async fn fault_requests_for_unknown_accounts_or_modes_are_refused() {
     emu.set_fault("east", json!({"mode": "fail-jobs", "retry": "Sometimes"})).await.assert_arm_error(400, "BadRequest");
     let accounts = emu.get(&format!("{}/_emulator/accounts", emu.base)).await.body;
     assert_eq!(accounts[0]["fault"], json!({"mode": "healthy"}));
-}
-
-#[tokio::test]
-async fn jobs_paused_by_an_outage_move_on_once_healed() {
-    let emu = Emulator::start_fast(&["--queued-ms", "20000", "--processing-ms", "600000"]).await;
-    assert_eq!(emu.submit("east", "encode", "paused").await.status, 201);
-    emu.set_fault("east", json!({"mode": "outage"})).await;
-    tokio::time::sleep(PAUSE).await;
-    assert_eq!(emu.control_state("east", "paused").await, "Queued");
-    emu.set_fault("east", json!({"mode": "healthy"})).await;
-    eventually("the job moves on after healing", || async { emu.control_state("east", "paused").await != "Queued" })
-        .await;
 }
