@@ -10,6 +10,66 @@ use url::Url;
 /// The ARM endpoint of the public Azure cloud.
 pub const DEFAULT_ARM_ENDPOINT: &str = "https://management.azure.com";
 
+/// Whether the handler needs a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Start-up fails without it.
+    Required,
+    /// Exactly one setting of the named group must be set.
+    OneOf(&'static str),
+    /// Has a default.
+    Optional,
+}
+
+/// One setting the handler reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// Environment variable (app setting) name.
+    pub name: &'static str,
+    /// Whether it must be set.
+    pub need: Need,
+    /// What it means, and its default.
+    pub doc: &'static str,
+}
+
+/// Every setting the handler reads. The deployment template and the README are checked against this list
+/// by tests, so a new setting cannot be forgotten in either.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "MEDIA_ACCOUNTS",
+        need: Need::Required,
+        doc: "JSON array of accounts: name, region, subscriptionId, resourceGroup, armEndpoint (default https://management.azure.com), mruMode (managed|automatic, default automatic), maxMru (default 10)",
+    },
+    Setting {
+        name: "TABLES_CONNECTION_STRING",
+        need: Need::OneOf("storage"),
+        doc: "Table Storage connection string (UseDevelopmentStorage=true for Azurite)",
+    },
+    Setting {
+        name: "TABLES_ENDPOINT",
+        need: Need::OneOf("storage"),
+        doc: "Table endpoint (https://<account>.table.core.windows.net) used with the managed identity",
+    },
+    Setting { name: "TABLE_PREFIX", need: Need::Optional, doc: "prefix of every table name (default amsfo)" },
+    Setting {
+        name: "TRANSFORMS",
+        need: Need::Required,
+        doc: "comma-separated transforms that exist in every account, each NAME or NAME:OUTPUTS (default 1 output)",
+    },
+    Setting {
+        name: "ARM_AUTH",
+        need: Need::Optional,
+        doc: "managed-identity (default) or none (local emulator only); also used for Table Storage with TABLES_ENDPOINT",
+    },
+    Setting { name: "AZURE_CLIENT_ID", need: Need::Optional, doc: "client id of a user-assigned managed identity" },
+    Setting { name: "ARM_TIMEOUT", need: Need::Optional, doc: "timeout of one ARM call (default 30s)" },
+    Setting {
+        name: "SWEEP_SCHEDULE",
+        need: Need::Required,
+        doc: "six-field NCRONTAB schedule of SweepStuckJobs, read by the Functions host (every minute: 0 */1 * * * *)",
+    },
+];
+
 /// A setting that is missing or wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("setting {setting}: {problem}")]
@@ -357,5 +417,30 @@ mod tests {
     fn the_connection_string_is_never_printed() {
         let s = StorageConfig::ConnectionString("AccountKey=secret".into());
         assert!(!format!("{s:?}").contains("secret"));
+    }
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use super::*;
+
+    /// Every name the reader asks for is in [`SETTINGS`], so the template and README checks cover it.
+    #[test]
+    fn every_setting_the_reader_asks_for_is_registered() {
+        let asked = std::cell::RefCell::new(BTreeSet::new());
+        let _ = Settings::from_lookup(|name| {
+            asked.borrow_mut().insert(name.to_owned());
+            match name {
+                "MEDIA_ACCOUNTS" => {
+                    Some(r#"[{"name":"amswe","region":"r","subscriptionId":"s","resourceGroup":"g"}]"#.into())
+                }
+                "TABLES_CONNECTION_STRING" => Some("UseDevelopmentStorage=true".into()),
+                "TRANSFORMS" => Some("encode".into()),
+                _ => None,
+            }
+        });
+        let registered: BTreeSet<String> = SETTINGS.iter().map(|s| s.name.to_owned()).collect();
+        let missing: Vec<_> = asked.into_inner().difference(&registered).cloned().collect();
+        assert!(missing.is_empty(), "settings read but not registered: {missing:?}");
     }
 }

@@ -24,7 +24,9 @@ async fn main() -> anyhow::Result<()> {
         };
 
     let http = reqwest::Client::builder()
-        .pool_idle_timeout(Duration::from_secs(60))
+        // Below the keep-alive of the services we call (Azurite closes idle connections after 5 s), so a pooled
+        // connection is never reused just as the server closes it.
+        .pool_idle_timeout(Duration::from_secs(4))
         .connect_timeout(Duration::from_secs(5))
         .build()
         .context("building the HTTP client")?;

@@ -260,6 +260,7 @@ impl Store {
         ams_job_name: &str,
         decide: impl Fn(&AttemptRecord) -> Option<AttemptRecord>,
     ) -> Result<Option<AttemptChange>, StoreError> {
+        let mut torn_rounds = 0;
         for round in 0..MAX_CAS_ROUNDS {
             let Some((current, active)) = self.read_attempt(account, ams_job_name).await? else {
                 return Ok(None);
@@ -278,7 +279,17 @@ impl Store {
                     .map(drop)
             } else {
                 let counters = self.counters(account).await?;
-                let next = counters.value.moved(Some(before.state), after.is_active().then_some(after.state))?;
+                // The attempt and the counters are read separately, so another writer may commit between the
+                // two reads. The transaction checks both ETags, so such a torn snapshot can never be written;
+                // if it makes the arithmetic go negative, it is a lost race like any other: read again.
+                let next = match counters.value.moved(Some(before.state), after.is_active().then_some(after.state)) {
+                    Ok(next) => next,
+                    Err(_) => {
+                        torn_rounds += 1;
+                        backoff(round).await;
+                        continue;
+                    }
+                };
                 let row = to_value(&record_row(&after, after.state));
                 let mut ops = if after.is_active() {
                     vec![BatchOp::Replace {
@@ -300,6 +311,10 @@ impl Store {
                 Err(e) if is_conflict(&e) => backoff(round).await,
                 Err(e) => return Err(e.into()),
             }
+        }
+        if torn_rounds == MAX_CAS_ROUNDS {
+            // Every round saw counters that disagree with the rows: not a race but damage.
+            return Err(StoreError::Corrupt(format!("counters of {account} disagree with attempt {ams_job_name}")));
         }
         Err(StoreError::Contention(format!("attempt {ams_job_name} on {account}")))
     }

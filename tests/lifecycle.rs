@@ -1,0 +1,250 @@
+//! The job lifecycle end to end: SubmitJob, Event Grid delivery and GetJob/GetStatus through devhost,
+//! against a real Azurite and the Media Services emulator.
+
+mod support;
+
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use support::{eventually, job_body, Stack, StackOptions};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+async fn wait_all_finished(stack: &Stack, ids: &[String]) -> anyhow::Result<Vec<Value>> {
+    eventually(LIMIT, "every job to finish", || async {
+        let mut jobs = Vec::new();
+        for id in ids {
+            let (_, job) = stack.get_job(id).await?;
+            if job["state"] != "Finished" {
+                return Ok(None);
+            }
+            jobs.push(job);
+        }
+        Ok(Some(jobs))
+    })
+    .await
+}
+
+async fn wait_nothing_in_flight(stack: &Stack) -> anyhow::Result<Value> {
+    eventually(LIMIT, "every in-flight count back at 0", || async {
+        let status = stack.status().await?;
+        let idle = status["accounts"].as_array().is_some_and(|a| a.iter().all(|acct| acct["inFlight"] == 0));
+        Ok(idle.then_some(status))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_jobs_submitted_through_the_host_all_finish_on_both_accounts() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let id = format!("life-{i}");
+        let (status, body, location) = stack.submit(&job_body(&id)).await?;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["jobId"], id);
+        assert_eq!(location.as_deref(), Some(format!("/api/jobs/{id}").as_str()));
+        assert!(body["account"].is_string() && body["region"].is_string(), "{body}");
+        ids.push(id);
+    }
+
+    let jobs = wait_all_finished(&stack, &ids).await?;
+    let accounts: BTreeSet<&str> = jobs.iter().filter_map(|j| j["account"].as_str()).collect();
+    assert_eq!(accounts.len(), 2, "both accounts should get jobs: {accounts:?}");
+    for job in &jobs {
+        let attempts = job["attempts"].as_array().map(Vec::len);
+        assert_eq!(attempts, Some(1), "{job}");
+        assert_eq!(job["attempts"][0]["state"], "Finished");
+        assert!(
+            job["attempts"][0]["scheduledAt"].is_string() && job["attempts"][0]["processingAt"].is_string(),
+            "{job}"
+        );
+        assert_eq!(job["outputs"], json!([format!("{}-a1-out0", job["jobId"].as_str().unwrap_or_default())]));
+    }
+
+    // The emulator agrees: every job it ran is Finished and carries our job id.
+    let emulated = stack.emulator_jobs().await?;
+    assert_eq!(emulated.len(), 20);
+    assert!(emulated.iter().all(|j| j["state"] == "Finished" && j["correlationData"]["jobId"].is_string()));
+
+    let status = wait_nothing_in_flight(&stack).await?;
+    assert_eq!(status["accountsInRotation"], 2);
+    stack.assert_counters_exact().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_jobs_finish_with_exact_counters_while_events_are_duplicated_reordered_and_delayed(
+) -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions { time_scale: 50.0, ..Default::default() }).await?;
+    stack.events(json!({"duplicate": 0.3, "reorder": 0.3, "max_delay_ms": 150})).await?;
+    let ids: Vec<String> = (0..100).map(|i| format!("chaos-{i}")).collect();
+    for chunk in ids.chunks(10) {
+        let answers = join_all(chunk.iter().map(|id| {
+            let body = job_body(id);
+            let stack = &stack;
+            async move { stack.submit(&body).await }
+        }))
+        .await;
+        for answer in answers {
+            let (status, body, _) = answer?;
+            assert_eq!(status, 202, "{body}");
+        }
+        stack.assert_counters_exact().await?;
+    }
+    wait_all_finished(&stack, &ids).await?;
+    wait_nothing_in_flight(&stack).await?;
+    stack.assert_counters_exact().await?;
+    let delivered: Value =
+        stack.http.get(format!("{}/_emulator/events", stack.emulator.url)).send().await?.json().await?;
+    eprintln!("event delivery: {delivered}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_submissions_keep_every_counter_equal_to_its_active_attempts() -> anyhow::Result<()> {
+    // Long phases, so the jobs are still in flight when the counters are checked.
+    let stack =
+        Stack::start(StackOptions { time_scale: 1.0, phases_ms: (60_000, 60_000, 60_000), ..Default::default() })
+            .await?;
+    let answers = join_all((0..50).map(|i| {
+        let body = job_body(&format!("burst-{i}"));
+        let stack = &stack;
+        async move { stack.submit(&body).await }
+    }))
+    .await;
+    for answer in answers {
+        let (status, body, _) = answer?;
+        assert_eq!(status, 202, "{body}");
+    }
+    stack.assert_counters_exact().await?;
+    let status = stack.status().await?;
+    let total: u64 = status["accounts"].as_array().into_iter().flatten().filter_map(|a| a["inFlight"].as_u64()).sum();
+    assert_eq!(total, 50, "{status}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_lands_on_the_other_account_when_one_answers_503() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    stack.fault("amswesteurope", json!({"mode": "outage"})).await?;
+    for i in 0..6 {
+        let (status, body, _) = stack.submit(&job_body(&format!("outage-{i}"))).await?;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["account"], "amsnortheurope", "{body}");
+    }
+    wait_all_finished(&stack, &(0..6).map(|i| format!("outage-{i}")).collect::<Vec<_>>()).await?;
+    stack.assert_counters_exact().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_every_account_down_the_job_is_kept_pending_and_an_alert_is_sent() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    for (account, _) in &stack.options.accounts {
+        stack.fault(account, json!({"mode": "outage"})).await?;
+    }
+    let (status, body, _) = stack.submit(&job_body("nowhere")).await?;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["state"], "Pending");
+    let (_, job) = stack.get_job("nowhere").await?;
+    assert_eq!(job["state"], "Pending");
+    assert!(job["attempts"].as_array().is_some_and(|a| a.iter().all(|t| t["state"] == "SubmitFailed")), "{job}");
+    let alerts = stack.alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["type"], "NoHealthyAccount");
+    assert_eq!(alerts[0]["jobId"], "nowhere");
+    stack.assert_counters_exact().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resubmitting_the_same_job_is_idempotent_and_a_different_body_conflicts() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let (first_status, first, _) = stack.submit(&job_body("same")).await?;
+    let (again_status, again, _) = stack.submit(&job_body("same")).await?;
+    assert_eq!((first_status.as_u16(), again_status.as_u16()), (202, 202));
+    assert_eq!((&first["jobId"], &first["account"]), (&again["jobId"], &again["account"]));
+    let mut other = job_body("same");
+    other["priority"] = json!("High");
+    let (status, conflict, _) = stack.submit(&other).await?;
+    assert_eq!(status, 409);
+    assert_eq!(conflict["error"]["code"], "job_id_conflict");
+    assert_eq!(stack.emulator_jobs().await?.len(), 1, "only one Media Services job for one logical job");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_gets_a_clear_4xx_with_a_json_error_and_writes_nothing() -> anyhow::Result<()> {
+    let stack = Stack::start(StackOptions::default()).await?;
+    let oversize = format!(r#"{{"transform":"encode","input":{{"files":["https://x/{}"]}}}}"#, "a".repeat(40_000));
+    let cases: Vec<(String, u16, &str)> = vec![
+        ("{not json".into(), 400, "malformed_json"),
+        ("".into(), 400, "missing_body"),
+        (r#"{"input":{"files":["https://x/a.mp4"]}}"#.into(), 400, "missing_transform"),
+        (r#"{"transform":"encode"}"#.into(), 400, "missing_input"),
+        (oversize, 413, "body_too_large"),
+        (r#"{"jobId":"a/b","transform":"encode","input":{"files":["https://x/a"]}}"#.into(), 400, "invalid_job_id"),
+        (r#"{"jobId":"a\\b","transform":"encode","input":{"files":["https://x/a"]}}"#.into(), 400, "invalid_job_id"),
+        (r#"{"jobId":"a#b","transform":"encode","input":{"files":["https://x/a"]}}"#.into(), 400, "invalid_job_id"),
+        (r#"{"jobId":"a?b","transform":"encode","input":{"files":["https://x/a"]}}"#.into(), 400, "invalid_job_id"),
+        (
+            r#"{"jobId":"a\u0007b","transform":"encode","input":{"files":["https://x/a"]}}"#.into(),
+            400,
+            "invalid_job_id",
+        ),
+        (r#"{"transform":"encode","input":{"files":["http://x/a.mp4"]}}"#.into(), 400, "invalid_input"),
+        (r#"{"transform":"encode","input":{"baseUri":"http://x/","files":["a.mp4"]}}"#.into(), 400, "invalid_input"),
+        (r#"{"transform":"nope","input":{"files":["https://x/a.mp4"]}}"#.into(), 400, "unknown_transform"),
+    ];
+    for (body, want_status, want_code) in cases {
+        let (status, content_type, text) = stack.submit_raw(body.clone()).await?;
+        assert_eq!(status.as_u16(), want_status, "body {body:.80}: {text}");
+        assert_eq!(content_type.as_deref(), Some("application/json"), "body {body:.80}");
+        let error: Value = serde_json::from_str(&text)?;
+        assert_eq!(error["error"]["code"], want_code, "body {body:.80}");
+        assert!(error["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let (status, missing) = stack.get_job("never-submitted").await?;
+    assert_eq!(status, 404);
+    assert_eq!(missing["error"]["code"], "job_not_found");
+    let jobs_table = stack.count_rows(&format!("{}Jobs", stack.prefix)).await?;
+    assert_eq!(jobs_table, 0, "nothing may be written for bad input");
+    assert!(stack.emulator_jobs().await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_for_unknown_accounts_or_jobs_are_acknowledged_and_change_nothing() -> anyhow::Result<()> {
+    // Slow phases: the real job must still be running when the foreign events arrive.
+    let stack =
+        Stack::start(StackOptions { time_scale: 1.0, phases_ms: (60_000, 60_000, 60_000), ..Default::default() })
+            .await?;
+    let (_, before, _) = stack.submit(&job_body("known")).await?;
+    let webhook = format!("{}/runtime/webhooks/EventGrid?functionName=OnJobStateChange", stack.devhost.url);
+    let event = |topic_account: &str, job: &str| {
+        json!([{
+            "topic": format!("/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Media/mediaservices/{topic_account}", support::SUBSCRIPTION, support::RESOURCE_GROUP),
+            "subject": format!("transforms/encode/jobs/{job}"),
+            "eventType": "Microsoft.Media.JobFinished", "eventTime": "2024-01-01T00:00:00", "id": "x",
+            "data": {"previousState": "Processing", "state": "Finished", "outputs": []},
+            "dataVersion": "1.0", "metadataVersion": "1"
+        }])
+    };
+    let account = before["account"].as_str().unwrap_or_default().to_owned();
+    for body in [
+        event("someoneelse", "known-a1"),
+        event(&account, "not-ours"),
+        json!([{"eventType": "Microsoft.Media.JobFinished"}]),
+        json!([{"eventType": "Microsoft.Storage.BlobCreated", "data": {}}]),
+    ] {
+        let status =
+            stack.http.post(&webhook).header("aeg-event-type", "Notification").json(&body).send().await?.status();
+        assert_eq!(status, 202, "{body}");
+    }
+    let (_, job) = stack.get_job("known").await?;
+    assert_ne!(job["attempts"][0]["state"], "Finished", "a foreign event must not finish our job early: {job}");
+    stack.assert_counters_exact().await?;
+    Ok(())
+}
