@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::process::Stdio;
 use std::time::Duration;
-use support::{eventually, handler_env, start_emulator, StackOptions};
+use support::{eventually, handler_settings, options, start_emulator};
 use testkit::Azurite;
 use tokio::process::{Child, Command};
 
@@ -22,10 +22,10 @@ impl Handler {
     /// the environment; ready once `GET /` answers at all.
     async fn start(azurite: &Azurite, arm: &str) -> anyhow::Result<Handler> {
         let port = testkit::free_port();
-        let options = StackOptions::default();
+        let options = options();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_handler"));
         cmd.env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-            .envs(handler_env(azurite, &testkit::unique_prefix(), &options.accounts, arm))
+            .envs(handler_settings(azurite, &testkit::unique_prefix(), &options.accounts, arm))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
@@ -84,7 +84,7 @@ fn http_answer(status: StatusCode, content_type: &str, body: &Value) -> (u64, Va
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_payload_shape_of_the_host_is_accepted_and_answered_per_the_contract() -> anyhow::Result<()> {
     let azurite = Azurite::start().await?;
-    let emulator = start_emulator(&StackOptions::default()).await?;
+    let emulator = start_emulator(&testkit::workspace_bin("ams-emulator"), &options())?;
     let handler = Handler::start(&azurite, &emulator.url).await?;
 
     // The readiness probe: any answer counts.
@@ -148,7 +148,7 @@ async fn every_payload_shape_of_the_host_is_accepted_and_answered_per_the_contra
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_storage_unreachable_events_ask_for_a_retry_and_http_callers_get_503() -> anyhow::Result<()> {
     let azurite = Azurite::start().await?;
-    let emulator = start_emulator(&StackOptions::default()).await?;
+    let emulator = start_emulator(&testkit::workspace_bin("ams-emulator"), &options())?;
     let handler = Handler::start(&azurite, &emulator.url).await?;
     drop(azurite);
 

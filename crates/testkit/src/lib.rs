@@ -4,9 +4,11 @@
 //! - [`free_port`], [`unique_prefix`]: ports and table-name prefixes that do not collide.
 //! - [`wait_for_line`]: wait until a spawned binary announces it is listening.
 //! - [`workspace_bin`]: path of another workspace binary, built on demand.
+//! - [`stack`]: the whole local stack (Azurite, emulator, devhost running the handler) for tests and the drill.
 
 mod azurite;
 mod process;
+pub mod stack;
 
 pub use azurite::{Azurite, DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME};
 pub use process::{try_workspace_bin, wait_for_line, workspace_bin, workspace_root};

@@ -1,0 +1,366 @@
+//! The whole local stack on private ports: Azurite, the Media Services emulator, and devhost running the
+//! handler, wired together (the emulator's events go to devhost's Event Grid webhook). Used by the
+//! integration tests and by the drill, so both exercise exactly the same setup.
+
+use crate::process::spawn_tied;
+use crate::Azurite;
+use anyhow::{anyhow, bail, Context};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+/// Subscription the emulator serves.
+pub const SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
+/// Resource group the emulator serves.
+pub const RESOURCE_GROUP: &str = "media-rg";
+/// The transform every account gets.
+pub const TRANSFORM: &str = "encode";
+
+/// Where child processes' output goes.
+#[derive(Clone)]
+pub enum Logs {
+    /// The current process's stderr, prefixed with the child's name (captured per test by the harness).
+    Stderr,
+    /// Appended to a file.
+    File(Arc<Mutex<std::fs::File>>),
+}
+
+impl Logs {
+    /// Output appended to `path`.
+    pub fn file(path: &Path) -> anyhow::Result<Logs> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Logs::File(Arc::new(Mutex::new(file))))
+    }
+
+    fn line(&self, name: &str, line: &str) {
+        match self {
+            Logs::Stderr => eprintln!("[{name}] {line}"),
+            Logs::File(file) => {
+                if let Ok(mut file) = file.lock() {
+                    let _ = writeln!(file, "[{name}] {line}");
+                }
+            }
+        }
+    }
+}
+
+/// A running child, killed (and reaped) on drop; it also dies with this process.
+pub struct Process {
+    child: Child,
+    /// The URL it announced.
+    pub url: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Stops it now.
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn drain(name: &'static str, stream: impl Read + Send + 'static, logs: Logs, found: Option<mpsc::Sender<String>>) {
+    std::thread::spawn(move || {
+        let mut found = found;
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            logs.line(name, &line);
+            if let Some((_, url)) = line.split_once("listening on ") {
+                if let Some(tx) = found.take() {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+            }
+        }
+    });
+}
+
+/// Starts `cmd`, waits (at most 60 s) for its `... listening on URL` line, and keeps draining its output.
+pub fn spawn_listening(name: &'static str, mut cmd: Command, logs: &Logs) -> anyhow::Result<Process> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+    let mut child = spawn_tied(cmd).with_context(|| format!("starting {name}"))?;
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("{name}: no stdout"))?;
+    let stderr = child.stderr.take().ok_or_else(|| anyhow!("{name}: no stderr"))?;
+    drain(name, stdout, logs.clone(), Some(tx));
+    drain(name, stderr, logs.clone(), None);
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(url) => Ok(Process { child, url }),
+        Err(_) => {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            bail!("{name} did not announce a listening URL within 60 s (exit: {status:?})")
+        }
+    }
+}
+
+/// How the stack is started.
+#[derive(Clone)]
+pub struct StackOptions {
+    /// Accounts as (name, region).
+    pub accounts: Vec<(&'static str, &'static str)>,
+    /// Emulator time scale (60 = a minute passes in a second).
+    pub time_scale: f64,
+    /// Emulated phase durations in ms: queued, scheduled, processing.
+    pub phases_ms: (u64, u64, u64),
+    /// The handler binary.
+    pub handler: PathBuf,
+    /// The function app (host.json and function folders).
+    pub app_root: PathBuf,
+    /// Settings added to (or overriding) the handler's.
+    pub settings: Vec<(String, String)>,
+    /// Where the children's output goes.
+    pub logs: Logs,
+}
+
+impl StackOptions {
+    /// Two accounts in two regions, short phases, the given handler and app.
+    pub fn new(handler: PathBuf, app_root: PathBuf) -> StackOptions {
+        StackOptions {
+            accounts: vec![("amswesteurope", "westeurope"), ("amsnortheurope", "northeurope")],
+            time_scale: 20.0,
+            phases_ms: (1000, 2000, 6000),
+            handler,
+            app_root,
+            settings: Vec::new(),
+            logs: Logs::Stderr,
+        }
+    }
+}
+
+/// `MEDIA_ACCOUNTS` for accounts served by the emulator at `arm`.
+pub fn accounts_setting(accounts: &[(&str, &str)], arm: &str) -> String {
+    let list: Vec<Value> = accounts
+        .iter()
+        .map(|(name, region)| {
+            json!({"name": name, "region": region, "subscriptionId": SUBSCRIPTION, "resourceGroup": RESOURCE_GROUP,
+                   "armEndpoint": arm, "mruMode": "automatic"})
+        })
+        .collect();
+    Value::Array(list).to_string()
+}
+
+/// The handler's settings for a stack on `azurite` and the emulator at `arm`, on top of `local.settings.json`.
+pub fn handler_settings(
+    azurite: &Azurite,
+    prefix: &str,
+    accounts: &[(&str, &str)],
+    arm: &str,
+) -> Vec<(String, String)> {
+    vec![
+        ("MEDIA_ACCOUNTS".into(), accounts_setting(accounts, arm)),
+        ("TABLES_CONNECTION_STRING".into(), azurite.connection_string()),
+        ("TABLE_PREFIX".into(), prefix.to_owned()),
+        ("TRANSFORMS".into(), TRANSFORM.into()),
+        ("ARM_AUTH".into(), "none".into()),
+        ("ARM_TIMEOUT".into(), "5s".into()),
+        // Far away, so the timer never fires on its own; callers run the sweep explicitly.
+        ("SWEEP_SCHEDULE".into(), "0 0 0 1 1 *".into()),
+        ("RUST_LOG".into(), "info".into()),
+    ]
+}
+
+/// Starts the emulator with `options`' accounts and phases.
+pub fn start_emulator(emulator: &Path, options: &StackOptions) -> anyhow::Result<Process> {
+    let mut cmd = Command::new(emulator);
+    cmd.args(["--port", "0", "--time-scale", &options.time_scale.to_string()])
+        .args(["--queued-ms", &options.phases_ms.0.to_string()])
+        .args(["--scheduled-ms", &options.phases_ms.1.to_string()])
+        .args(["--processing-ms", &options.phases_ms.2.to_string()]);
+    for (name, region) in &options.accounts {
+        cmd.args(["--account", &format!("{name}:{region}")]);
+    }
+    spawn_listening("ams-emulator", cmd, &options.logs)
+}
+
+/// The running stack.
+pub struct Stack {
+    /// Table Storage.
+    pub azurite: Azurite,
+    /// The Media Services emulator.
+    pub emulator: Process,
+    /// The Functions host running the handler.
+    pub devhost: Process,
+    /// This stack's table prefix.
+    pub prefix: String,
+    /// Where devhost writes output binding messages.
+    pub outputs: PathBuf,
+    _outputs_dir: tempfile::TempDir,
+    /// An HTTP client for callers.
+    pub http: reqwest::Client,
+    /// How it was started.
+    pub options: StackOptions,
+}
+
+impl Stack {
+    /// Starts Azurite, the emulator (with the transform in every account) and devhost running the handler,
+    /// and points the emulator's events at devhost.
+    pub async fn start(options: StackOptions) -> anyhow::Result<Stack> {
+        let emulator_bin = crate::try_workspace_bin("ams-emulator")?;
+        let devhost_bin = crate::try_workspace_bin("devhost")?;
+        let azurite = Azurite::start().await?;
+        let emulator = start_emulator(&emulator_bin, &options)?;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        for (name, _) in &options.accounts {
+            let url = format!(
+                "{}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Media/mediaServices/{name}/transforms/{TRANSFORM}?api-version=2022-07-01",
+                emulator.url
+            );
+            let body = json!({"properties": {"outputs": [{"preset": {"@odata.type": "#Microsoft.Media.BuiltInStandardEncoderPreset", "presetName": "AdaptiveStreaming"}}]}});
+            let status = http.put(url).json(&body).send().await?.status();
+            if !status.is_success() {
+                bail!("creating the transform in {name} answered {status}");
+            }
+        }
+
+        let prefix = crate::unique_prefix();
+        let outputs_dir = tempfile::tempdir()?;
+        let mut cmd = Command::new(devhost_bin);
+        cmd.arg("--app-root")
+            .arg(&options.app_root)
+            .args(["--port", "0", "--handler"])
+            .arg(&options.handler)
+            .arg("--outputs-dir")
+            .arg(outputs_dir.path());
+        cmd.envs(handler_settings(&azurite, &prefix, &options.accounts, &emulator.url));
+        cmd.envs(options.settings.iter().cloned());
+        let devhost = spawn_listening("devhost", cmd, &options.logs)?;
+
+        let stack = Stack {
+            azurite,
+            emulator,
+            devhost,
+            prefix,
+            outputs: outputs_dir.path().to_path_buf(),
+            _outputs_dir: outputs_dir,
+            http,
+            options,
+        };
+        let endpoint = format!("{}/runtime/webhooks/EventGrid?functionName=OnJobStateChange", stack.devhost.url);
+        stack.events(json!({ "endpoint": endpoint })).await?;
+        Ok(stack)
+    }
+
+    /// `POST /api/jobs`: status, JSON body, Location header.
+    pub async fn submit(&self, body: &Value) -> anyhow::Result<(StatusCode, Value, Option<String>)> {
+        let response = self.http.post(format!("{}/api/jobs", self.devhost.url)).json(body).send().await?;
+        let status = response.status();
+        let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok((status, response.json().await.context("SubmitJob answered no JSON")?, location))
+    }
+
+    /// `POST /api/jobs` with a raw body: status, content type, text.
+    pub async fn submit_raw(&self, body: String) -> anyhow::Result<(StatusCode, Option<String>, String)> {
+        let response = self
+            .http
+            .post(format!("{}/api/jobs", self.devhost.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok((status, content_type, response.text().await?))
+    }
+
+    /// `GET /api/jobs/{id}`.
+    pub async fn get_job(&self, id: &str) -> anyhow::Result<(StatusCode, Value)> {
+        let response = self.http.get(format!("{}/api/jobs/{id}", self.devhost.url)).send().await?;
+        Ok((response.status(), response.json().await.context("GetJob answered no JSON")?))
+    }
+
+    /// `GET /api/status`.
+    pub async fn status(&self) -> anyhow::Result<Value> {
+        let response = self.http.get(format!("{}/api/status", self.devhost.url)).send().await?;
+        if response.status() != StatusCode::OK {
+            bail!("GetStatus answered {}", response.status());
+        }
+        Ok(response.json().await?)
+    }
+
+    /// Runs SweepStuckJobs now through the host's admin endpoint; true if it succeeded.
+    pub async fn sweep(&self) -> anyhow::Result<bool> {
+        let response = self
+            .http
+            .post(format!("{}/admin/functions/SweepStuckJobs", self.devhost.url))
+            .json(&json!({"input": ""}))
+            .send()
+            .await?;
+        Ok(response.headers().get("x-devhost-invocation").is_some_and(|v| v == "succeeded"))
+    }
+
+    /// Sets an emulator fault on an account.
+    pub async fn fault(&self, account: &str, fault: Value) -> anyhow::Result<()> {
+        self.control(&format!("/_emulator/accounts/{account}/fault"), fault).await
+    }
+
+    /// Changes the emulator's event delivery.
+    pub async fn events(&self, settings: Value) -> anyhow::Result<()> {
+        self.control("/_emulator/events", settings).await
+    }
+
+    async fn control(&self, path: &str, body: Value) -> anyhow::Result<()> {
+        let status = self.http.post(format!("{}{path}", self.emulator.url)).json(&body).send().await?.status();
+        if !status.is_success() {
+            bail!("POST {path} answered {status}");
+        }
+        Ok(())
+    }
+
+    /// Every job the emulator knows.
+    pub async fn emulator_jobs(&self) -> anyhow::Result<Vec<Value>> {
+        Ok(self.http.get(format!("{}/_emulator/jobs", self.emulator.url)).send().await?.json().await?)
+    }
+
+    /// The emulator's accounts view.
+    pub async fn emulator_accounts(&self) -> anyhow::Result<Vec<Value>> {
+        Ok(self.http.get(format!("{}/_emulator/accounts", self.emulator.url)).send().await?.json().await?)
+    }
+
+    /// Messages the handler sent on the `alerts` queue.
+    pub fn alerts(&self) -> Vec<Value> {
+        read_jsonl(&self.outputs.join("alerts.jsonl"))
+    }
+}
+
+/// Reads a JSON-lines file; a missing file means no lines.
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Polls `check` until it yields `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A valid SubmitJob body.
+pub fn job_body(job_id: &str) -> Value {
+    json!({"jobId": job_id, "transform": TRANSFORM, "input": {"baseUri": "https://media.example/in/", "files": ["movie.mp4"]}})
+}
