@@ -1,6 +1,6 @@
 //! The local stack for the handler's integration tests (see `testkit::stack`), plus checks that read the
 //! product's own tables.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use ams_failover::domain::AccountCounters;
 use ams_failover::store::Store;
