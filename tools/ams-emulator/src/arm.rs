@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use thiserror::Error;
 
+use crate::config::MruMode;
 use crate::events::EventGridEvent;
 use crate::filter::Filter;
 use crate::lifecycle;
@@ -24,6 +25,7 @@ use crate::model::{
     Account, Asset, Fault, Job, JobOutput, JobState, Transform, JOB_INPUTS, JOB_INPUT_ASSET, JOB_INPUT_HTTP,
     JOB_OUTPUT_ASSET,
 };
+use crate::mru;
 use crate::state::Emulator;
 use crate::timefmt::arm_time;
 
@@ -138,7 +140,7 @@ impl IntoResponse for ArmError {
 }
 
 /// Decodes `%XX` escapes in one path segment; malformed escapes are kept as they are.
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -186,11 +188,13 @@ fn parse_arm_path(path: &str) -> Option<ArmPath> {
     })
 }
 
-fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
+/// The decoded query parameters, in order.
+pub(crate) fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
     url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect()
 }
 
-fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+/// The first value of `key` (case-insensitive).
+pub(crate) fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
 }
 
@@ -253,6 +257,10 @@ fn route(
     let now = Utc::now();
     let is = |s: &str, lit: &str| s.eq_ignore_ascii_case(lit);
     match rest.as_slice() {
+        [] => match *method {
+            Method::GET => Ok(Json(account_json(&ctx, account)).into_response()),
+            _ => Err(ArmError::MethodNotAllowed(method.to_string())),
+        },
         [t, name] if is(t, "transforms") => match *method {
             Method::PUT => put_transform(&ctx, account, name, body, now),
             Method::GET => get_transform(&ctx, account, name),
@@ -282,8 +290,8 @@ fn route(
     }
 }
 
-/// Applies an account's ARM-level fault to the current call.
-fn apply_fault(account: &mut Account) -> Result<(), ArmError> {
+/// Applies an account's fault to the current call (ARM and the v2 MRU endpoint share it).
+pub(crate) fn apply_fault(account: &mut Account) -> Result<(), ArmError> {
     match &mut account.fault {
         Fault::Outage => Err(ArmError::ServiceUnavailable(account.region.clone())),
         Fault::Throttle { retry_after_seconds, count } => {
@@ -323,6 +331,38 @@ impl Ctx<'_> {
             cfg.subscription, cfg.resource_group, account.name
         )
     }
+}
+
+/// The account resource. `apiEndpoints` is what clients use to find the v2
+/// MRU endpoint (api-version 2015-10-01); `encryption` is present only on
+/// accounts that scale by themselves, which is how azure-cli tells them apart.
+fn account_json(ctx: &Ctx, account: &Account) -> Value {
+    let cfg = &ctx.emulator.config;
+    let storage_id = format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Storage/storageAccounts/{}",
+        cfg.subscription,
+        cfg.resource_group,
+        default_storage_account(account)
+    );
+    let mut props = Map::new();
+    props.insert("mediaServiceId".into(), account.media_service_id.to_string().into());
+    props.insert(
+        "apiEndpoints".into(),
+        json!([{"endpoint": mru::endpoint(&ctx.emulator.base_url, &account.name), "majorVersion": "2"}]),
+    );
+    props.insert("storageAccounts".into(), json!([{"id": storage_id, "type": "Primary", "isPrimary": true}]));
+    if account.mru.mode == MruMode::Automatic {
+        props.insert("encryption".into(), json!({"type": "SystemKey"}));
+    }
+    props.insert("provisioningState".into(), "Succeeded".into());
+    json!({
+        "id": ctx.account_id(account),
+        "name": account.name,
+        "type": "Microsoft.Media/mediaservices",
+        "location": account.region,
+        "tags": {},
+        "properties": props,
+    })
 }
 
 fn system_data(created: &DateTime<Utc>, modified: &DateTime<Utc>) -> Value {

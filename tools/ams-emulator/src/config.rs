@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
+use serde::Serialize;
 use thiserror::Error;
 
 use crate::events::EventType;
@@ -18,9 +19,13 @@ pub struct Cli {
     /// TCP port on 127.0.0.1 (0 picks a free port).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
-    /// A Media Services account as NAME:REGION; repeat for several accounts.
-    #[arg(long = "account", value_name = "NAME:REGION", required = true)]
+    /// A Media Services account as NAME:REGION[:managed|automatic]; repeat for several accounts.
+    /// `managed` accounts have reserved units (MRUs) that gate concurrency; `automatic` (the default) scale alone.
+    #[arg(long = "account", value_name = "NAME:REGION[:MODE]", required = true)]
     pub accounts: Vec<String>,
+    /// Most reserved units a managed account may set (`MaxReservableUnits`; 25 is the documented default quota).
+    #[arg(long, default_value_t = 25)]
+    pub max_mru: u32,
     /// Subscription id the ARM paths must carry.
     #[arg(long, default_value = "00000000-0000-0000-0000-000000000000")]
     pub subscription: String,
@@ -60,13 +65,38 @@ pub struct AccountSpec {
     pub name: String,
     /// Region label.
     pub region: String,
+    /// How the account's encoding concurrency is governed.
+    pub mru_mode: MruMode,
+}
+
+/// Whether an account has reserved units to manage (contracts 5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MruMode {
+    /// Created before the 2020-05-01 API: MRUs are set through the v2 endpoint and gate concurrency.
+    Managed,
+    /// Created with 2020-05-01 or later: the system scales by itself, the v2 MRU calls are refused.
+    Automatic,
+}
+
+impl MruMode {
+    /// Parses the optional third part of `--account`.
+    fn parse(s: &str) -> Option<MruMode> {
+        if s.eq_ignore_ascii_case("managed") {
+            Some(MruMode::Managed)
+        } else if s.eq_ignore_ascii_case("automatic") {
+            Some(MruMode::Automatic)
+        } else {
+            None
+        }
+    }
 }
 
 /// Why the command line cannot be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    /// `--account` without `NAME:REGION`.
-    #[error("--account expects NAME:REGION, got '{0}'")]
+    /// `--account` without `NAME:REGION[:managed|automatic]`.
+    #[error("--account expects NAME:REGION[:managed|automatic], got '{0}'")]
     BadAccount(String),
     /// The same account twice (names are case-insensitive).
     #[error("account '{0}' is given twice")]
@@ -113,6 +143,8 @@ pub struct Config {
     pub page_size: usize,
     /// Event types delivered.
     pub event_types: Vec<EventType>,
+    /// `MaxReservableUnits` of managed accounts.
+    pub max_mru: u32,
 }
 
 impl Config {
@@ -120,15 +152,19 @@ impl Config {
     pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
         let mut accounts: Vec<AccountSpec> = Vec::new();
         for raw in &cli.accounts {
-            let (name, region) = raw
-                .split_once(':')
-                .map(|(n, r)| (n.trim(), r.trim()))
-                .filter(|(n, r)| !n.is_empty() && !r.is_empty())
+            let parts: Vec<&str> = raw.split(':').map(str::trim).collect();
+            let (name, region, mru_mode) = match parts.as_slice() {
+                [n, r] => (*n, *r, Some(MruMode::Automatic)),
+                [n, r, m] => (*n, *r, MruMode::parse(m)),
+                _ => ("", "", None),
+            };
+            let mru_mode = mru_mode
+                .filter(|_| !name.is_empty() && !region.is_empty())
                 .ok_or_else(|| ConfigError::BadAccount(raw.clone()))?;
             if accounts.iter().any(|a| a.name.eq_ignore_ascii_case(name)) {
                 return Err(ConfigError::DuplicateAccount(name.to_string()));
             }
-            accounts.push(AccountSpec { name: name.to_string(), region: region.to_string() });
+            accounts.push(AccountSpec { name: name.to_string(), region: region.to_string(), mru_mode });
         }
         if accounts.is_empty() {
             return Err(ConfigError::NoAccount);
@@ -163,6 +199,7 @@ impl Config {
             canceling_ms: cli.canceling_ms,
             page_size: cli.page_size,
             event_types,
+            max_mru: cli.max_mru,
         })
     }
 
@@ -200,8 +237,23 @@ mod tests {
     #[test]
     fn accounts_are_split_into_name_and_region() {
         let c = Config::from_cli(&cli(&["--account", "east:eastus", "--account", "west:westus"])).unwrap();
-        assert_eq!(c.accounts[1], AccountSpec { name: "west".into(), region: "westus".into() });
+        assert_eq!(
+            c.accounts[1],
+            AccountSpec { name: "west".into(), region: "westus".into(), mru_mode: MruMode::Automatic }
+        );
         assert_eq!(c.event_types.len(), EventType::ALL.len());
+    }
+
+    #[test]
+    fn an_account_may_name_its_mru_mode_and_defaults_to_automatic() {
+        let c = Config::from_cli(&cli(&["--account", "a:r:managed", "--account", "b:r:AUTOMATIC", "--account", "c:r"]))
+            .unwrap();
+        let modes: Vec<MruMode> = c.accounts.iter().map(|a| a.mru_mode).collect();
+        assert_eq!(modes, [MruMode::Managed, MruMode::Automatic, MruMode::Automatic]);
+        assert_eq!(c.max_mru, 25);
+        assert!(Config::from_cli(&cli(&["--account", "a:r:sometimes"])).is_err());
+        assert!(Config::from_cli(&cli(&["--account", "a:r:managed:x"])).is_err());
+        assert!(Config::from_cli(&cli(&["--account", "a::managed"])).is_err());
     }
 
     #[test]

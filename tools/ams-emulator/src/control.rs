@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::arm::error_response;
+use crate::config::MruMode;
 use crate::events::DeliverySettingsPatch;
 use crate::model::{Account, Fault, JobOutput};
 use crate::state::Emulator;
@@ -24,6 +25,7 @@ pub fn router() -> Router<Arc<Emulator>> {
     Router::new()
         .route("/_emulator/accounts", get(list_accounts))
         .route("/_emulator/accounts/{name}/fault", post(set_fault))
+        .route("/_emulator/accounts/{name}/mru", post(set_mru))
         .route("/_emulator/jobs", get(list_jobs))
         .route("/_emulator/events", get(get_events).post(set_events))
         .method_not_allowed_fallback(method_not_allowed)
@@ -48,6 +50,8 @@ fn account_json(a: &Account) -> Value {
         "fault": a.fault,
         "jobs": a.job_counts(),
         "armCalls": a.arm_calls,
+        "mediaServiceId": a.media_service_id.to_string(),
+        "mru": a.mru,
     })
 }
 
@@ -79,6 +83,39 @@ async fn set_fault(State(emulator): State<Arc<Emulator>>, Path(name): Path<Strin
     };
     tracing::info!(account = %account.name, ?fault, "fault set");
     account.fault = fault;
+    Json(account_json(account)).into_response()
+}
+
+/// Body of `POST /_emulator/accounts/{name}/mru`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MruBody {
+    current: u32,
+}
+
+/// Sets a managed account's reserved units directly, without counting a v2 update,
+/// so tests can arrange concurrency without going through the client under test.
+async fn set_mru(State(emulator): State<Arc<Emulator>>, Path(name): Path<String>, body: Bytes) -> Response {
+    let wanted: MruBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad_request(&format!("invalid MRU body: {e}")),
+    };
+    let mut state = emulator.lock();
+    let Some(account) = state.account_mut(&name) else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            &format!("The account '{name}' is not configured."),
+        );
+    };
+    if account.mru.mode != MruMode::Managed {
+        return bad_request(&format!("The account '{}' scales automatically and has no reserved units.", account.name));
+    }
+    if wanted.current > account.mru.max {
+        return bad_request(&format!("current {} exceeds the maximum of {}.", wanted.current, account.mru.max));
+    }
+    tracing::info!(account = %account.name, current = wanted.current, "reserved units set through the control API");
+    account.mru.current = wanted.current;
     Json(account_json(account)).into_response()
 }
 

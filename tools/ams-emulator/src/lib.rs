@@ -4,8 +4,8 @@
 //! emulator. It speaks the real wire contracts: the ARM REST subset for
 //! transforms, assets and jobs (`arm`), AMS job events delivered the way Event
 //! Grid delivers them (`events`), a job lifecycle driven by one ticker
-//! (`lifecycle`), plus a control API for fault injection and inspection
-//! (`control`).
+//! (`lifecycle`), Media Reserved Units through the v2 endpoint (`mru`), plus a
+//! control API for fault injection and inspection (`control`).
 
 pub mod arm;
 pub mod config;
@@ -14,21 +14,26 @@ pub mod events;
 pub mod filter;
 pub mod lifecycle;
 pub mod model;
+pub mod mru;
 pub mod state;
 pub mod timefmt;
 
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::routing::any;
 use axum::Router;
 use tokio::net::TcpListener;
 
 pub use config::{Cli, Config, ConfigError};
 pub use state::Emulator;
 
-/// The full HTTP surface: control API first, everything else goes to ARM.
+/// The full HTTP surface: control API, the v2 MRU endpoints, everything else goes to ARM.
 pub fn router(emulator: Arc<Emulator>) -> Router {
-    control::router().fallback(arm::handle).with_state(emulator)
+    control::router()
+        .route(&format!("{}{{*rest}}", mru::PREFIX), any(mru::handle))
+        .fallback(arm::handle)
+        .with_state(emulator)
 }
 
 /// Serves the emulator on `listener` until `shutdown` resolves, with the job ticker running.
@@ -37,7 +42,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let emulator = Emulator::new(config);
+    let base_url = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+    let emulator = Emulator::new(config, base_url);
     let ticker = lifecycle::spawn_ticker(emulator.clone());
     let result = axum::serve(listener, router(emulator)).with_graceful_shutdown(shutdown).await;
     ticker.abort();

@@ -39,11 +39,38 @@ pub fn phase_duration(cfg: &Config, state: JobState) -> Option<Duration> {
 
 /// The single gate between Scheduled and Processing.
 ///
-/// Kept in one place because admission will also depend on the account's
-/// reserved units (MRUs): a later change counts the account's Processing jobs
-/// here and admits by priority.
-pub fn may_start_processing(account: &Account, _job: &JobKey) -> bool {
-    !matches!(account.fault, Fault::Stall | Fault::Outage)
+/// A stall or outage holds every job. A managed account runs at most
+/// `max(CurrentReservedUnits, 1)` jobs at once; the jobs waiting for a unit
+/// start in order of priority (High first), then creation, then name, so a
+/// freed unit always goes to the job AMS v2 would have picked. Lowering the
+/// units never stops a running job: only starts are gated here.
+pub fn may_start_processing(cfg: &Config, account: &Account, job: &JobKey) -> bool {
+    if matches!(account.fault, Fault::Stall | Fault::Outage) {
+        return false;
+    }
+    let Some(limit) = account.mru.concurrency_limit() else {
+        return true;
+    };
+    let free = limit.saturating_sub(account.processing_jobs());
+    if free == 0 {
+        return false;
+    }
+    let due = phase_duration(cfg, JobState::Scheduled).unwrap_or(Duration::ZERO);
+    let mut waiting: Vec<(&JobKey, &Job)> =
+        account.jobs.iter().filter(|(_, j)| j.state == JobState::Scheduled && j.phase_elapsed >= due).collect();
+    waiting.sort_by(|(ka, a), (kb, b)| {
+        priority_rank(&b.priority).cmp(&priority_rank(&a.priority)).then(a.created.cmp(&b.created)).then(ka.cmp(kb))
+    });
+    waiting.iter().take(free).any(|(k, _)| *k == job)
+}
+
+/// Start order of a job priority: High before Normal before Low.
+fn priority_rank(priority: &str) -> u8 {
+    match priority {
+        "High" => 2,
+        "Low" => 0,
+        _ => 1,
+    }
 }
 
 /// Moves `job` to `to` at `now`, updating outputs, times and history, and
@@ -99,17 +126,26 @@ pub fn advance(
     source_for: &dyn Fn(&Account, &Job) -> EventSource,
 ) -> Vec<EventGridEvent> {
     let mut events = Vec::new();
+    // Units stay reserved (and running jobs occupy them) even while the account is frozen.
+    let processing = account.processing_jobs();
+    account.mru.accrue(dt.mul_f64(cfg.time_scale), processing);
     if account.fault.freezes_jobs() {
         return events;
     }
     let active: Vec<JobKey> =
         account.jobs.iter().filter(|(_, j)| !j.state.is_final()).map(|(k, _)| k.clone()).collect();
+    // Time passes for every job before any moves, so the start gate sees all
+    // jobs that became ready in this tick and can pick among them by priority.
+    for key in &active {
+        if let Some(job) = account.jobs.get_mut(key) {
+            job.phase_elapsed += dt;
+        }
+    }
     for key in active {
         let (state, due) = {
-            let Some(job) = account.jobs.get_mut(&key) else {
+            let Some(job) = account.jobs.get(&key) else {
                 continue;
             };
-            job.phase_elapsed += dt;
             let Some(total) = phase_duration(cfg, job.state) else {
                 continue;
             };
@@ -133,7 +169,7 @@ pub fn advance(
         }
         let (to, error) = match state {
             JobState::Queued => (JobState::Scheduled, None),
-            JobState::Scheduled if may_start_processing(account, &key) => (JobState::Processing, None),
+            JobState::Scheduled if may_start_processing(cfg, account, &key) => (JobState::Processing, None),
             JobState::Scheduled => continue,
             JobState::Processing => match &account.fault {
                 Fault::FailJobs { retry, code } => (JobState::Error, Some(JobError::new(code, *retry))),
@@ -251,13 +287,17 @@ mod tests {
 
     fn account_with_job() -> (Account, JobKey) {
         let mut account = Account::new("a", "r");
-        let now = Utc::now();
-        let key = ("t".to_string(), "j".to_string());
+        let key = add_job(&mut account, "j", "Normal", Utc::now());
+        (account, key)
+    }
+
+    fn add_job(account: &mut Account, name: &str, priority: &str, now: DateTime<Utc>) -> JobKey {
+        let key = ("t".to_string(), name.to_string());
         account.jobs.insert(
             key.clone(),
             Job {
                 transform: "t".into(),
-                name: "j".into(),
+                name: name.into(),
                 input: serde_json::Value::Null,
                 outputs: vec![JobOutput {
                     asset_name: "out".into(),
@@ -268,7 +308,7 @@ mod tests {
                     end_time: None,
                     error: None,
                 }],
-                priority: "Normal".into(),
+                priority: priority.into(),
                 description: None,
                 correlation_data: BTreeMap::new(),
                 state: JobState::Queued,
@@ -281,7 +321,17 @@ mod tests {
                 progress_reported: false,
             },
         );
-        (account, key)
+        key
+    }
+
+    fn managed(current: u32) -> Account {
+        let mut mru = crate::model::Mru::new(crate::config::MruMode::Managed, 25);
+        mru.current = current;
+        Account::with_mru("a", "r", mru)
+    }
+
+    fn processing(account: &Account) -> Vec<String> {
+        account.jobs.values().filter(|j| j.state == JobState::Processing).map(|j| j.name.clone()).collect()
     }
 
     fn step(cfg: &Config, account: &mut Account, ms: u64) -> Vec<String> {
@@ -326,6 +376,71 @@ mod tests {
         step(&cfg, &mut account, 1);
         assert_eq!(state(&account, &key), JobState::Processing);
         assert!(account.jobs[&key].start_time.is_some());
+    }
+
+    #[test]
+    fn a_managed_account_runs_no_more_jobs_than_its_reserved_units() {
+        let cfg = config();
+        let mut account = managed(2);
+        let t0 = Utc::now();
+        for (i, name) in ["j1", "j2", "j3", "j4"].into_iter().enumerate() {
+            add_job(&mut account, name, "Normal", t0 + chrono::Duration::milliseconds(i as i64));
+        }
+        step(&cfg, &mut account, 100);
+        step(&cfg, &mut account, 100);
+        assert_eq!(processing(&account), ["j1", "j2"]);
+        account.mru.current = 3;
+        step(&cfg, &mut account, 1);
+        assert_eq!(processing(&account), ["j1", "j2", "j3"]);
+        // Lowering the units stops nothing that runs.
+        account.mru.current = 0;
+        step(&cfg, &mut account, 1);
+        assert_eq!(processing(&account).len(), 3);
+    }
+
+    #[test]
+    fn a_freed_unit_goes_to_the_highest_priority_then_the_oldest_job() {
+        let cfg = config();
+        let mut account = managed(0);
+        let t0 = Utc::now();
+        let at = |ms: i64| t0 + chrono::Duration::milliseconds(ms);
+        add_job(&mut account, "first", "Low", at(0));
+        step(&cfg, &mut account, 100);
+        step(&cfg, &mut account, 100);
+        assert_eq!(processing(&account), ["first"], "0 units still run one job");
+        add_job(&mut account, "a-low", "Low", at(1));
+        add_job(&mut account, "b-normal-old", "Normal", at(2));
+        add_job(&mut account, "c-normal-new", "Normal", at(3));
+        add_job(&mut account, "d-high", "High", at(4));
+        let mut order = Vec::new();
+        // Five one-second jobs in a row, in 100 ms steps.
+        for _ in 0..60 {
+            step(&cfg, &mut account, 100);
+            for name in processing(&account) {
+                if !order.contains(&name) {
+                    order.push(name);
+                }
+            }
+        }
+        assert_eq!(order, ["first", "d-high", "b-normal-old", "c-normal-new", "a-low"]);
+    }
+
+    #[test]
+    fn reserved_units_are_accounted_in_emulated_seconds() {
+        let cfg = config();
+        let mut account = managed(2);
+        add_job(&mut account, "j", "Normal", Utc::now());
+        step(&cfg, &mut account, 100);
+        step(&cfg, &mut account, 100);
+        assert_eq!(account.processing_jobs(), 1);
+        step(&cfg, &mut account, 500);
+        // 700 ms with 2 units provisioned; one of them busy for the 500 ms after the start.
+        assert!((account.mru.provisioned_mru_seconds - 1.4).abs() < 1e-9, "{:?}", account.mru);
+        assert!((account.mru.busy_mru_seconds - 0.5).abs() < 1e-9, "{:?}", account.mru);
+        let mut auto = Account::new("b", "r");
+        add_job(&mut auto, "j", "Normal", Utc::now());
+        step(&cfg, &mut auto, 300);
+        assert_eq!((auto.mru.provisioned_mru_seconds, auto.mru.busy_mru_seconds), (0.0, 0.0));
     }
 
     #[test]

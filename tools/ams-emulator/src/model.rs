@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::config::MruMode;
 use crate::timefmt::arm_time;
 
 /// `@odata.type` of the only job output kind the emulator supports.
@@ -339,6 +340,76 @@ impl Job {
     }
 }
 
+/// An account's Media Reserved Units and their accounting (contracts section 5).
+///
+/// Accounting runs in emulated seconds so numbers do not depend on `--time-scale`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mru {
+    /// Managed accounts are gated by `current`; automatic ones are not.
+    pub mode: MruMode,
+    /// `ReservedUnitType`: 0 = S1, 1 = S2, 2 = S3.
+    pub reserved_unit_type: u8,
+    /// `CurrentReservedUnits`.
+    pub current: u32,
+    /// `MaxReservableUnits`.
+    pub max: u32,
+    /// Integral of `current` over emulated time.
+    pub provisioned_mru_seconds: f64,
+    /// Integral of `min(processing jobs, current)` over emulated time: reserved units actually used.
+    /// With 0 MRUs the one job allowed runs on the shared, unreserved pool and adds nothing.
+    pub busy_mru_seconds: f64,
+    /// v2 updates that changed the type or the count.
+    pub updates: u64,
+    /// Every v2 call (GET, PUT, PATCH, MERGE), including refused ones.
+    pub calls: u64,
+}
+
+impl Mru {
+    /// A fresh account: no units reserved yet, as v2 accounts started.
+    pub fn new(mode: MruMode, max: u32) -> Mru {
+        Mru {
+            mode,
+            reserved_unit_type: 0,
+            current: 0,
+            max,
+            provisioned_mru_seconds: 0.0,
+            busy_mru_seconds: 0.0,
+            updates: 0,
+            calls: 0,
+        }
+    }
+
+    /// Most jobs that may be Processing at once; `None` means no limit.
+    /// A managed account with 0 MRUs still runs one job at a time, as v2 did on its shared pool.
+    pub fn concurrency_limit(&self) -> Option<usize> {
+        match self.mode {
+            MruMode::Managed => Some(self.current.max(1) as usize),
+            MruMode::Automatic => None,
+        }
+    }
+
+    /// Adds `emulated` time with `processing` jobs running to the integrals (managed accounts only).
+    pub fn accrue(&mut self, emulated: Duration, processing: usize) {
+        if self.mode != MruMode::Managed {
+            return;
+        }
+        let secs = emulated.as_secs_f64();
+        let current = f64::from(self.current);
+        self.provisioned_mru_seconds += current * secs;
+        self.busy_mru_seconds += current.min(processing as f64) * secs;
+    }
+}
+
+/// A stable GUID derived from `seed`, so an account keeps its id across restarts.
+pub fn stable_guid(seed: &str) -> uuid::Uuid {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(seed.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
 /// One Media Services account with everything in it.
 #[derive(Debug)]
 pub struct Account {
@@ -346,6 +417,10 @@ pub struct Account {
     pub name: String,
     /// Azure region label.
     pub region: String,
+    /// `properties.mediaServiceId`, also the v2 `AccountId`.
+    pub media_service_id: uuid::Uuid,
+    /// Reserved units and their accounting.
+    pub mru: Mru,
     /// Current fault.
     pub fault: Fault,
     /// ARM calls received for this account (including rejected ones).
@@ -359,17 +434,29 @@ pub struct Account {
 }
 
 impl Account {
-    /// A new empty, healthy account.
+    /// A new empty, healthy account that scales automatically.
     pub fn new(name: &str, region: &str) -> Account {
+        Account::with_mru(name, region, Mru::new(MruMode::Automatic, 25))
+    }
+
+    /// A new empty, healthy account with the given reserved units.
+    pub fn with_mru(name: &str, region: &str, mru: Mru) -> Account {
         Account {
             name: name.to_string(),
             region: region.to_string(),
+            media_service_id: stable_guid(&format!("ams-emulator/account/{}", name.to_ascii_lowercase())),
+            mru,
             fault: Fault::Healthy,
             arm_calls: 0,
             transforms: BTreeMap::new(),
             assets: BTreeMap::new(),
             jobs: BTreeMap::new(),
         }
+    }
+
+    /// Jobs currently Processing.
+    pub fn processing_jobs(&self) -> usize {
+        self.jobs.values().filter(|j| j.state == JobState::Processing).count()
     }
 
     /// Number of jobs per state, every state present.

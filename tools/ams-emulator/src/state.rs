@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::config::Config;
 use crate::events::{Dispatcher, EventSource};
-use crate::model::{Account, Job};
+use crate::model::{Account, Job, Mru};
 
 /// All accounts, keyed by lowercase name (account names are case-insensitive).
 #[derive(Debug, Default)]
@@ -29,16 +29,24 @@ pub struct Emulator {
     pub config: Config,
     /// Event delivery.
     pub dispatcher: Dispatcher,
+    /// `http://127.0.0.1:PORT` as bound; URLs the emulator hands out (v2 endpoints, SAS URLs) start with it.
+    pub base_url: String,
     state: Mutex<State>,
 }
 
 impl Emulator {
-    /// Builds the emulator with every configured account healthy and empty.
-    pub fn new(config: Config) -> Arc<Emulator> {
-        let accounts =
-            config.accounts.iter().map(|a| (a.name.to_ascii_lowercase(), Account::new(&a.name, &a.region))).collect();
+    /// Builds the emulator with every configured account healthy and empty, served at `base_url`.
+    pub fn new(config: Config, base_url: String) -> Arc<Emulator> {
+        let accounts = config
+            .accounts
+            .iter()
+            .map(|a| {
+                let mru = Mru::new(a.mru_mode, config.max_mru);
+                (a.name.to_ascii_lowercase(), Account::with_mru(&a.name, &a.region, mru))
+            })
+            .collect();
         let dispatcher = Dispatcher::new(config.event_endpoint.clone(), config.event_types.clone(), config.time_scale);
-        Arc::new(Emulator { config, dispatcher, state: Mutex::new(State { accounts }) })
+        Arc::new(Emulator { config, dispatcher, base_url, state: Mutex::new(State { accounts }) })
     }
 
     /// Locks the state. A poisoned lock is recovered: each critical section

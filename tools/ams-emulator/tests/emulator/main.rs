@@ -7,3 +7,4 @@ mod common;
 mod delivery;
 mod faults;
 mod lifecycle;
+mod mru;
