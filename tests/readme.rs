@@ -21,6 +21,7 @@ fn the_readme_opens_with_the_demo_and_test_commands_and_ci_runs_the_same_test_co
 #[test]
 fn every_setting_the_handler_reads_is_documented_in_the_readme() {
     let readme = read("README.md");
-    let missing: Vec<&str> = SETTINGS.iter().map(|s| s.name).filter(|name| !readme.contains(&format!("`{name}`"))).collect();
+    let missing: Vec<&str> =
+        SETTINGS.iter().map(|s| s.name).filter(|name| !readme.contains(&format!("`{name}`"))).collect();
     assert!(missing.is_empty(), "settings missing from the README: {missing:?}");
 }

@@ -39,7 +39,10 @@ async fn main() -> anyhow::Result<()> {
     let mut options = StackOptions::new(testkit::try_workspace_bin("handler")?, root.clone());
     options.time_scale = args.time_scale;
     options.logs = Logs::file(&log_path)?;
-    println!("Starting Azurite, the Media Services emulator and devhost with the handler (logs: {})", log_path.display());
+    println!(
+        "Starting Azurite, the Media Services emulator and devhost with the handler (logs: {})",
+        log_path.display()
+    );
     let stack = Stack::start(options).await?;
     println!("  functions  {}/api", stack.devhost.url);
     println!("  emulator   {}", stack.emulator.url);
