@@ -1,0 +1,365 @@
+// One-command deployment of the cross-region encoding control plane (`azd up`).
+//
+// Creates, in a new resource group: the Function App that runs the Rust custom handler (Flex Consumption,
+// Linux, system-assigned identity), its storage account, the Service Bus namespace with the `alerts` queue,
+// Log Analytics with Application Insights, and two Traffic Manager profiles (streaming origins, key
+// delivery). For every existing Media Services account it adds, in the account's own resource group: a
+// Contributor role for the app, the account's Event Grid system topic and, once the code is deployed, the
+// subscription that sends job events to OnJobStateChange. See docs/deploy.md.
+
+targetScope = 'subscription'
+
+// ---------------------------------------------------------------------------------------------------------
+// Environment
+// ---------------------------------------------------------------------------------------------------------
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; names and tags the resources.')
+param environmentName string
+
+@minLength(1)
+@description('Region of the app, its storage, Service Bus and monitoring.')
+param location string
+
+@description('Resource group to create; default rg-<environmentName>.')
+param resourceGroupName string = ''
+
+// ---------------------------------------------------------------------------------------------------------
+// Media Services accounts
+// ---------------------------------------------------------------------------------------------------------
+
+@description('''Existing Media Services accounts, two or more in different regions. Each item:
+{ name, region, resourceGroup, subscriptionId? (default: this subscription), mruMode? (managed|automatic,
+default automatic), maxMru? (default 10), armEndpoint?, systemTopicName? (default <name>-events; give the
+existing topic's name if the account already has a system topic), streamingEndpointName? (default default) }''')
+@minLength(1)
+param mediaAccounts array
+
+@description('Comma-separated transforms that exist in every account, each NAME or NAME:OUTPUTS.')
+@minLength(1)
+param transforms string
+
+@description('Six-field NCRONTAB schedule of SweepStuckJobs.')
+param sweepSchedule string = '0 */1 * * * *'
+
+@description('Create the Event Grid subscriptions to OnJobStateChange. They need the function to exist, so the first provision skips them and the postdeploy hook of azure.yaml turns this on.')
+param deployEventSubscriptions bool = false
+
+@description('Event Grid delivery attempts before an event is dead-lettered (1-30).')
+param eventMaxDeliveryAttempts int = 30
+
+@description('Minutes Event Grid keeps retrying an event (1-1440).')
+param eventTimeToLiveInMinutes int = 1440
+
+@description('Also subscribe to the generic Microsoft.Media.JobStateChange event.')
+param includeGenericJobStateChange bool = false
+
+// ---------------------------------------------------------------------------------------------------------
+// Optional handler settings: empty means "not set", and the handler uses its default. To expose a new
+// setting, add one parameter here and one line to optionalHandlerSettings below (and to
+// main.parameters.json if azd should read it from the environment).
+// ---------------------------------------------------------------------------------------------------------
+
+@description('TABLE_PREFIX: prefix of every table name (handler default amsfo).')
+param tablePrefix string = ''
+@description('AZURE_CLIENT_ID: client id of a user-assigned identity (the template uses the system-assigned one).')
+param azureClientId string = ''
+@description('ARM_TIMEOUT: timeout of one ARM call, e.g. 30s.')
+param armTimeout string = ''
+@description('MRU_CACHE_TTL')
+param mruCacheTtl string = ''
+@description('MRU_SCALE_DOWN')
+param mruScaleDown string = ''
+@description('MRU_FLOOR')
+param mruFloor string = ''
+@description('STUCK_AFTER')
+param stuckAfter string = ''
+@description('STUCK_MIN_JOBS')
+param stuckMinJobs string = ''
+@description('STUCK_POLICY')
+param stuckPolicy string = ''
+@description('STUCK_GRACE')
+param stuckGrace string = ''
+@description('COOLDOWN')
+param cooldown string = ''
+@description('SUBMIT_FAILURES_TO_REMOVE')
+param submitFailuresToRemove string = ''
+@description('RECONCILE_AFTER')
+param reconcileAfter string = ''
+@description('MAX_ATTEMPTS')
+param maxAttempts string = ''
+@description('ALERT_REPEAT')
+param alertRepeat string = ''
+@description('TRAFFIC_MANAGER_HOST: host name viewers use for key delivery (a custom domain CNAMEd to the key delivery profile).')
+param trafficManagerHost string = ''
+@description('STREAMING_TRAFFIC_MANAGER_HOST: host name viewers use for streaming (a custom domain CNAMEd to the streaming profile).')
+param streamingTrafficManagerHost string = ''
+
+@description('More app settings, name to value, for settings that have no parameter yet. Never put secrets here.')
+param extraAppSettings object = {}
+
+// ---------------------------------------------------------------------------------------------------------
+// Sizing and Traffic Manager
+// ---------------------------------------------------------------------------------------------------------
+
+@description('Replication of the app storage account (host state and the handler tables); ZRS or GZRS where the region has zones.')
+param storageSkuName string = 'Standard_LRS'
+
+@description('Largest number of Function App instances (40-1000).')
+param maximumInstanceCount int = 100
+
+@description('Memory of one instance in MB (512, 2048 or 4096).')
+param instanceMemoryMB int = 2048
+
+@description('Always-ready instances for the HTTP functions (0 scales to zero).')
+param alwaysReadyHttpInstances int = 0
+
+@description('Path probed on every streaming origin; must answer 200, e.g. the manifest of a small probe asset published in every region under the same locator.')
+param streamingProbePath string = '/'
+
+@description('Status codes that count as healthy for streaming origins.')
+param streamingProbeStatusRanges array = [{ min: 200, max: 200 }]
+
+@description('Path probed on every key delivery host.')
+param keyDeliveryProbePath string = '/'
+
+@description('Status codes that count as healthy for key delivery. It has no documented health URL; without a key id and token it answers 4xx, which still proves the service is up, while 5xx and timeouts do not.')
+param keyDeliveryProbeStatusRanges array = [{ min: 200, max: 499 }]
+
+// ---------------------------------------------------------------------------------------------------------
+// Names
+// ---------------------------------------------------------------------------------------------------------
+
+var tags = { 'azd-env-name': environmentName }
+var token = toLower(uniqueString(subscription().id, environmentName, location))
+var rgName = !empty(resourceGroupName) ? resourceGroupName : 'rg-${environmentName}'
+var deploymentContainerName = 'app-package-${token}'
+var deadLetterContainerName = 'eventgrid-deadletter'
+
+// Defaults of the optional account fields, then the account as given.
+var accounts = [
+  for a in mediaAccounts: union({ subscriptionId: subscription().subscriptionId, mruMode: 'automatic', maxMru: 10, systemTopicName: '${a.name}-events', streamingEndpointName: 'default' }, a)
+]
+
+// MEDIA_ACCOUNTS as the handler reads it (it rejects unknown fields, so only these).
+var mediaAccountsSetting = [
+  for a in accounts: union({ name: a.name, region: a.region, subscriptionId: a.subscriptionId, resourceGroup: a.resourceGroup, mruMode: a.mruMode, maxMru: a.maxMru }, contains(a, 'armEndpoint') ? { armEndpoint: a.armEndpoint } : {})
+]
+
+// ---------------------------------------------------------------------------------------------------------
+// Resources of the app
+// ---------------------------------------------------------------------------------------------------------
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: rgName
+  location: location
+  tags: tags
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    logAnalyticsName: 'log-${token}'
+    appInsightsName: 'appi-${token}'
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: 'st${token}'
+    deploymentContainerName: deploymentContainerName
+    deadLetterContainerName: deadLetterContainerName
+    skuName: storageSkuName
+  }
+}
+
+module serviceBus 'modules/servicebus.bicep' = {
+  name: 'servicebus'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: 'sb-${token}'
+    queueName: 'alerts'
+  }
+}
+
+// Settings of the Functions host: identity-based connections only, no keys.
+var hostSettings = {
+  AzureWebJobsStorage__accountName: storage.outputs.name
+  ServiceBusConnection__fullyQualifiedNamespace: serviceBus.outputs.fullyQualifiedNamespace
+  APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.appInsightsConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
+}
+
+// Settings the handler always gets (src/config.rs SETTINGS; tests/infra.rs checks this block).
+var handlerSettings = {
+  MEDIA_ACCOUNTS: string(mediaAccountsSetting)
+  TRANSFORMS: transforms
+  TABLES_ENDPOINT: storage.outputs.tableEndpoint
+  ARM_AUTH: 'managed-identity'
+  SWEEP_SCHEDULE: sweepSchedule
+}
+
+// Settings set only when their parameter is not empty (tests/infra.rs checks this block too).
+var optionalHandlerSettings = union(
+  empty(tablePrefix) ? {} : { TABLE_PREFIX: tablePrefix },
+  empty(azureClientId) ? {} : { AZURE_CLIENT_ID: azureClientId },
+  empty(armTimeout) ? {} : { ARM_TIMEOUT: armTimeout },
+  empty(mruCacheTtl) ? {} : { MRU_CACHE_TTL: mruCacheTtl },
+  empty(mruScaleDown) ? {} : { MRU_SCALE_DOWN: mruScaleDown },
+  empty(mruFloor) ? {} : { MRU_FLOOR: mruFloor },
+  empty(stuckAfter) ? {} : { STUCK_AFTER: stuckAfter },
+  empty(stuckMinJobs) ? {} : { STUCK_MIN_JOBS: stuckMinJobs },
+  empty(stuckPolicy) ? {} : { STUCK_POLICY: stuckPolicy },
+  empty(stuckGrace) ? {} : { STUCK_GRACE: stuckGrace },
+  empty(cooldown) ? {} : { COOLDOWN: cooldown },
+  empty(submitFailuresToRemove) ? {} : { SUBMIT_FAILURES_TO_REMOVE: submitFailuresToRemove },
+  empty(reconcileAfter) ? {} : { RECONCILE_AFTER: reconcileAfter },
+  empty(maxAttempts) ? {} : { MAX_ATTEMPTS: maxAttempts },
+  empty(alertRepeat) ? {} : { ALERT_REPEAT: alertRepeat },
+  empty(trafficManagerHost) ? {} : { TRAFFIC_MANAGER_HOST: trafficManagerHost },
+  empty(streamingTrafficManagerHost) ? {} : { STREAMING_TRAFFIC_MANAGER_HOST: streamingTrafficManagerHost }
+)
+
+module functionApp 'modules/function-app.bicep' = {
+  name: 'function-app'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: 'func-${token}'
+    planName: 'plan-${token}'
+    appSettings: union(hostSettings, handlerSettings, optionalHandlerSettings, extraAppSettings)
+    storageAccountName: storage.outputs.name
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    deploymentContainerName: deploymentContainerName
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    alwaysReadyHttpInstances: alwaysReadyHttpInstances
+  }
+}
+
+module appRoles 'modules/app-roles.bicep' = {
+  name: 'app-roles'
+  scope: rg
+  params: {
+    principalId: functionApp.outputs.principalId
+    storageAccountName: storage.outputs.name
+    serviceBusName: serviceBus.outputs.name
+    appInsightsName: monitoring.outputs.appInsightsName
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Per Media Services account, in the account's resource group
+// ---------------------------------------------------------------------------------------------------------
+
+module media 'modules/media-account.bicep' = [
+  for a in accounts: {
+    name: 'media-${a.name}'
+    scope: resourceGroup(a.subscriptionId, a.resourceGroup)
+    params: {
+      accountName: a.name
+      region: a.region
+      appPrincipalId: functionApp.outputs.principalId
+      systemTopicName: a.systemTopicName
+      streamingEndpointName: a.streamingEndpointName
+      tags: tags
+    }
+  }
+]
+
+module deadLetterRoles 'modules/dead-letter-role.bicep' = [
+  for (a, i) in accounts: {
+    name: 'dead-letter-role-${a.name}'
+    scope: rg
+    params: {
+      storageAccountName: storage.outputs.name
+      containerName: deadLetterContainerName
+      topicPrincipalId: media[i].outputs.systemTopicPrincipalId
+    }
+  }
+]
+
+module jobEvents 'modules/job-events.bicep' = [
+  for (a, i) in accounts: if (deployEventSubscriptions) {
+    name: 'job-events-${a.name}'
+    scope: resourceGroup(a.subscriptionId, a.resourceGroup)
+    dependsOn: [deadLetterRoles]
+    params: {
+      systemTopicName: media[i].outputs.systemTopicName
+      functionAppId: functionApp.outputs.id
+      functionName: 'OnJobStateChange'
+      deadLetterStorageId: storage.outputs.id
+      deadLetterContainerName: deadLetterContainerName
+      maxDeliveryAttempts: eventMaxDeliveryAttempts
+      eventTimeToLiveInMinutes: eventTimeToLiveInMinutes
+      includeGenericJobStateChange: includeGenericJobStateChange
+    }
+  }
+]
+
+// ---------------------------------------------------------------------------------------------------------
+// Traffic Manager: one endpoint per account in each profile
+// ---------------------------------------------------------------------------------------------------------
+
+module streamingTrafficManager 'modules/traffic-manager.bicep' = {
+  name: 'tm-streaming'
+  scope: rg
+  params: {
+    name: 'tm-streaming-${token}'
+    dnsLabel: 'ams-streaming-${token}'
+    tags: tags
+    probePath: streamingProbePath
+    expectedStatusCodeRanges: streamingProbeStatusRanges
+    endpoints: [
+      for (a, i) in accounts: {
+        name: a.name
+        region: a.region
+        target: media[i].outputs.streamingHostName
+      }
+    ]
+  }
+}
+
+module keyDeliveryTrafficManager 'modules/traffic-manager.bicep' = {
+  name: 'tm-key-delivery'
+  scope: rg
+  params: {
+    name: 'tm-keys-${token}'
+    dnsLabel: 'ams-keys-${token}'
+    tags: tags
+    probePath: keyDeliveryProbePath
+    expectedStatusCodeRanges: keyDeliveryProbeStatusRanges
+    endpoints: [
+      for (a, i) in accounts: {
+        name: a.name
+        region: a.region
+        target: media[i].outputs.keyDeliveryHostName
+      }
+    ]
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Outputs (azd stores them in the environment)
+// ---------------------------------------------------------------------------------------------------------
+
+output AZURE_LOCATION string = location
+output AZURE_RESOURCE_GROUP string = rg.name
+output FUNCTION_APP_NAME string = functionApp.outputs.name
+output FUNCTION_APP_URL string = 'https://${functionApp.outputs.defaultHostName}'
+output STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output SERVICE_BUS_NAMESPACE string = serviceBus.outputs.fullyQualifiedNamespace
+output STREAMING_TRAFFIC_MANAGER_FQDN string = streamingTrafficManager.outputs.fqdn
+output KEY_DELIVERY_TRAFFIC_MANAGER_FQDN string = keyDeliveryTrafficManager.outputs.fqdn
+output EVENT_SUBSCRIPTIONS_DEPLOYED bool = deployEventSubscriptions
