@@ -1,0 +1,444 @@
+//! The deployment template (`infra/`) against what the handler reads (`config::SETTINGS`) and the function
+//! folders: every setting the handler needs is produced, the accounts setting is one the handler accepts, and
+//! every Media Services account gets its Event Grid subscription and its Traffic Manager endpoints.
+//!
+//! The Bicep is read as text. `infra/main.bicep` keeps the app settings in three blocks that these tests find
+//! by name (`hostSettings`, `handlerSettings`, `optionalHandlerSettings`), one setting per line.
+
+use ams_failover::config::{Need, Settings, SETTINGS};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(relative: &str) -> String {
+    let path = root().join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+fn main_bicep() -> String {
+    read("infra/main.bicep")
+}
+
+/// Lines of Bicep without whole-line comments, trimmed.
+fn code_lines(text: &str) -> Vec<&str> {
+    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("//")).collect()
+}
+
+/// The text from the line that starts with `opener` to the bracket that closes the one it opens.
+fn block<'a>(text: &'a str, opener: &str) -> &'a str {
+    let start = text
+        .lines()
+        .scan(0usize, |offset, line| {
+            let here = *offset;
+            *offset += line.len() + 1;
+            Some((here, line))
+        })
+        .find(|(_, line)| line.trim_start().starts_with(opener))
+        .map(|(offset, line)| offset + (line.len() - line.trim_start().len()))
+        .unwrap_or_else(|| panic!("no line starting with {opener:?}"));
+    let mut depth = 0i32;
+    let mut opened = false;
+    let mut in_string = false;
+    let mut in_comment = false;
+    let mut previous = ' ';
+    for (i, c) in text[start..].char_indices() {
+        let slash_slash = previous == '/' && c == '/';
+        previous = c;
+        if in_comment {
+            in_comment = c != '\n';
+            continue;
+        }
+        match c {
+            '/' if slash_slash && !in_string => in_comment = true,
+            '\'' => in_string = !in_string,
+            '{' | '(' | '[' if !in_string => {
+                depth += 1;
+                opened = true;
+            }
+            '}' | ')' | ']' if !in_string => {
+                depth -= 1;
+                if opened && depth == 0 {
+                    return &text[start..=start + i];
+                }
+            }
+            _ => {}
+        }
+    }
+    panic!("{opener:?} is never closed")
+}
+
+fn is_setting_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `NAME: value` lines directly inside an object block, as name -> value text.
+fn object_entries(block: &str) -> BTreeMap<String, String> {
+    let body = &block[block.find('{').expect("an object") + 1..block.rfind('}').expect("an object")];
+    code_lines(body)
+        .into_iter()
+        .filter_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            is_setting_name(key.trim()).then(|| (key.trim().to_owned(), value.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// The settings set only when given: lines `empty(param) ? {} : { NAME: param }`, as name -> param.
+fn optional_entries(main: &str) -> BTreeMap<String, String> {
+    let union = block(main, "var optionalHandlerSettings = union(");
+    code_lines(union)
+        .into_iter()
+        .filter(|l| l.starts_with("empty("))
+        .map(|line| {
+            let param = line["empty(".len()..line.find(')').expect("empty(param)")].trim().to_owned();
+            let object = &line[line.rfind('{').expect("{ NAME: param }") + 1..line.rfind('}').expect("}")];
+            let (name, value) = object.split_once(':').expect("NAME: param");
+            assert_eq!(value.trim(), param, "{line:?}: the setting must take the value of the parameter it tests");
+            (name.trim().to_owned(), param)
+        })
+        .collect()
+}
+
+/// Declared parameters: name -> (type, default text if any).
+fn params(text: &str) -> BTreeMap<String, (String, Option<String>)> {
+    code_lines(text)
+        .into_iter()
+        .filter_map(|l| l.strip_prefix("param "))
+        .map(|rest| {
+            let (decl, default) = match rest.split_once('=') {
+                Some((d, v)) => (d, Some(v.trim().to_owned())),
+                None => (rest, None),
+            };
+            let mut words = decl.split_whitespace();
+            let name = words.next().expect("param name").to_owned();
+            let ty = words.next().expect("param type").to_owned();
+            (name, (ty, default))
+        })
+        .collect()
+}
+
+fn handler_settings(main: &str) -> BTreeMap<String, String> {
+    object_entries(block(main, "var handlerSettings = {"))
+}
+
+fn host_settings(main: &str) -> BTreeMap<String, String> {
+    object_entries(block(main, "var hostSettings = {"))
+}
+
+/// Every name the template can put in the app settings, always or when its parameter is given.
+fn template_setting_names(main: &str) -> BTreeSet<String> {
+    handler_settings(main).into_keys().chain(optional_entries(main).into_keys()).collect()
+}
+
+/// Folders at the repository root whose function.json has a binding of this type.
+fn functions_with_binding(binding_type: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(root()).expect("repository root") {
+        let dir = entry.expect("entry").path();
+        let function_json = dir.join("function.json");
+        if !function_json.is_file() {
+            continue;
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&function_json).expect("function.json")).expect("json");
+        let has = json["bindings"].as_array().into_iter().flatten().any(|b| b["type"] == binding_type);
+        if has {
+            found.push(dir.file_name().and_then(|n| n.to_str()).expect("folder name").to_owned());
+        }
+    }
+    found.sort();
+    found
+}
+
+/// A `module <symbol> '<path>' = ...` declaration: its full block.
+fn module_block<'a>(main: &'a str, symbol: &str) -> &'a str {
+    block(main, &format!("module {symbol} "))
+}
+
+fn modules_of(main: &str, path: &str) -> Vec<String> {
+    code_lines(main)
+        .into_iter()
+        .filter(|l| l.starts_with("module ") && l.contains(&format!("'{path}'")))
+        .map(|l| l.split_whitespace().nth(1).expect("module symbol").to_owned())
+        .collect()
+}
+
+/// True if the module block loops over every configured account (`accounts` is `mediaAccounts` with defaults).
+fn loops_over_every_account(module: &str) -> bool {
+    let head: String = module.lines().take(2).collect::<Vec<_>>().join(" ");
+    head.contains("for a in accounts:") || head.contains("for (a, i) in accounts:")
+}
+
+#[test]
+fn every_required_setting_is_always_set_by_the_template() {
+    let main = main_bicep();
+    let always = handler_settings(&main);
+    let missing: Vec<_> =
+        SETTINGS.iter().filter(|s| s.need == Need::Required && !always.contains_key(s.name)).map(|s| s.name).collect();
+    assert!(missing.is_empty(), "required settings that infra/main.bicep does not set in handlerSettings: {missing:?}");
+}
+
+#[test]
+fn exactly_one_setting_of_each_group_is_set_and_for_storage_it_is_the_table_endpoint() {
+    let main = main_bicep();
+    let set = template_setting_names(&main);
+    let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for s in SETTINGS {
+        if let Need::OneOf(group) = s.need {
+            groups.entry(group).or_default().push(s.name);
+        }
+    }
+    for (group, members) in &groups {
+        let chosen: Vec<_> = members.iter().filter(|m| set.contains(**m)).collect();
+        assert_eq!(chosen.len(), 1, "group {group}: the template must set exactly one of {members:?}, sets {chosen:?}");
+    }
+    let always = handler_settings(&main);
+    assert!(always.contains_key("TABLES_ENDPOINT"), "in Azure the tables are reached by endpoint and identity");
+    assert!(always["TABLES_ENDPOINT"].contains("storage.outputs.tableEndpoint"));
+    assert!(!set.contains("TABLES_CONNECTION_STRING"), "no connection string (it would hold a key)");
+}
+
+#[test]
+fn every_setting_the_handler_reads_is_known_to_the_template() {
+    let main = main_bicep();
+    let known = template_setting_names(&main);
+    let unknown: Vec<_> = SETTINGS
+        .iter()
+        .filter(|s| !known.contains(s.name) && s.name != "TABLES_CONNECTION_STRING")
+        .map(|s| s.name)
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "settings in config::SETTINGS that infra/main.bicep neither sets nor exposes as an optional parameter \
+         (add `param x string = ''` and a line `empty(x) ? {{}} : {{ NAME: x }}` to optionalHandlerSettings): {unknown:?}"
+    );
+}
+
+#[test]
+fn optional_settings_come_from_string_parameters_that_default_to_empty() {
+    let main = main_bicep();
+    let declared = params(&main);
+    let optional = optional_entries(&main);
+    assert!(optional.len() >= 3, "optionalHandlerSettings looks empty: {optional:?}");
+    for (name, param) in &optional {
+        let (ty, default) = declared.get(param).unwrap_or_else(|| panic!("{name}: parameter {param} is not declared"));
+        assert_eq!(ty, "string", "{name}: parameter {param} must be a string");
+        assert_eq!(default.as_deref(), Some("''"), "{name}: parameter {param} must default to ''");
+    }
+    let always = handler_settings(&main);
+    let both: Vec<_> = optional.keys().filter(|k| always.contains_key(*k)).collect();
+    assert!(both.is_empty(), "settings both always set and optional: {both:?}");
+}
+
+#[test]
+fn the_settings_the_template_produces_are_accepted_by_the_handler() {
+    let main = main_bicep();
+    let always = handler_settings(&main);
+
+    // MEDIA_ACCOUNTS is built from mediaAccountsSetting: feed the handler an account with exactly those fields.
+    let accounts_line = code_lines(block(&main, "var mediaAccountsSetting = ["))
+        .into_iter()
+        .find(|l| l.contains("union("))
+        .expect("mediaAccountsSetting builds each account with union(...)")
+        .to_owned();
+    let mut fields: Vec<&str> = Vec::new();
+    for part in accounts_line.split(['{', ',']) {
+        if let Some((key, _)) = part.split_once(':') {
+            let key = key.trim();
+            if is_setting_name(key) && key.chars().next().is_some_and(|c| c.is_ascii_lowercase()) {
+                fields.push(key);
+            }
+        }
+    }
+    let sample = |field: &str| -> serde_json::Value {
+        match field {
+            "name" => "amswe".into(),
+            "region" => "westeurope".into(),
+            "subscriptionId" => "00000000-0000-0000-0000-000000000000".into(),
+            "resourceGroup" => "media".into(),
+            "mruMode" => "automatic".into(),
+            "maxMru" => 10.into(),
+            "armEndpoint" => "https://management.azure.com".into(),
+            other => panic!("the template puts field {other:?} into MEDIA_ACCOUNTS; give this test a sample value"),
+        }
+    };
+    let account: serde_json::Map<String, serde_json::Value> =
+        fields.iter().map(|f| (f.to_string(), sample(f))).collect();
+    for required in ["name", "region", "subscriptionId", "resourceGroup"] {
+        assert!(account.contains_key(required), "MEDIA_ACCOUNTS entries lack {required}: {fields:?}");
+    }
+
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in &always {
+        // Literal values are used as they are; values computed at deployment get a sample.
+        let literal = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\''));
+        let v = match (name.as_str(), literal) {
+            (_, Some(l)) => l.to_owned(),
+            ("MEDIA_ACCOUNTS", None) => serde_json::Value::Array(vec![account.clone().into()]).to_string(),
+            ("TABLES_ENDPOINT", None) => "https://stabc.table.core.windows.net".to_owned(),
+            ("TRANSFORMS", None) => "encode".to_owned(),
+            ("SWEEP_SCHEDULE", None) => "0 */1 * * * *".to_owned(),
+            (other, None) => panic!("{other} = {value}: give this test a sample value"),
+        };
+        env.insert(name.clone(), v);
+    }
+    let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("the handler accepts the template's settings");
+    assert_eq!(settings.accounts.len(), 1);
+    assert!(matches!(settings.arm_auth, ams_failover::config::ArmAuth::ManagedIdentity { .. }));
+
+    let declared = params(&main);
+    let (_, schedule) = &declared["sweepSchedule"];
+    assert_eq!(schedule.as_deref(), Some("'0 */1 * * * *'"), "SweepStuckJobs runs every minute by default");
+}
+
+#[test]
+fn the_host_connects_by_identity_and_no_setting_holds_a_key() {
+    let main = main_bicep();
+    let host = host_settings(&main);
+    for needed in ["AzureWebJobsStorage__accountName", "ServiceBusConnection__fullyQualifiedNamespace"] {
+        assert!(host.contains_key(needed), "hostSettings lacks {needed}");
+    }
+    // The `alerts` output binding names the connection ServiceBusConnection in every function.json.
+    for f in functions_with_binding("serviceBus") {
+        let json = read(&format!("{f}/function.json"));
+        assert!(json.contains("\"connection\": \"ServiceBusConnection\""), "{f}: unexpected Service Bus connection");
+    }
+    let all = host.keys().chain(handler_settings(&main).keys()).cloned().collect::<Vec<_>>();
+    for name in &all {
+        let forbidden = ["AccountKey", "SharedAccessKey", "CONNECTION_STRING", "ConnectionString"];
+        let allowed = name == "APPLICATIONINSIGHTS_CONNECTION_STRING"; // names the resource; local auth is off
+        assert!(allowed || !forbidden.iter().any(|f| name.contains(f)), "{name} looks like a key or connection string");
+        assert!(name != "AzureWebJobsStorage", "AzureWebJobsStorage must use __accountName, not a connection string");
+    }
+    assert!(!main.contains("listKeys("), "no template may read keys");
+    for module in ["storage", "servicebus", "monitoring"] {
+        let text = read(&format!("infra/modules/{module}.bicep"));
+        assert!(!text.contains("listKeys("), "{module}.bicep reads keys");
+    }
+    assert!(read("infra/modules/storage.bicep").contains("allowSharedKeyAccess: false"));
+    assert!(read("infra/modules/servicebus.bicep").contains("disableLocalAuth: true"));
+}
+
+#[test]
+fn the_settings_reach_a_linux_custom_handler_function_app() {
+    let main = main_bicep();
+    let app_module = module_block(&main, "functionApp");
+    assert!(
+        app_module
+            .contains("appSettings: union(hostSettings, handlerSettings, optionalHandlerSettings, extraAppSettings)"),
+        "the function app must receive all three settings blocks"
+    );
+    let app = read("infra/modules/function-app.bicep");
+    assert!(app.contains("appSettings: [for s in items(appSettings): { name: s.key, value: s.value }]"));
+    assert!(app.contains("kind: 'functionapp,linux'"));
+    assert!(app.contains("type: 'SystemAssigned'"));
+    // Flex Consumption: FUNCTIONS_WORKER_RUNTIME=custom and the ~4 host are set through functionAppConfig.runtime.
+    let runtime = block(&app, "runtime: {");
+    assert!(runtime.contains("name: 'custom'"), "the worker runtime must be custom: {runtime}");
+    assert!(
+        app.contains("'azd-service-name': 'handler'"),
+        "azd finds the app by this tag (azure.yaml service handler)"
+    );
+    assert!(read("azure.yaml").contains("  handler:"), "azure.yaml must define the handler service");
+}
+
+#[test]
+fn every_media_account_gets_a_job_event_subscription_to_the_event_grid_function() {
+    let main = main_bicep();
+    let targets = functions_with_binding("eventGridTrigger");
+    assert_eq!(targets, ["OnJobStateChange"], "the subscription targets the only Event Grid function");
+
+    assert!(
+        block(&main, "var accounts = [").contains("for a in mediaAccounts:"),
+        "accounts is every mediaAccounts item"
+    );
+    let subscriptions = modules_of(&main, "modules/job-events.bicep");
+    assert_eq!(subscriptions.len(), 1, "one job-events module loop: {subscriptions:?}");
+    let module = module_block(&main, &subscriptions[0]);
+    assert!(loops_over_every_account(module), "job-events must loop over every account: {module}");
+    assert!(module.contains("scope: resourceGroup(a.subscriptionId, a.resourceGroup)"), "in the account's group");
+    assert!(module.contains(&format!("functionName: '{}'", targets[0])), "job events must go to {}", targets[0]);
+    assert!(module.contains("functionAppId: functionApp.outputs.id"));
+
+    let topics = modules_of(&main, "modules/media-account.bicep");
+    assert_eq!(topics.len(), 1);
+    let topic_module = module_block(&main, &topics[0]);
+    assert!(loops_over_every_account(topic_module));
+    assert!(topic_module.contains("scope: resourceGroup(a.subscriptionId, a.resourceGroup)"));
+    let media = read("infra/modules/media-account.bicep");
+    assert!(media.contains("'Microsoft.EventGrid/systemTopics@"));
+    assert!(media.contains("topicType: 'Microsoft.Media.MediaServices'"));
+
+    let events = read("infra/modules/job-events.bicep");
+    assert!(events.contains("'Microsoft.EventGrid/systemTopics/eventSubscriptions@"));
+    assert!(events.contains("endpointType: 'AzureFunction'"));
+    assert!(events.contains("resourceId: '${functionAppId}/functions/${functionName}'"));
+    for event in ["JobScheduled", "JobProcessing", "JobCanceling", "JobFinished", "JobCanceled", "JobErrored"] {
+        assert!(events.contains(&format!("'Microsoft.Media.{event}'")), "the subscription must include {event}");
+    }
+    let retry = block(&events, "retryPolicy: {");
+    assert!(retry.contains("maxDeliveryAttempts:") && retry.contains("eventTimeToLiveInMinutes:"));
+    let dead_letter = block(&events, "deadLetterWithResourceIdentity: {");
+    assert!(dead_letter.contains("endpointType: 'StorageBlob'") && dead_letter.contains("blobContainerName:"));
+}
+
+#[test]
+fn every_media_account_gets_a_streaming_and_a_key_delivery_traffic_manager_endpoint() {
+    let main = main_bicep();
+    let profiles = modules_of(&main, "modules/traffic-manager.bicep");
+    let mut hosts = BTreeSet::new();
+    for symbol in &profiles {
+        let module = module_block(&main, symbol);
+        let endpoints = block(module, "endpoints: [");
+        assert!(endpoints.contains("for (a, i) in accounts:"), "{symbol}: one endpoint per account");
+        if endpoints.contains("target: media[i].outputs.streamingHostName") {
+            hosts.insert("streaming");
+        }
+        if endpoints.contains("target: media[i].outputs.keyDeliveryHostName") {
+            hosts.insert("key delivery");
+        }
+    }
+    assert_eq!(hosts, BTreeSet::from(["key delivery", "streaming"]), "profiles found: {profiles:?}");
+
+    let tm = read("infra/modules/traffic-manager.bicep");
+    let endpoints = block(&tm, "endpoints: [");
+    assert!(endpoints.contains("for e in endpoints:"), "the profile must list every endpoint it is given");
+    assert!(endpoints.contains("target: e.target") && endpoints.contains("endpointLocation: e.region"));
+    let monitor = block(&tm, "monitorConfig: {");
+    assert!(monitor.contains("protocol: 'HTTPS'") && monitor.contains("path: probePath"));
+    assert!(tm.contains("trafficRoutingMethod: 'Performance'"));
+}
+
+#[test]
+fn the_app_identity_gets_the_roles_the_host_and_handler_use() {
+    let roles = read("infra/modules/app-roles.bicep");
+    for (role, id) in [
+        ("Storage Blob Data Owner", "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"),
+        ("Storage Table Data Contributor", "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"),
+        ("Azure Service Bus Data Sender", "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39"),
+        ("Monitoring Metrics Publisher", "3913510d-42f4-4e42-8a64-420c390055eb"),
+    ] {
+        assert!(roles.contains(id), "app-roles.bicep lacks {role}");
+    }
+    let media = read("infra/modules/media-account.bicep");
+    assert!(media.contains("b24988ac-6180-42a0-ab57-2498f8a89b74") && media.contains("scope: account"));
+    let main = main_bicep();
+    assert!(module_block(&main, "appRoles").contains("principalId: functionApp.outputs.principalId"));
+}
+
+#[test]
+fn the_azd_parameters_file_only_names_declared_parameters() {
+    let main = main_bicep();
+    let declared = params(&main);
+    let file: serde_json::Value = serde_json::from_str(&read("infra/main.parameters.json")).expect("json");
+    let given = file["parameters"].as_object().expect("parameters");
+    let unknown: Vec<_> = given.keys().filter(|k| !declared.contains_key(*k)).collect();
+    assert!(unknown.is_empty(), "main.parameters.json names undeclared parameters: {unknown:?}");
+    let required: Vec<_> = declared.iter().filter(|(_, (_, d))| d.is_none()).map(|(n, _)| n).collect();
+    let unset: Vec<_> = required.iter().filter(|n| !given.contains_key(n.as_str())).collect();
+    assert!(unset.is_empty(), "parameters without default that azd cannot fill: {unset:?}");
+    assert!(Path::new(&root().join("infra/checkov-skips.txt")).is_file());
+}
