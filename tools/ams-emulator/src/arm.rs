@@ -28,6 +28,7 @@ use crate::model::{
 use crate::mru;
 use crate::state::Emulator;
 use crate::timefmt::arm_time;
+use crate::{blob, streaming};
 
 /// An ARM failure, rendered as `{"error":{"code","message"}}` with its status.
 #[derive(Debug, Error)]
@@ -62,10 +63,10 @@ pub enum ArmError {
         /// Resource group.
         resource_group: String,
     },
-    /// Unknown transform, asset or job.
+    /// Unknown transform, asset, job, streaming policy, content key policy or streaming locator.
     #[error("The {kind} '{name}' was not found.")]
     NotFound {
-        /// `transform`, `asset` or `job`.
+        /// `transform`, `asset`, `job`, `streaming policy`, ...
         kind: &'static str,
         /// Name from the request.
         name: String,
@@ -254,6 +255,7 @@ fn route(
 
     let rest: Vec<&str> = path.rest.iter().map(String::as_str).collect();
     let ctx = Ctx { emulator, headers, uri, query: &query };
+    let account_id = ctx.account_id(account);
     let now = Utc::now();
     let is = |s: &str, lit: &str| s.eq_ignore_ascii_case(lit);
     match rest.as_slice() {
@@ -269,6 +271,58 @@ fn route(
         [a, name] if is(a, "assets") => match *method {
             Method::PUT => put_asset(&ctx, account, name, body, now),
             Method::GET => get_asset(&ctx, account, name),
+            _ => Err(ArmError::MethodNotAllowed(method.to_string())),
+        },
+        [a, name, action] if is(a, "assets") && is(action, "listContainerSas") => match *method {
+            Method::POST => list_container_sas(&ctx, account, name, body, now),
+            _ => Err(ArmError::MethodNotAllowed(method.to_string())),
+        },
+        [a, name, action] if is(a, "assets") && is(action, "listStreamingLocators") => match *method {
+            Method::POST => streaming::asset_locators(account, name),
+            _ => Err(ArmError::MethodNotAllowed(method.to_string())),
+        },
+        [p] if is(p, "streamingPolicies") => match *method {
+            Method::GET => streaming::list_policies(&account_id, account),
+            _ => Err(ArmError::MethodNotAllowed(method.to_string())),
+        },
+        [p, name] if is(p, "streamingPolicies") => match *method {
+            Method::PUT => streaming::put_policy(&account_id, account, name, body, now),
+            Method::GET => streaming::get_policy(&account_id, account, name),
+            Method::DELETE => streaming::delete_policy(account, name),
+            _ => Err(ArmError::MethodNotAllowed(method.to_string())),
+        },
+        [p] if is(p, "contentKeyPolicies") => match *method {
+            Method::GET => streaming::list_ckp(&account_id, account),
+            _ => Err(ArmError::MethodNotAllowed(method.to_string())),
+        },
+        [p, name] if is(p, "contentKeyPolicies") => match *method {
+            Method::PUT => streaming::put_ckp(&account_id, account, name, body, now),
+            Method::GET => streaming::get_ckp(&account_id, account, name),
+            Method::DELETE => streaming::delete_ckp(account, name),
+            _ => Err(ArmError::MethodNotAllowed(method.to_string())),
+        },
+        [p, name, action] if is(p, "contentKeyPolicies") && is(action, "getPolicyPropertiesWithSecrets") => {
+            match *method {
+                Method::POST => streaming::ckp_with_secrets(account, name),
+                _ => Err(ArmError::MethodNotAllowed(method.to_string())),
+            }
+        }
+        [l] if is(l, "streamingLocators") => match *method {
+            Method::GET => streaming::list_locators(&account_id, account, &query),
+            _ => Err(ArmError::MethodNotAllowed(method.to_string())),
+        },
+        [l, name] if is(l, "streamingLocators") => match *method {
+            Method::PUT => streaming::put_locator(&account_id, account, name, body, now),
+            Method::GET => streaming::get_locator(&account_id, account, name),
+            Method::DELETE => streaming::delete_locator(account, name),
+            _ => Err(ArmError::MethodNotAllowed(method.to_string())),
+        },
+        [l, name, action] if is(l, "streamingLocators") && is(action, "listPaths") => match *method {
+            Method::POST => streaming::list_paths(account, name),
+            _ => Err(ArmError::MethodNotAllowed(method.to_string())),
+        },
+        [l, name, action] if is(l, "streamingLocators") && is(action, "listContentKeys") => match *method {
+            Method::POST => streaming::list_content_keys(account, name),
             _ => Err(ArmError::MethodNotAllowed(method.to_string())),
         },
         [t, transform, j] if is(t, "transforms") && is(j, "jobs") => match *method {
@@ -365,7 +419,7 @@ fn account_json(ctx: &Ctx, account: &Account) -> Value {
     })
 }
 
-fn system_data(created: &DateTime<Utc>, modified: &DateTime<Utc>) -> Value {
+pub(crate) fn system_data(created: &DateTime<Utc>, modified: &DateTime<Utc>) -> Value {
     json!({
         "createdBy": "ams-emulator",
         "createdByType": "Application",
@@ -376,7 +430,7 @@ fn system_data(created: &DateTime<Utc>, modified: &DateTime<Utc>) -> Value {
     })
 }
 
-fn parse_body(body: &[u8]) -> Result<Value, ArmError> {
+pub(crate) fn parse_body(body: &[u8]) -> Result<Value, ArmError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
@@ -387,7 +441,7 @@ fn parse_body(body: &[u8]) -> Result<Value, ArmError> {
     Ok(v)
 }
 
-fn properties(body: &Value) -> Result<&Map<String, Value>, ArmError> {
+pub(crate) fn properties(body: &Value) -> Result<&Map<String, Value>, ArmError> {
     match body.get("properties") {
         Some(Value::Object(p)) => Ok(p),
         Some(_) => Err(ArmError::BadRequest("'properties' must be an object.".into())),
@@ -395,7 +449,7 @@ fn properties(body: &Value) -> Result<&Map<String, Value>, ArmError> {
     }
 }
 
-fn optional_string(props: &Map<String, Value>, key: &str) -> Result<Option<String>, ArmError> {
+pub(crate) fn optional_string(props: &Map<String, Value>, key: &str) -> Result<Option<String>, ArmError> {
     match props.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -403,7 +457,7 @@ fn optional_string(props: &Map<String, Value>, key: &str) -> Result<Option<Strin
     }
 }
 
-fn created_response(created: bool, body: Value) -> Response {
+pub(crate) fn created_response(created: bool, body: Value) -> Response {
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     (status, Json(body)).into_response()
 }
@@ -509,13 +563,9 @@ fn asset_json(ctx: &Ctx, account: &Account, a: &Asset) -> Value {
     })
 }
 
-/// Default storage account name for an account: lowercase alphanumerics, at most 24 characters.
+/// Default storage account name for an account.
 fn default_storage_account(account: &Account) -> String {
-    let mut s: String =
-        account.name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
-    s.push_str("storage");
-    s.truncate(24);
-    s
+    account.storage.name.clone()
 }
 
 fn put_asset(
@@ -537,7 +587,27 @@ fn put_asset(
     let storage = optional_string(props, "storageAccountName")?;
     let key = name.to_ascii_lowercase();
     let default_storage = default_storage_account(account);
+    if let Some(st) = &storage {
+        if !st.eq_ignore_ascii_case(&default_storage) {
+            return Err(ArmError::BadRequest(format!(
+                "The storage account '{st}' is not attached to this Media Services account; use '{default_storage}'."
+            )));
+        }
+    }
+    let storage = storage.map(|s| s.to_ascii_lowercase());
     let created = !account.assets.contains_key(&key);
+    if created {
+        if let Some(c) = &container {
+            if !valid_container_name(c) {
+                return Err(ArmError::BadRequest(format!(
+                    "'{c}' is not a valid container name: 3-63 lowercase letters, digits and single hyphens."
+                )));
+            }
+            if account.assets.values().any(|a| a.container == *c) {
+                return Err(ArmError::Conflict(format!("The container '{c}' already belongs to another asset.")));
+            }
+        }
+    }
     let asset = account.assets.entry(key).or_insert_with(|| {
         let asset_id = uuid::Uuid::new_v4();
         Asset {
@@ -556,7 +626,61 @@ fn put_asset(
     asset.alternate_id = alternate_id;
     asset.last_modified = now;
     let asset = asset.clone();
+    account.storage.ensure_container(&asset.container, now);
     Ok(created_response(created, asset_json(ctx, account, &asset)))
+}
+
+/// Container names: 3-63 characters, lowercase letters, digits and hyphens,
+/// starting and ending with a letter or digit, no double hyphens.
+fn valid_container_name(c: &str) -> bool {
+    (3..=63).contains(&c.len())
+        && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !c.starts_with('-')
+        && !c.ends_with('-')
+        && !c.contains("--")
+}
+
+/// `POST .../assets/{name}/listContainerSas`: two container SAS URLs, one per storage key.
+fn list_container_sas(
+    ctx: &Ctx,
+    account: &Account,
+    name: &str,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Response, ArmError> {
+    let a = account
+        .assets
+        .get(&name.to_ascii_lowercase())
+        .ok_or_else(|| ArmError::NotFound { kind: "asset", name: name.to_string() })?;
+    let body = parse_body(body)?;
+    let permissions = match body.get("permissions").and_then(Value::as_str) {
+        Some(p) if p.eq_ignore_ascii_case("Read") => "rl",
+        Some(p) if p.eq_ignore_ascii_case("ReadWrite") => "rwl",
+        Some(p) if p.eq_ignore_ascii_case("ReadWriteDelete") => "rwdl",
+        Some(p) => {
+            return Err(ArmError::BadRequest(format!(
+                "Unknown permissions '{p}'; use Read, ReadWrite or ReadWriteDelete."
+            )))
+        }
+        None => return Err(ArmError::BadRequest("'permissions' is required.".into())),
+    };
+    let expiry = body
+        .get("expiryTime")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ArmError::BadRequest("'expiryTime' is required.".into()))?;
+    let expiry = DateTime::parse_from_rfc3339(expiry)
+        .map_err(|_| ArmError::BadRequest(format!("'expiryTime' is not a valid UTC time: {expiry}")))?
+        .with_timezone(&Utc);
+    if expiry >= now + chrono::Duration::hours(24) {
+        return Err(ArmError::BadRequest(
+            "The SAS URL expiration time must be less than 24 hours from the current time.".into(),
+        ));
+    }
+    let base = blob::container_url(&ctx.emulator.base_url, &account.storage.name, &a.container);
+    let urls: Vec<String> = (0..2)
+        .map(|k| format!("{base}?{}", account.storage.container_sas(&a.container, permissions, &expiry, k)))
+        .collect();
+    Ok(Json(json!({"assetContainerSasUrls": urls})).into_response())
 }
 
 fn get_asset(ctx: &Ctx, account: &Account, name: &str) -> Result<Response, ArmError> {

@@ -50,6 +50,9 @@ pub struct Cli {
     /// Emulated milliseconds a cancelled job stays Canceling.
     #[arg(long, default_value_t = 1000)]
     pub canceling_ms: u64,
+    /// Emulated milliseconds a server-side Copy Blob takes before its bytes land.
+    #[arg(long, default_value_t = 2000)]
+    pub copy_ms: u64,
     /// Most jobs per list page; more come through `@odata.nextLink`.
     #[arg(long, default_value_t = 50)]
     pub page_size: usize,
@@ -139,6 +142,8 @@ pub struct Config {
     pub processing_ms: u64,
     /// Emulated ms in Canceling.
     pub canceling_ms: u64,
+    /// Emulated ms a Copy Blob stays pending.
+    pub copy_ms: u64,
     /// Jobs per list page.
     pub page_size: usize,
     /// Event types delivered.
@@ -197,6 +202,7 @@ impl Config {
             scheduled_ms: cli.scheduled_ms,
             processing_ms: cli.processing_ms,
             canceling_ms: cli.canceling_ms,
+            copy_ms: cli.copy_ms,
             page_size: cli.page_size,
             event_types,
             max_mru: cli.max_mru,

@@ -19,6 +19,7 @@ use crate::events::DeliverySettingsPatch;
 use crate::model::{Account, Fault, JobOutput};
 use crate::state::Emulator;
 use crate::timefmt::arm_time;
+use crate::{blob, streaming};
 
 /// Routes of the control API.
 pub fn router() -> Router<Arc<Emulator>> {
@@ -43,7 +44,7 @@ fn bad_request(message: &str) -> Response {
     error_response(StatusCode::BAD_REQUEST, "BadRequest", message)
 }
 
-fn account_json(a: &Account) -> Value {
+fn account_json(emulator: &Emulator, a: &Account) -> Value {
     json!({
         "name": a.name,
         "region": a.region,
@@ -52,7 +53,25 @@ fn account_json(a: &Account) -> Value {
         "armCalls": a.arm_calls,
         "mediaServiceId": a.media_service_id.to_string(),
         "mru": a.mru,
+        "storage": {
+            "name": a.storage.name,
+            "blobEndpoint": format!("{}{}{}/", emulator.base_url, blob::PREFIX, a.storage.name),
+            "containers": a.storage.containers.len(),
+            "blobs": a.storage.containers.values().map(|c| c.blobs.len()).sum::<usize>(),
+            "pendingCopies": a.storage.pending.len(),
+        },
+        "copies": a.storage.counters,
+        "streamingHost": streaming_host(a),
+        "streamingUrl": format!("{}{}{}", emulator.base_url, streaming::STREAM_PREFIX, a.name),
+        "keyDeliveryUrl": streaming::key_delivery_url(&emulator.base_url, &a.name),
+        "streamingLocators": a.streaming.locators.len(),
     })
+}
+
+/// The host name AMS would give the account's default streaming endpoint
+/// (`{account}-{region}.streaming.media.azure.net`); paths from listPaths go after it.
+fn streaming_host(a: &Account) -> String {
+    format!("{}-{}.streaming.media.azure.net", a.name.to_ascii_lowercase(), a.region.to_ascii_lowercase())
 }
 
 async fn list_accounts(State(emulator): State<Arc<Emulator>>) -> Json<Value> {
@@ -63,7 +82,7 @@ async fn list_accounts(State(emulator): State<Arc<Emulator>>) -> Json<Value> {
         .accounts
         .iter()
         .filter_map(|spec| state.accounts.get(&spec.name.to_ascii_lowercase()))
-        .map(account_json)
+        .map(|a| account_json(&emulator, a))
         .collect();
     Json(Value::Array(list))
 }
@@ -83,7 +102,7 @@ async fn set_fault(State(emulator): State<Arc<Emulator>>, Path(name): Path<Strin
     };
     tracing::info!(account = %account.name, ?fault, "fault set");
     account.fault = fault;
-    Json(account_json(account)).into_response()
+    Json(account_json(&emulator, account)).into_response()
 }
 
 /// Body of `POST /_emulator/accounts/{name}/mru`.
@@ -116,7 +135,7 @@ async fn set_mru(State(emulator): State<Arc<Emulator>>, Path(name): Path<String>
     }
     tracing::info!(account = %account.name, current = wanted.current, "reserved units set through the control API");
     account.mru.current = wanted.current;
-    Json(account_json(account)).into_response()
+    Json(account_json(&emulator, account)).into_response()
 }
 
 /// Query of `GET /_emulator/jobs`.

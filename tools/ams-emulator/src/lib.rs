@@ -2,12 +2,14 @@
 //!
 //! AMS was retired in 2024, so the project tests and demos against this
 //! emulator. It speaks the real wire contracts: the ARM REST subset for
-//! transforms, assets and jobs (`arm`), AMS job events delivered the way Event
+//! transforms, assets, jobs and VOD publication (`arm`, `streaming`), blob
+//! storage behind the assets (`storage`, `blob`, `outputs`), AMS job events delivered the way Event
 //! Grid delivers them (`events`), a job lifecycle driven by one ticker
 //! (`lifecycle`), Media Reserved Units through the v2 endpoint (`mru`), plus a
 //! control API for fault injection and inspection (`control`).
 
 pub mod arm;
+pub mod blob;
 pub mod config;
 pub mod control;
 pub mod events;
@@ -15,13 +17,16 @@ pub mod filter;
 pub mod lifecycle;
 pub mod model;
 pub mod mru;
+pub mod outputs;
 pub mod state;
+pub mod storage;
+pub mod streaming;
 pub mod timefmt;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::routing::any;
+use axum::routing::{any, get};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -32,6 +37,9 @@ pub use state::Emulator;
 pub fn router(emulator: Arc<Emulator>) -> Router {
     control::router()
         .route(&format!("{}{{*rest}}", mru::PREFIX), any(mru::handle))
+        .route(&format!("{}{{*rest}}", blob::PREFIX), any(blob::handle))
+        .route(&format!("{}{{account}}", streaming::KEY_DELIVERY_PREFIX), get(streaming::key_delivery))
+        .route(&format!("{}{{account}}/{{*rest}}", streaming::STREAM_PREFIX), get(streaming::stream))
         .fallback(arm::handle)
         .with_state(emulator)
 }

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use crate::config::Config;
 use crate::events::{EventGridEvent, EventSource};
 use crate::model::{Account, Fault, Job, JobError, JobState};
+use crate::outputs;
 use crate::state::Emulator;
 
 /// Real-time period of the ticker.
@@ -129,6 +130,8 @@ pub fn advance(
     // Units stay reserved (and running jobs occupy them) even while the account is frozen.
     let processing = account.processing_jobs();
     account.mru.accrue(dt.mul_f64(cfg.time_scale), processing);
+    // Storage is a separate service: copies land even while Media Services is down.
+    account.storage.advance_copies(dt, now);
     if account.fault.freezes_jobs() {
         return events;
     }
@@ -182,6 +185,11 @@ pub fn advance(
             continue;
         };
         let source = source_for(account, job);
+        if to == JobState::Finished {
+            // Outputs are in place before the Finished event goes out, as AMS guarantees.
+            let job = job.clone();
+            outputs::write_job_outputs(account, &job, now);
+        }
         if let Some(job) = account.jobs.get_mut(&key) {
             events.extend(transition(job, to, now, &source, error.as_ref()));
         }

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::MruMode;
+use crate::storage::Storage;
+use crate::streaming::Streaming;
 use crate::timefmt::arm_time;
 
 /// `@odata.type` of the only job output kind the emulator supports.
@@ -410,6 +412,17 @@ pub fn stable_guid(seed: &str) -> uuid::Uuid {
     uuid::Builder::from_random_bytes(bytes).into_uuid()
 }
 
+/// The storage account attached to a Media Services account: lowercase
+/// alphanumerics of the account name plus `storage`, at most 24 characters
+/// (Azure's rule for storage account names).
+pub fn storage_account_name(account_name: &str) -> String {
+    let mut s: String =
+        account_name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
+    s.push_str("storage");
+    s.truncate(24);
+    s
+}
+
 /// One Media Services account with everything in it.
 #[derive(Debug)]
 pub struct Account {
@@ -431,6 +444,10 @@ pub struct Account {
     pub assets: BTreeMap<String, Asset>,
     /// Jobs keyed by (lowercase transform, lowercase job).
     pub jobs: BTreeMap<(String, String), Job>,
+    /// The attached blob storage account.
+    pub storage: Storage,
+    /// Streaming policies, locators and content key policies.
+    pub streaming: Streaming,
 }
 
 impl Account {
@@ -451,6 +468,8 @@ impl Account {
             transforms: BTreeMap::new(),
             assets: BTreeMap::new(),
             jobs: BTreeMap::new(),
+            storage: Storage::new(&storage_account_name(name)),
+            streaming: Streaming::default(),
         }
     }
 

@@ -23,6 +23,11 @@ pub fn event_time(t: &DateTime<Utc>) -> String {
     format!("{}.{:07}", t.format("%Y-%m-%dT%H:%M:%S"), ticks(t))
 }
 
+/// Formats a time the way HTTP headers and Blob XML do: `Mon, 01 Jan 2024 10:00:00 GMT`.
+pub fn http_time(t: &DateTime<Utc>) -> String {
+    t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,6 +45,11 @@ mod tests {
     #[test]
     fn arm_time_has_seven_fraction_digits_and_a_z() {
         assert_eq!(arm_time(&sample()), "2018-10-12T16:12:18.0839935Z");
+    }
+
+    #[test]
+    fn http_time_is_rfc_1123() {
+        assert_eq!(http_time(&sample()), "Fri, 12 Oct 2018 16:12:18 GMT");
     }
 
     #[test]

@@ -1,0 +1,483 @@
+//! The blob storage account behind each Media Services account: containers,
+//! block blobs, asynchronous server-side copies, and service SAS signing and
+//! checking. HTTP lives in `blob`; this module knows nothing about it.
+//!
+//! SAS tokens are signed the way Azure signs service SAS (version 2020-12-06
+//! layout of the string-to-sign, HMAC-SHA256 with a storage key), so a token
+//! is bound to its permissions, expiry and container, and any change to them
+//! breaks the signature.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use chrono::{DateTime, NaiveDate, Utc};
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+/// The `sv` the emulator puts into the SAS tokens it issues.
+pub const SAS_VERSION: &str = "2022-11-02";
+
+/// One permission a blob operation needs (the SAS `sp` letters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// `r`: read a blob or use it as a copy source.
+    Read,
+    /// `a`: add (append blobs only; accepted for completeness).
+    Add,
+    /// `c`: create a new blob.
+    Create,
+    /// `w`: write or overwrite a blob.
+    Write,
+    /// `d`: delete a blob.
+    Delete,
+    /// `l`: list the container.
+    List,
+}
+
+impl Permission {
+    fn letter(self) -> char {
+        match self {
+            Permission::Read => 'r',
+            Permission::Add => 'a',
+            Permission::Create => 'c',
+            Permission::Write => 'w',
+            Permission::Delete => 'd',
+            Permission::List => 'l',
+        }
+    }
+}
+
+/// Why a SAS does not authorise a request; rendered as Azure's XML error.
+#[derive(Debug, Error, PartialEq)]
+pub enum SasError {
+    /// No `sig`, a malformed field, or a signature that does not match.
+    #[error("{0}")]
+    AuthenticationFailed(String),
+    /// A valid SAS that lacks the permission the operation needs.
+    #[error("This request is not authorized to perform this operation using this permission.")]
+    PermissionMismatch,
+}
+
+/// Status of a server-side copy, as `x-ms-copy-status` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyStatus {
+    /// Bytes not there yet.
+    Pending,
+    /// Done.
+    Success,
+}
+
+impl CopyStatus {
+    /// Header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CopyStatus::Pending => "pending",
+            CopyStatus::Success => "success",
+        }
+    }
+}
+
+/// Copy properties a blob keeps after being the target of Copy Blob.
+#[derive(Debug, Clone)]
+pub struct CopyInfo {
+    /// `x-ms-copy-id`.
+    pub id: String,
+    /// `x-ms-copy-status`.
+    pub status: CopyStatus,
+    /// `x-ms-copy-source` (the source URL without its SAS).
+    pub source: String,
+    /// Bytes to copy.
+    pub total: usize,
+    /// Set on success.
+    pub completion_time: Option<DateTime<Utc>>,
+}
+
+impl CopyInfo {
+    /// `x-ms-copy-progress`: `copied/total`.
+    pub fn progress(&self) -> String {
+        let done = if self.status == CopyStatus::Success { self.total } else { 0 };
+        format!("{done}/{}", self.total)
+    }
+}
+
+/// A block blob.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    /// Content.
+    pub bytes: Vec<u8>,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// `x-ms-creation-time`.
+    pub created: DateTime<Utc>,
+    /// `Last-Modified`.
+    pub last_modified: DateTime<Utc>,
+    /// `ETag`, quoted.
+    pub etag: String,
+    /// Set when the blob is (or was) a copy target.
+    pub copy: Option<CopyInfo>,
+}
+
+/// A container and its blobs, keyed by exact name (blob names are case-sensitive).
+#[derive(Debug, Clone, Default)]
+pub struct Container {
+    /// Blobs by name.
+    pub blobs: BTreeMap<String, Blob>,
+    /// Creation time.
+    pub created: Option<DateTime<Utc>>,
+}
+
+/// A copy waiting for its bytes to land.
+#[derive(Debug, Clone)]
+pub struct PendingCopy {
+    /// Destination container.
+    pub container: String,
+    /// Destination blob.
+    pub blob: String,
+    /// Copy id, so a blob overwritten meanwhile is left alone.
+    pub id: String,
+    /// Source bytes, read when the copy started.
+    pub bytes: Vec<u8>,
+    /// Source content type.
+    pub content_type: String,
+    /// Real time left.
+    pub remaining: Duration,
+}
+
+/// Copy counters shown by the control API.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyCounters {
+    /// Copy Blob requests accepted with this account as destination.
+    pub copies: u64,
+    /// Of these, the ones whose bytes have landed.
+    pub copies_completed: u64,
+    /// Bytes copied into this account.
+    pub copied_bytes: u64,
+}
+
+/// One storage account.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    /// Storage account name (lowercase).
+    pub name: String,
+    /// The two account keys; SAS tokens signed with either are accepted.
+    pub keys: [Vec<u8>; 2],
+    /// Containers by name.
+    pub containers: BTreeMap<String, Container>,
+    /// Copies in flight.
+    pub pending: Vec<PendingCopy>,
+    /// Copy counters.
+    pub counters: CopyCounters,
+    etag_counter: u64,
+}
+
+impl Storage {
+    /// A storage account whose keys are derived from its name, so SAS tokens survive restarts.
+    pub fn new(name: &str) -> Storage {
+        let key = |n: u8| Sha256::digest(format!("ams-emulator/storage/{name}/key{n}").as_bytes()).to_vec();
+        Storage {
+            name: name.to_string(),
+            keys: [key(1), key(2)],
+            containers: BTreeMap::new(),
+            pending: Vec::new(),
+            counters: CopyCounters::default(),
+            etag_counter: 0,
+        }
+    }
+
+    /// A fresh ETag: unique per storage account, shaped like Azure's.
+    pub fn next_etag(&mut self, now: &DateTime<Utc>) -> String {
+        self.etag_counter += 1;
+        let micros = u64::try_from(now.timestamp_micros()).unwrap_or_default();
+        format!("\"0x8D{:X}{:04X}\"", micros, self.etag_counter & 0xFFFF)
+    }
+
+    /// Creates `container` if it does not exist yet.
+    pub fn ensure_container(&mut self, container: &str, now: DateTime<Utc>) -> &mut Container {
+        self.containers
+            .entry(container.to_string())
+            .or_insert_with(|| Container { blobs: BTreeMap::new(), created: Some(now) })
+    }
+
+    /// Writes a blob (creating the container if needed), replacing any previous one.
+    pub fn put_blob(&mut self, container: &str, name: &str, bytes: Vec<u8>, content_type: &str, now: DateTime<Utc>) {
+        let etag = self.next_etag(&now);
+        let c = self.ensure_container(container, now);
+        let created = c.blobs.get(name).map_or(now, |b| b.created);
+        c.blobs.insert(
+            name.to_string(),
+            Blob { bytes, content_type: content_type.to_string(), created, last_modified: now, etag, copy: None },
+        );
+    }
+
+    /// Lands the copies whose time is up; `dt` is real time since the last call.
+    pub fn advance_copies(&mut self, dt: Duration, now: DateTime<Utc>) {
+        let mut landed = Vec::new();
+        self.pending.retain_mut(|p| {
+            p.remaining = p.remaining.saturating_sub(dt);
+            if p.remaining.is_zero() {
+                landed.push(p.clone());
+                false
+            } else {
+                true
+            }
+        });
+        for p in landed {
+            let etag = self.next_etag(&now);
+            let Some(blob) = self.containers.get_mut(&p.container).and_then(|c| c.blobs.get_mut(&p.blob)) else {
+                continue;
+            };
+            let Some(copy) = blob.copy.as_mut().filter(|c| c.id == p.id) else {
+                continue;
+            };
+            copy.status = CopyStatus::Success;
+            copy.completion_time = Some(now);
+            blob.bytes = p.bytes;
+            blob.content_type = p.content_type;
+            blob.last_modified = now;
+            blob.etag = etag;
+            self.counters.copies_completed += 1;
+        }
+    }
+
+    /// A container SAS query string (without `?`) signed with key `key_index`.
+    pub fn container_sas(
+        &self,
+        container: &str,
+        permissions: &str,
+        expiry: &DateTime<Utc>,
+        key_index: usize,
+    ) -> String {
+        let fields = SasFields {
+            permissions: permissions.to_string(),
+            start: String::new(),
+            expiry: expiry.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            version: SAS_VERSION.to_string(),
+            resource: "c".to_string(),
+        };
+        let key = &self.keys[key_index.min(1)];
+        let sig = fields.sign(key, &self.canonical_resource(container, None));
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("sv", &fields.version)
+            .append_pair("se", &fields.expiry)
+            .append_pair("sr", &fields.resource)
+            .append_pair("sp", &fields.permissions)
+            .append_pair("sig", &sig);
+        q.finish()
+    }
+
+    fn canonical_resource(&self, container: &str, blob: Option<&str>) -> String {
+        match blob {
+            Some(b) => format!("/blob/{}/{container}/{b}", self.name),
+            None => format!("/blob/{}/{container}", self.name),
+        }
+    }
+
+    /// Checks that `query` carries a SAS of this account that grants `needed`
+    /// (any one of them) on `container` (and `blob`, for blob-scoped tokens) at `now`.
+    pub fn check_sas(
+        &self,
+        query: &[(String, String)],
+        container: &str,
+        blob: Option<&str>,
+        needed: &[Permission],
+        now: &DateTime<Utc>,
+    ) -> Result<(), SasError> {
+        let get = |k: &str| query.iter().find(|(qk, _)| qk == k).map(|(_, v)| v.as_str());
+        let fail = |m: &str| SasError::AuthenticationFailed(m.to_string());
+        let sig = get("sig").ok_or_else(|| fail("The request carries no shared access signature (sig)."))?;
+        let fields = SasFields {
+            permissions: get("sp").unwrap_or("").to_string(),
+            start: get("st").unwrap_or("").to_string(),
+            expiry: get("se").ok_or_else(|| fail("Signature fields not well formed: se is missing."))?.to_string(),
+            version: get("sv").ok_or_else(|| fail("Signature fields not well formed: sv is missing."))?.to_string(),
+            resource: get("sr").ok_or_else(|| fail("Signature fields not well formed: sr is missing."))?.to_string(),
+        };
+        let resource = match fields.resource.as_str() {
+            "c" => self.canonical_resource(container, None),
+            "b" => self.canonical_resource(container, Some(blob.unwrap_or(""))),
+            other => return Err(fail(&format!("Signature fields not well formed: sr={other} is not supported."))),
+        };
+        let given = B64.decode(sig).map_err(|_| fail("Signature fields not well formed: sig is not base64."))?;
+        let matches = self.keys.iter().any(|key| {
+            let mut mac = mac_for(key);
+            mac.update(fields.string_to_sign(&resource).as_bytes());
+            mac.verify_slice(&given).is_ok()
+        });
+        if !matches {
+            return Err(fail(&format!(
+                "Signature did not match. String to sign used was {}",
+                fields.string_to_sign(&resource).replace('\n', "\\n")
+            )));
+        }
+        let expiry = parse_sas_time(&fields.expiry).ok_or_else(|| fail("Signature fields not well formed: se."))?;
+        let start = match fields.start.as_str() {
+            "" => None,
+            s => Some(parse_sas_time(s).ok_or_else(|| fail("Signature fields not well formed: st."))?),
+        };
+        if *now >= expiry || start.is_some_and(|s| *now < s) {
+            return Err(fail(&format!(
+                "Signed expiry time [{}] must be after the current time [{}]: the signature is not valid in this time frame.",
+                fields.expiry,
+                now.format("%a, %d %b %Y %H:%M:%S GMT")
+            )));
+        }
+        if !fields.permissions.chars().all(|c| "racwdxyltmeopi".contains(c)) {
+            return Err(fail("Signature fields not well formed: sp has unknown permissions."));
+        }
+        if needed.iter().any(|p| fields.permissions.contains(p.letter())) {
+            Ok(())
+        } else {
+            Err(SasError::PermissionMismatch)
+        }
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn mac_for(key: &[u8]) -> HmacSha256 {
+    // HMAC takes keys of any length, so this cannot fail; the fallback keeps the signature path panic-free.
+    HmacSha256::new_from_slice(key).unwrap_or_else(|_| HmacSha256::new(&Default::default()))
+}
+
+/// The signed fields of a service SAS the emulator uses; the others are empty.
+struct SasFields {
+    permissions: String,
+    start: String,
+    expiry: String,
+    version: String,
+    resource: String,
+}
+
+impl SasFields {
+    /// Service SAS string-to-sign, version 2020-12-06 layout: sp, st, se,
+    /// canonicalized resource, si, sip, spr, sv, sr, snapshot time,
+    /// encryption scope and the five rsc* overrides.
+    fn string_to_sign(&self, canonical_resource: &str) -> String {
+        [
+            self.permissions.as_str(),
+            self.start.as_str(),
+            self.expiry.as_str(),
+            canonical_resource,
+            "",
+            "",
+            "",
+            self.version.as_str(),
+            self.resource.as_str(),
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ]
+        .join("\n")
+    }
+
+    fn sign(&self, key: &[u8], canonical_resource: &str) -> String {
+        let mut mac = mac_for(key);
+        mac.update(self.string_to_sign(canonical_resource).as_bytes());
+        B64.encode(mac.finalize().into_bytes())
+    }
+}
+
+/// SAS times are ISO 8601 UTC, with or without seconds, or a bare date.
+fn parse_sas_time(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%MZ") {
+        return Some(t.and_utc());
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(sas: &str) -> Vec<(String, String)> {
+        url::form_urlencoded::parse(sas.as_bytes()).into_owned().collect()
+    }
+
+    #[test]
+    fn a_container_sas_grants_its_permissions_until_it_expires() {
+        let s = Storage::new("eaststorage");
+        let now = Utc::now();
+        let sas = query(&s.container_sas("c1", "rl", &(now + chrono::Duration::hours(1)), 0));
+        assert_eq!(s.check_sas(&sas, "c1", Some("x"), &[Permission::Read], &now), Ok(()));
+        assert_eq!(s.check_sas(&sas, "c1", None, &[Permission::List], &now), Ok(()));
+        assert_eq!(
+            s.check_sas(&sas, "c1", Some("x"), &[Permission::Write, Permission::Create], &now),
+            Err(SasError::PermissionMismatch)
+        );
+        let later = now + chrono::Duration::hours(2);
+        assert!(matches!(
+            s.check_sas(&sas, "c1", None, &[Permission::List], &later),
+            Err(SasError::AuthenticationFailed(_))
+        ));
+    }
+
+    #[test]
+    fn a_sas_is_bound_to_its_container_account_and_fields() {
+        let s = Storage::new("eaststorage");
+        let now = Utc::now();
+        let raw = s.container_sas("c1", "rl", &(now + chrono::Duration::hours(1)), 1);
+        let auth_failed = |r| matches!(r, Err(SasError::AuthenticationFailed(_)));
+        assert!(auth_failed(s.check_sas(&query(&raw), "c2", None, &[Permission::List], &now)));
+        assert!(auth_failed(Storage::new("weststorage").check_sas(
+            &query(&raw),
+            "c1",
+            None,
+            &[Permission::List],
+            &now
+        )));
+        let widened = query(&raw.replace("sp=rl", "sp=rwl"));
+        assert!(auth_failed(s.check_sas(&widened, "c1", None, &[Permission::Write], &now)));
+        let unsigned: Vec<(String, String)> = query(&raw).into_iter().filter(|(k, _)| k != "sig").collect();
+        assert!(auth_failed(s.check_sas(&unsigned, "c1", None, &[Permission::List], &now)));
+    }
+
+    #[test]
+    fn copies_land_after_their_delay_unless_the_blob_was_replaced() {
+        let mut s = Storage::new("a");
+        let now = Utc::now();
+        for (blob, id) in [("kept", "1"), ("replaced", "2")] {
+            s.put_blob("c", blob, Vec::new(), "application/octet-stream", now);
+            if let Some(b) = s.containers.get_mut("c").and_then(|c| c.blobs.get_mut(blob)) {
+                b.copy = Some(CopyInfo {
+                    id: id.into(),
+                    status: CopyStatus::Pending,
+                    source: "src".into(),
+                    total: 3,
+                    completion_time: None,
+                });
+            }
+            s.pending.push(PendingCopy {
+                container: "c".into(),
+                blob: blob.into(),
+                id: id.into(),
+                bytes: b"abc".to_vec(),
+                content_type: "video/mp4".into(),
+                remaining: Duration::from_millis(10),
+            });
+        }
+        s.put_blob("c", "replaced", b"new".to_vec(), "text/plain", now);
+        s.advance_copies(Duration::from_millis(5), now);
+        assert_eq!(s.containers["c"].blobs["kept"].copy.as_ref().map(|c| c.status), Some(CopyStatus::Pending));
+        s.advance_copies(Duration::from_millis(5), now);
+        let kept = &s.containers["c"].blobs["kept"];
+        assert_eq!(
+            (kept.bytes.as_slice(), kept.copy.as_ref().map(|c| c.progress())),
+            (&b"abc"[..], Some("3/3".into()))
+        );
+        assert_eq!(s.containers["c"].blobs["replaced"].bytes, b"new");
+        assert_eq!(s.counters.copies_completed, 1);
+    }
+}
