@@ -38,7 +38,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "MEDIA_ACCOUNTS",
         need: Need::Required,
-        doc: "JSON array of accounts: name, region, subscriptionId, resourceGroup, armEndpoint (default https://management.azure.com), mruMode (managed|automatic, default automatic), maxMru (default 10)",
+        doc: "JSON array of accounts: name, region, subscriptionId, resourceGroup, armEndpoint (default https://management.azure.com), mruMode (managed|automatic, default automatic), maxMru (default 10), mruEndpoint (default: discovered from ARM)",
     },
     Setting {
         name: "TABLES_CONNECTION_STRING",
@@ -63,6 +63,17 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting { name: "AZURE_CLIENT_ID", need: Need::Optional, doc: "client id of a user-assigned managed identity" },
     Setting { name: "ARM_TIMEOUT", need: Need::Optional, doc: "timeout of one ARM call (default 30s)" },
+    Setting {
+        name: "MRU_CACHE_TTL",
+        need: Need::Optional,
+        doc: "how long the MRU value cached in the account's counter row is trusted (default 60s)",
+    },
+    Setting {
+        name: "MRU_SCALE_DOWN",
+        need: Need::Optional,
+        doc: "on-final (default: lower MRUs as jobs end) or periodic (lower them on each sweep, against thrashing)",
+    },
+    Setting { name: "MRU_FLOOR", need: Need::Optional, doc: "MRUs never go below this (default 0)" },
     Setting {
         name: "SWEEP_SCHEDULE",
         need: Need::Required,
@@ -120,6 +131,8 @@ pub struct AccountConfig {
     pub mru_mode: MruMode,
     /// Most MRUs the product will provision.
     pub max_mru: u32,
+    /// The v2 REST endpoint for MRUs; discovered from ARM when not given.
+    pub mru_endpoint: Option<Url>,
 }
 
 impl AccountConfig {
@@ -142,6 +155,7 @@ struct RawAccount {
     arm_endpoint: Option<String>,
     mru_mode: Option<MruMode>,
     max_mru: Option<u32>,
+    mru_endpoint: Option<String>,
 }
 
 /// Where the Table Storage state lives.
@@ -190,6 +204,28 @@ pub struct Settings {
     pub arm_auth: ArmAuth,
     /// Timeout of one ARM call.
     pub arm_timeout: Duration,
+    /// Media Reserved Unit handling for managed accounts.
+    pub mru: MruSettings,
+}
+
+/// When MRUs come down after work drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleDown {
+    /// As each job ends (the guidance's first recipe).
+    OnFinal,
+    /// On each sweep (the guidance's remedy for thrashing).
+    Periodic,
+}
+
+/// Media Reserved Unit settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MruSettings {
+    /// How long the MRU value cached in the counter row is trusted before it is read from the service again.
+    pub cache_ttl: Duration,
+    /// When MRUs come down.
+    pub scale_down: ScaleDown,
+    /// MRUs never go below this.
+    pub floor: u32,
 }
 
 impl Settings {
@@ -245,7 +281,25 @@ impl Settings {
             None => Duration::from_secs(30),
         };
 
-        Ok(Settings { accounts, storage, table_prefix, transforms, arm_auth, arm_timeout })
+        let mru = MruSettings {
+            cache_ttl: match get("MRU_CACHE_TTL") {
+                Some(v) => parse_duration(&v).map_err(|p| bad("MRU_CACHE_TTL", p))?,
+                None => Duration::from_secs(60),
+            },
+            scale_down: match get("MRU_SCALE_DOWN").as_deref() {
+                None | Some("on-final") => ScaleDown::OnFinal,
+                Some("periodic") => ScaleDown::Periodic,
+                Some(other) => {
+                    return Err(bad("MRU_SCALE_DOWN", format!("{other:?} is not one of on-final, periodic")))
+                }
+            },
+            floor: match get("MRU_FLOOR") {
+                Some(v) => v.parse().map_err(|_| bad("MRU_FLOOR", format!("{v:?} is not a whole number")))?,
+                None => 0,
+            },
+        };
+
+        Ok(Settings { accounts, storage, table_prefix, transforms, arm_auth, arm_timeout, mru })
     }
 
     /// The configured account with this name (case-insensitive, as Event Grid topics vary in case).
@@ -289,7 +343,14 @@ fn parse_accounts(json: &str) -> Result<Vec<AccountConfig>, ConfigError> {
             }
             let arm_endpoint = parse_url(a.arm_endpoint.as_deref().unwrap_or(DEFAULT_ARM_ENDPOINT))
                 .map_err(|p| bad(S, format!("account {:?}: armEndpoint {p}", a.name)))?;
+            let mru_endpoint = match &a.mru_endpoint {
+                Some(url) => {
+                    Some(parse_url(url).map_err(|p| bad(S, format!("account {:?}: mruEndpoint {p}", a.name)))?)
+                }
+                None => None,
+            };
             Ok(AccountConfig {
+                mru_endpoint,
                 name: a.name,
                 region: a.region,
                 subscription_id: a.subscription_id,
@@ -401,6 +462,9 @@ mod tests {
         assert_eq!(with("TABLE_PREFIX", "1abc"), Some("TABLE_PREFIX"));
         assert_eq!(with("ARM_AUTH", "keys"), Some("ARM_AUTH"));
         assert_eq!(with("ARM_TIMEOUT", "soon"), Some("ARM_TIMEOUT"));
+        assert_eq!(with("MRU_SCALE_DOWN", "sometimes"), Some("MRU_SCALE_DOWN"));
+        assert_eq!(with("MRU_FLOOR", "-1"), Some("MRU_FLOOR"));
+        assert_eq!(with("MRU_CACHE_TTL", "forever"), Some("MRU_CACHE_TTL"));
         assert_eq!(with("TABLES_ENDPOINT", "https://x.table.core.windows.net"), Some("TABLES_CONNECTION_STRING"));
         assert_eq!(settings(&[("TRANSFORMS", "x")]).err().map(|e| e.setting), Some("MEDIA_ACCOUNTS"));
     }

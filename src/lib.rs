@@ -9,6 +9,7 @@ pub mod functions;
 pub mod identity;
 pub mod invoke;
 pub mod media;
+pub mod scaling;
 pub mod store;
 pub mod telemetry;
 pub mod workflow;

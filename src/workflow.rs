@@ -4,6 +4,7 @@
 use crate::config::AccountConfig;
 use crate::domain::{rotation_order, Alert, AttemptRecord, ErrorInfo, JobRecord, JobState, SubmitRequest};
 use crate::media::{JobSpec, MediaError};
+use crate::scaling;
 use crate::store::{AttemptChange, StoreError};
 use crate::App;
 use chrono::{DateTime, Utc};
@@ -51,14 +52,18 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
         }
         app.store.open_attempt(&attempt).await?;
         tried.push(account.name.clone());
+        let saturated = scaling::scale_up_for(app, account, attempt.units(), now).await?;
 
         match create_in_media_services(app, account, &attempt, &request).await {
             Ok(()) => {
-                info!(job_id = %job.job_id, account = %account.name, region = %account.region, ams_job = %attempt.ams_job_name, "job submitted");
+                info!(job_id = %job.job_id, account = %account.name, region = %account.region, ams_job = %attempt.ams_job_name, saturated, "job submitted");
                 let change = app
                     .store
                     .change_attempt(&account.name, &attempt.ams_job_name, |a| {
-                        a.observe(JobState::Queued, now, None, now)
+                        // An event may already have moved the attempt past Queued; then only the flag changes.
+                        let mut next = a.observe(JobState::Queued, now, None, now).unwrap_or_else(|| a.clone());
+                        next.mru_saturated = saturated;
+                        (next != *a).then_some(next)
                     })
                     .await?;
                 let job = sync_job(app, change, now).await?.unwrap_or(claimed);

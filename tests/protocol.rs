@@ -25,7 +25,7 @@ impl Handler {
         let options = options();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_handler"));
         cmd.env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-            .envs(handler_settings(azurite, &testkit::unique_prefix(), &options.accounts, arm))
+            .envs(handler_settings(azurite, &testkit::unique_prefix(), &options, arm))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);

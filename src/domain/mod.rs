@@ -4,6 +4,7 @@
 pub mod alert;
 pub mod choice;
 pub mod event;
+pub mod mru;
 pub mod records;
 pub mod request;
 pub mod state;
@@ -11,6 +12,7 @@ pub mod state;
 pub use alert::Alert;
 pub use choice::rotation_order;
 pub use event::{Incoming, JobEvent, Unusable};
+pub use mru::MruCache;
 pub use records::{AccountCounters, AttemptRecord, ErrorInfo, JobRecord};
 pub use request::{BadRequest, JobId, SubmitRequest};
 pub use state::JobState;

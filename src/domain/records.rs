@@ -64,6 +64,10 @@ pub struct AttemptRecord {
     /// The error, for attempts that ended in Error or could not be submitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
+    /// Submitted while its managed account was at its MRU maximum: it may wait in Scheduled for a free
+    /// unit, which is not a sign of a broken region.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mru_saturated: bool,
 }
 
 impl AttemptRecord {
@@ -105,6 +109,16 @@ impl AttemptRecord {
     /// Whether the attempt still counts as in flight on its account.
     pub fn is_active(&self) -> bool {
         !self.state.is_final()
+    }
+
+    /// The attempt's state if it is active, as the counters see it.
+    pub fn active_state(&self) -> Option<JobState> {
+        self.is_active().then_some(self.state)
+    }
+
+    /// Media Reserved Units the attempt needs: one per output.
+    pub fn units(&self) -> u32 {
+        u32::try_from(self.output_assets.len()).unwrap_or(u32::MAX)
     }
 }
 
@@ -187,6 +201,7 @@ impl JobRecord {
             finished_at: None,
             last_heard_at: now,
             error: None,
+            mru_saturated: false,
         };
         let mut job = self.clone();
         job.attempt = number;
@@ -260,6 +275,9 @@ pub struct AccountCounters {
     pub processing: u32,
     /// Canceling.
     pub canceling: u32,
+    /// Media Reserved Units the active attempts need (one per job output).
+    #[serde(default)]
+    pub units: u32,
 }
 
 /// The counters would go below zero: the rows and counters disagree, which must never happen.
@@ -273,9 +291,19 @@ impl AccountCounters {
         self.submitting + self.queued + self.scheduled + self.processing + self.canceling
     }
 
-    /// The counters after an attempt moved from `from` to `to`; a final state counts as leaving.
-    pub fn moved(&self, from: Option<JobState>, to: Option<JobState>) -> Result<AccountCounters, CounterUnderflow> {
+    /// The counters after an attempt needing `units` MRUs moved from `from` to `to` (`None`: not active).
+    pub fn moved(
+        &self,
+        from: Option<JobState>,
+        to: Option<JobState>,
+        units: u32,
+    ) -> Result<AccountCounters, CounterUnderflow> {
         let mut next = *self;
+        match (from.is_some(), to.is_some()) {
+            (false, true) => next.units += units,
+            (true, false) => next.units = next.units.checked_sub(units).ok_or(CounterUnderflow(JobState::Pending))?,
+            _ => {}
+        }
         if let Some(slot) = from.and_then(|s| next.slot(s)) {
             *slot = slot.checked_sub(1).ok_or(CounterUnderflow(from.unwrap_or(JobState::Pending)))?;
         }
@@ -402,7 +430,11 @@ mod tests {
     #[test]
     fn counters_refuse_to_go_negative() {
         let c = AccountCounters::default();
-        assert_eq!(c.moved(Some(JobState::Queued), None), Err(CounterUnderflow(JobState::Queued)));
+        assert_eq!(c.moved(Some(JobState::Queued), None, 0), Err(CounterUnderflow(JobState::Queued)));
+        let one = c.moved(None, Some(JobState::Queued), 2).expect("fits");
+        assert_eq!((one.in_flight(), one.units), (1, 2));
+        assert_eq!(one.moved(Some(JobState::Queued), Some(JobState::Processing), 2).map(|c| c.units), Ok(2));
+        assert_eq!(one.moved(Some(JobState::Queued), None, 2), Ok(AccountCounters::default()));
     }
 
     fn any_media_state() -> impl Strategy<Value = JobState> {
@@ -424,16 +456,16 @@ mod tests {
         #[test]
         fn any_order_of_events_with_duplicates_keeps_counters_exact(events in prop::collection::vec(any_media_state(), 0..20)) {
             let (_, mut attempt) = job().begin_attempt("a", "r", 1, t(0));
-            let mut counters = AccountCounters::default().moved(None, Some(JobState::Submitting)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut counters = AccountCounters::default().moved(None, Some(JobState::Submitting), attempt.units()).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let mut expected = JobState::Submitting;
             for (i, state) in events.iter().enumerate() {
                 if let Some(next) = expected.advance(*state) { expected = next; }
                 if let Some(next) = attempt.observe(*state, t(i as i64), None, t(i as i64)) {
-                    let active = |a: &AttemptRecord| a.is_active().then_some(a.state);
-                    counters = counters.moved(active(&attempt), active(&next)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    counters = counters.moved(attempt.active_state(), next.active_state(), attempt.units()).map_err(|e| TestCaseError::fail(e.to_string()))?;
                     attempt = next;
                 }
                 prop_assert_eq!(counters.in_flight(), u32::from(attempt.is_active()));
+                prop_assert_eq!(counters.units, if attempt.is_active() { attempt.units() } else { 0 });
             }
             prop_assert_eq!(attempt.state, expected);
         }

@@ -1,6 +1,6 @@
 //! GetJob (HTTP `GET /api/jobs/{jobId}`): the job's state, attempts, outputs and last error.
 
-use crate::domain::JobId;
+use crate::domain::{JobId, JobState};
 use crate::invoke::{HttpRequestData, HttpResponseData, InvokeRequest, InvokeResponse};
 use crate::store::StoreError;
 use crate::App;
@@ -30,6 +30,7 @@ pub fn run(
                                 "attempt": a.number, "account": a.account, "region": a.region, "amsJobName": a.ams_job_name,
                                 "state": a.state, "submittedAt": a.submitted_at, "scheduledAt": a.scheduled_at,
                                 "processingAt": a.processing_at, "finishedAt": a.finished_at, "outputs": a.output_assets, "error": a.error,
+                                "waitingForMru": a.mru_saturated && a.state == JobState::Scheduled, "mruSaturatedAtSubmission": a.mru_saturated,
                             })
                         })
                         .collect();

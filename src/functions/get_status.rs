@@ -1,5 +1,6 @@
 //! GetStatus (HTTP `GET /api/status`): for operators, every account's rotation state, in-flight count and
-//! active attempts by state. One read of the health row and one of each counter row; no scans.
+//! active attempts by state, and MRUs as cached. One read of the health row and one of each counter row; no
+//! scans.
 
 use crate::invoke::{HttpResponseData, InvokeRequest, InvokeResponse};
 use crate::store::StoreError;
@@ -17,7 +18,21 @@ pub fn run(
         let health = app.store.health().await?;
         let mut accounts = Vec::with_capacity(app.settings.accounts.len());
         for account in &app.settings.accounts {
-            let counters = app.store.counters(&account.name).await?.value;
+            let row = app.store.account(&account.name).await?.value;
+            let counters = row.counters;
+            let mru = match &row.mru {
+                Some(cache) => {
+                    let ceiling = cache.ceiling(account.max_mru);
+                    json!({
+                        "mode": account.mru_mode.to_string(), "max": ceiling, "current": cache.current,
+                        "readAt": cache.read_at, "unitsInFlight": counters.units,
+                        "saturated": crate::domain::mru::saturated(counters.units, cache.current, ceiling),
+                    })
+                }
+                None => {
+                    json!({ "mode": account.mru_mode.to_string(), "max": account.max_mru, "unitsInFlight": counters.units })
+                }
+            };
             let removal = health.removed.get(&account.name);
             accounts.push(json!({
                 "name": account.name,
@@ -26,7 +41,7 @@ pub fn run(
                 "removed": removal,
                 "inFlight": counters.in_flight(),
                 "activeByState": counters.by_state(),
-                "mru": { "mode": account.mru_mode.to_string(), "max": account.max_mru },
+                "mru": mru,
             }));
         }
         let in_rotation = accounts.iter().filter(|a| a["inRotation"] == json!(true)).count();

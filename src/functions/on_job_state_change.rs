@@ -2,9 +2,11 @@
 //! and the logical job. Every event is safe to receive twice, late, or out of order. Events that cannot be
 //! used are logged and acknowledged, so Event Grid does not retry them for a day.
 
+use crate::config::ScaleDown;
 use crate::domain::{Incoming, JobEvent};
 use crate::invoke::{InvokeRequest, InvokeResponse};
-use crate::store::StoreError;
+use crate::scaling;
+use crate::store::{AttemptChange, StoreError};
 use crate::workflow::sync_job;
 use crate::App;
 use chrono::Utc;
@@ -55,7 +57,12 @@ async fn apply(app: &App, event: JobEvent) -> Result<InvokeResponse, StoreError>
             attempt.observe(event.state, at, event.error.clone(), now)
         })
         .await?;
-    match sync_job(app, change, now).await? {
+    let ended = matches!(&change, Some(AttemptChange::Applied { after, .. }) if !after.is_active());
+    let job = sync_job(app, change, now).await?;
+    if ended && app.settings.mru.scale_down == ScaleDown::OnFinal {
+        scaling::scale_down_account(app, account).await?;
+    }
+    match job {
         None => {
             warn!(state = %event.state, "event for a job this product did not submit; acknowledged");
             Ok(InvokeResponse::default().log(format!("unknown job {} on {}; ignored", event.job_name, account.name)))

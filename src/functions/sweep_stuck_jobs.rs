@@ -1,9 +1,11 @@
 //! SweepStuckJobs (timer): the periodic pass over each account's active attempts.
 //!
-//! This version reports what it sees (each account's active attempts by state, read from the counters);
-//! stuck-region detection, resubmission and re-admission build on it.
+//! For each account: report what is in flight, and with `MRU_SCALE_DOWN=periodic` bring a managed account's
+//! MRUs down to what is in flight (the guidance's remedy for thrashing).
 
+use crate::config::ScaleDown;
 use crate::invoke::{InvokeRequest, InvokeResponse, TimerInfo};
+use crate::scaling;
 use crate::store::StoreError;
 use crate::App;
 use std::future::Future;
@@ -21,6 +23,9 @@ pub fn run(
             response = response.log("the sweep is running later than scheduled");
         }
         for account in &app.settings.accounts {
+            if app.settings.mru.scale_down == ScaleDown::Periodic {
+                scaling::scale_down_account(app, account).await?;
+            }
             let counters = app.store.counters(&account.name).await?.value;
             tracing::info!(account = %account.name, region = %account.region, in_flight = counters.in_flight(), "sweep");
             response =

@@ -168,9 +168,11 @@ impl TryFrom<RawJob> for AmsJob {
 /// The ARM client. Cheap to clone; one HTTP connection pool for all accounts.
 #[derive(Clone, Debug)]
 pub struct MediaClient {
-    http: reqwest::Client,
-    credential: Option<Arc<dyn TokenCredential>>,
-    timeout: Duration,
+    pub(super) http: reqwest::Client,
+    pub(super) credential: Option<Arc<dyn TokenCredential>>,
+    pub(super) timeout: Duration,
+    /// v2 MRU endpoints discovered from ARM, by account; they never change for an account.
+    pub(super) mru_endpoints: Arc<std::sync::Mutex<BTreeMap<String, url::Url>>>,
 }
 
 impl MediaClient {
@@ -180,7 +182,7 @@ impl MediaClient {
             ArmAuth::ManagedIdentity { client_id } => Some(crate::identity::managed_identity(client_id.as_deref())?),
             ArmAuth::None => None,
         };
-        Ok(MediaClient { http, credential, timeout })
+        Ok(MediaClient { http, credential, timeout, mru_endpoints: Arc::default() })
     }
 
     /// Creates the output asset if it does not exist (an existing one is fine: names are deterministic).
@@ -275,9 +277,15 @@ impl MediaClient {
     /// One ARM call with the throttling retries described on [`THROTTLE_RETRIES`]. Returns the JSON body
     /// (`Null` when empty).
     async fn call(&self, method: Method, url: &str, body: Option<&Value>) -> Result<Value, MediaError> {
+        self.send(&Request { method, url, body, scope: ARM_SCOPE, headers: &[] }).await
+    }
+
+    /// Sends `request`, waiting out short throttling as described on [`THROTTLE_RETRIES`].
+    pub(super) async fn send(&self, request: &Request<'_>) -> Result<Value, MediaError> {
+        let url = request.url;
         let mut tries = 0;
         loop {
-            match self.call_once(method.clone(), url, body).await {
+            match self.send_once(request).await {
                 Err(MediaError::Throttled { retry_after }) if tries < THROTTLE_RETRIES => {
                     let wait = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
                     if wait > MAX_RETRY_AFTER {
@@ -292,19 +300,26 @@ impl MediaClient {
         }
     }
 
-    async fn call_once(&self, method: Method, url: &str, body: Option<&Value>) -> Result<Value, MediaError> {
-        let mut request = self.http.request(method, url).timeout(self.timeout);
+    async fn send_once(&self, req: &Request<'_>) -> Result<Value, MediaError> {
+        let mut request = self.http.request(req.method.clone(), req.url).timeout(self.timeout);
         if let Some(credential) = &self.credential {
             let token = credential
-                .get_token(&[ARM_SCOPE], None)
+                .get_token(&[req.scope], None)
                 .await
-                .map_err(|e| MediaError::Transient(format!("could not get an ARM token: {e}")))?;
+                .map_err(|e| MediaError::Transient(format!("could not get a token for {}: {e}", req.scope)))?;
             request = request.bearer_auth(token.token.secret());
         }
-        request = match body {
-            Some(body) => request.json(body),
+        for (name, value) in req.headers {
+            request = request.header(*name, *value);
+        }
+        request = match req.body {
+            // The body is set as bytes so a Content-Type given in `headers` is kept.
+            Some(body) => request.body(body.to_string()),
             None => request.header(reqwest::header::CONTENT_LENGTH, "0"),
         };
+        if req.body.is_some() && !req.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type")) {
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+        }
         let response = request.send().await.map_err(|e| {
             let kind = if e.is_timeout() { "timed out" } else { "failed" };
             MediaError::Transient(format!("ARM call {kind}: {e}"))
@@ -332,7 +347,17 @@ impl MediaClient {
     }
 }
 
-fn base(account: &AccountConfig) -> String {
+/// One call: method, absolute URL, JSON body, token scope and extra headers.
+pub(super) struct Request<'a> {
+    pub(super) method: Method,
+    pub(super) url: &'a str,
+    pub(super) body: Option<&'a Value>,
+    pub(super) scope: &'a str,
+    pub(super) headers: &'a [(&'a str, &'a str)],
+}
+
+/// The account's ARM URL: endpoint plus resource path.
+pub(super) fn base(account: &AccountConfig) -> String {
     format!("{}{}", account.arm_endpoint.as_str().trim_end_matches('/'), account.resource_path())
 }
 
@@ -354,14 +379,18 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// ARM's error shape `{"error":{"code","message"}}`; anything else is kept as the message.
+/// ARM's error shape `{"error":{"code","message"}}`, or the v2 OData shape
+/// `{"odata.error":{"code","message":{"value"}}}`; anything else is kept as the message.
 fn arm_error(text: &str) -> (String, String) {
     let parsed: Option<Value> = serde_json::from_str(text).ok();
-    let error = parsed.as_ref().and_then(|v| v.get("error"));
-    let field = |name: &str| error.and_then(|e| e.get(name)).and_then(Value::as_str).map(str::to_owned);
+    let error = parsed.as_ref().and_then(|v| v.get("error").or_else(|| v.get("odata.error")));
+    let code = error.and_then(|e| e.get("code")).and_then(Value::as_str).map(str::to_owned);
+    let message = error
+        .and_then(|e| e.get("message"))
+        .and_then(|m| m.as_str().or_else(|| m.get("value").and_then(Value::as_str)));
     (
-        field("code").unwrap_or_else(|| "Unknown".to_owned()),
-        field("message").unwrap_or_else(|| text.chars().take(300).collect()),
+        code.unwrap_or_else(|| "Unknown".to_owned()),
+        message.map_or_else(|| text.chars().take(300).collect(), str::to_owned),
     )
 }
 
@@ -373,6 +402,8 @@ mod tests {
     fn the_arm_error_shape_is_read_and_other_bodies_are_kept_as_text() {
         assert_eq!(arm_error(r#"{"error":{"code":"NotFound","message":"no"}}"#), ("NotFound".into(), "no".into()));
         assert_eq!(arm_error("<html>"), ("Unknown".into(), "<html>".into()));
+        let v2 = r#"{"odata.error":{"code":"BadRequest","message":{"lang":"en-US","value":"too many"}}}"#;
+        assert_eq!(arm_error(v2), ("BadRequest".into(), "too many".into()));
     }
 
     #[test]

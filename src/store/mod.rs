@@ -12,7 +12,7 @@
 
 use crate::config::{Settings, StorageConfig};
 use crate::domain::records::{CounterUnderflow, HealthRecord};
-use crate::domain::{AccountCounters, AttemptRecord, JobRecord, JobState};
+use crate::domain::{AccountCounters, AttemptRecord, JobRecord, JobState, MruCache};
 use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -98,6 +98,25 @@ struct RecordRow {
     record: String,
     #[serde(default)]
     state: String,
+}
+
+/// The counter row: counts as plain columns (merged by attempt transactions) and the MRU cache as JSON
+/// (merged on its own), so neither writer overwrites the other's columns.
+#[derive(Serialize, Deserialize)]
+struct CounterRow {
+    #[serde(flatten)]
+    counters: AccountCounters,
+    #[serde(rename = "Mru", default, skip_serializing_if = "Option::is_none")]
+    mru: Option<String>,
+}
+
+/// An account's counter row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRow {
+    /// Active attempts by state, and the units they need.
+    pub counters: AccountCounters,
+    /// The cached MRU value, once read.
+    pub mru: Option<MruCache>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -200,12 +219,33 @@ impl Store {
 
     /// Reads an account's counters.
     pub async fn counters(&self, account: &str) -> Result<Versioned<AccountCounters>, StoreError> {
-        let entity: Entity<AccountCounters> = self
+        let row = self.account(account).await?;
+        Ok(Versioned { value: row.value.counters, etag: row.etag })
+    }
+
+    /// Reads an account's counter row: its counters and its cached MRU value.
+    pub async fn account(&self, account: &str) -> Result<Versioned<AccountRow>, StoreError> {
+        let entity: Entity<CounterRow> = self
             .attempts
             .get(account, COUNTER_ROW)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("account {account} has no counter row")))?;
-        Ok(Versioned { value: entity.value, etag: entity.etag })
+        let mru = match entity.value.mru.as_deref() {
+            Some(text) if !text.is_empty() => Some(from_json(text)?),
+            _ => None,
+        };
+        Ok(Versioned { value: AccountRow { counters: entity.value.counters, mru }, etag: entity.etag })
+    }
+
+    /// Stores a new cached MRU value if the counter row is still at `etag`; `false` if another writer
+    /// changed the row first (read it again and decide again).
+    pub async fn set_mru_cache(&self, account: &str, cache: &MruCache, etag: ETag) -> Result<bool, StoreError> {
+        let patch = json!({ "Mru": to_json(cache) });
+        match self.attempts.merge(account, COUNTER_ROW, &patch, IfMatch::ETag(etag)).await {
+            Ok(_) => Ok(true),
+            Err(TableError::PreconditionFailed) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Records a new active attempt and counts it in flight, in one transaction. Opening an attempt that
@@ -214,7 +254,7 @@ impl Store {
         let account = &attempt.account;
         for round in 0..MAX_CAS_ROUNDS {
             let counters = self.counters(account).await?;
-            let next = counters.value.moved(None, Some(attempt.state))?;
+            let next = counters.value.moved(None, Some(attempt.state), attempt.units())?;
             let ops = vec![
                 BatchOp::Insert {
                     rk: active_key(&attempt.ams_job_name),
@@ -282,7 +322,7 @@ impl Store {
                 // The attempt and the counters are read separately, so another writer may commit between the
                 // two reads. The transaction checks both ETags, so such a torn snapshot can never be written;
                 // if it makes the arithmetic go negative, it is a lost race like any other: read again.
-                let next = match counters.value.moved(Some(before.state), after.is_active().then_some(after.state)) {
+                let next = match counters.value.moved(before.active_state(), after.active_state(), before.units()) {
                     Ok(next) => next,
                     Err(_) => {
                         torn_rounds += 1;
@@ -388,7 +428,7 @@ async fn insert_if_missing(table: &Table, pk: &str, rk: &str, row: &impl Seriali
 }
 
 /// Waits a little longer each round, with jitter, so racing writers spread out instead of colliding again.
-async fn backoff(round: u32) {
+pub(crate) async fn backoff(round: u32) {
     let cap_ms = 5u64 << round.min(6);
     let wait = rand::rng().random_range(1..=cap_ms);
     tokio::time::sleep(Duration::from_millis(wait)).await;

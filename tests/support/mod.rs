@@ -58,7 +58,7 @@ impl Stack {
                     let before = self.store.counters(account).await?;
                     let mut derived = AccountCounters::default();
                     for attempt in self.store.active_attempts(account).await? {
-                        derived = derived.moved(None, Some(attempt.state))?;
+                        derived = derived.moved(None, Some(attempt.state), attempt.units())?;
                     }
                     let after = self.store.counters(account).await?;
                     Ok((before.etag == after.etag).then_some((before.value, derived)))

@@ -108,6 +108,9 @@ pub fn spawn_listening(name: &'static str, mut cmd: Command, logs: &Logs) -> any
 pub struct StackOptions {
     /// Accounts as (name, region).
     pub accounts: Vec<(&'static str, &'static str)>,
+    /// Accounts (by name) whose MRUs the product manages, with the most it may provision; the others
+    /// scale automatically.
+    pub managed: Vec<(&'static str, u32)>,
     /// Emulator time scale (60 = a minute passes in a second).
     pub time_scale: f64,
     /// Emulated phase durations in ms: queued, scheduled, processing.
@@ -127,6 +130,7 @@ impl StackOptions {
     pub fn new(handler: PathBuf, app_root: PathBuf) -> StackOptions {
         StackOptions {
             accounts: vec![("amswesteurope", "westeurope"), ("amsnortheurope", "northeurope")],
+            managed: Vec::new(),
             time_scale: 20.0,
             phases_ms: (1000, 2000, 6000),
             handler,
@@ -137,27 +141,27 @@ impl StackOptions {
     }
 }
 
-/// `MEDIA_ACCOUNTS` for accounts served by the emulator at `arm`.
-pub fn accounts_setting(accounts: &[(&str, &str)], arm: &str) -> String {
+/// `MEDIA_ACCOUNTS` for accounts served by the emulator at `arm`; `managed` lists (name, maxMru).
+pub fn accounts_setting(accounts: &[(&str, &str)], managed: &[(&str, u32)], arm: &str) -> String {
     let list: Vec<Value> = accounts
         .iter()
         .map(|(name, region)| {
-            json!({"name": name, "region": region, "subscriptionId": SUBSCRIPTION, "resourceGroup": RESOURCE_GROUP,
-                   "armEndpoint": arm, "mruMode": "automatic"})
+            let mut account = json!({"name": name, "region": region, "subscriptionId": SUBSCRIPTION,
+                   "resourceGroup": RESOURCE_GROUP, "armEndpoint": arm, "mruMode": "automatic"});
+            if let Some((_, max)) = managed.iter().find(|(m, _)| m == name) {
+                account["mruMode"] = json!("managed");
+                account["maxMru"] = json!(max);
+            }
+            account
         })
         .collect();
     Value::Array(list).to_string()
 }
 
 /// The handler's settings for a stack on `azurite` and the emulator at `arm`, on top of `local.settings.json`.
-pub fn handler_settings(
-    azurite: &Azurite,
-    prefix: &str,
-    accounts: &[(&str, &str)],
-    arm: &str,
-) -> Vec<(String, String)> {
+pub fn handler_settings(azurite: &Azurite, prefix: &str, options: &StackOptions, arm: &str) -> Vec<(String, String)> {
     vec![
-        ("MEDIA_ACCOUNTS".into(), accounts_setting(accounts, arm)),
+        ("MEDIA_ACCOUNTS".into(), accounts_setting(&options.accounts, &options.managed, arm)),
         ("TABLES_CONNECTION_STRING".into(), azurite.connection_string()),
         ("TABLE_PREFIX".into(), prefix.to_owned()),
         ("TRANSFORMS".into(), TRANSFORM.into()),
@@ -177,7 +181,8 @@ pub fn start_emulator(emulator: &Path, options: &StackOptions) -> anyhow::Result
         .args(["--scheduled-ms", &options.phases_ms.1.to_string()])
         .args(["--processing-ms", &options.phases_ms.2.to_string()]);
     for (name, region) in &options.accounts {
-        cmd.args(["--account", &format!("{name}:{region}")]);
+        let mode = if options.managed.iter().any(|(m, _)| m == name) { "managed" } else { "automatic" };
+        cmd.args(["--account", &format!("{name}:{region}:{mode}")]);
     }
     spawn_listening("ams-emulator", cmd, &options.logs)
 }
@@ -231,7 +236,7 @@ impl Stack {
             .arg(&options.handler)
             .arg("--outputs-dir")
             .arg(outputs_dir.path());
-        cmd.envs(handler_settings(&azurite, &prefix, &options.accounts, &emulator.url));
+        cmd.envs(handler_settings(&azurite, &prefix, &options, &emulator.url));
         cmd.envs(options.settings.iter().cloned());
         let devhost = spawn_listening("devhost", cmd, &options.logs)?;
 
@@ -319,6 +324,15 @@ impl Stack {
     /// Every job the emulator knows.
     pub async fn emulator_jobs(&self) -> anyhow::Result<Vec<Value>> {
         Ok(self.http.get(format!("{}/_emulator/jobs", self.emulator.url)).send().await?.json().await?)
+    }
+
+    /// The emulator's view of one account.
+    pub async fn emulator_account(&self, name: &str) -> anyhow::Result<Value> {
+        self.emulator_accounts()
+            .await?
+            .into_iter()
+            .find(|a| a["name"] == name)
+            .ok_or_else(|| anyhow!("the emulator does not know {name}"))
     }
 
     /// The emulator's accounts view.

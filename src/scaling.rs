@@ -1,0 +1,132 @@
+//! Media Reserved Unit scaling for managed accounts, around the account's counter row.
+//!
+//! The counter row holds the units in flight and the cached MRU value, so one read answers "does this job
+//! fit?". A change is first claimed in the row (guarded by its ETag, so concurrent submissions serialise and
+//! none loses an increase), then sent to the service. Whoever sends a value reads the row again afterwards and
+//! sends the row's value if it moved meanwhile, so the service always converges to the last claim even when
+//! two updates arrive out of order. A failed update marks the cache stale, so the next caller reads the real
+//! value instead of trusting a claim the service never got.
+
+use crate::config::{AccountConfig, MruMode};
+use crate::domain::mru::{saturated, scale_down, scale_up};
+use crate::domain::MruCache;
+use crate::store::{backoff, StoreError};
+use crate::App;
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
+
+/// Rounds of claim-and-retry before giving up on scaling for this call (the job is submitted anyway).
+const ROUNDS: u32 = 30;
+
+/// Makes room for a job already counted in flight on `account`, per the guidance. Returns whether the
+/// account is saturated: at its MRU maximum with more units in flight than MRUs, so the job will wait in
+/// Scheduled for a free unit. Failing to reach the MRU endpoint does not stop the submission.
+pub async fn scale_up_for(
+    app: &App,
+    account: &AccountConfig,
+    need: u32,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    if account.mru_mode != MruMode::Managed {
+        return Ok(false);
+    }
+    for round in 0..ROUNDS {
+        let row = app.store.account(&account.name).await?;
+        let cache = match row.value.mru {
+            Some(cache) if cache.is_fresh(app.settings.mru.cache_ttl, now) => cache,
+            _ => {
+                match read_service(app, account, now).await {
+                    Some(fresh) => {
+                        app.store.set_mru_cache(&account.name, &fresh, row.etag).await?;
+                    }
+                    None => return Ok(false),
+                }
+                backoff(round).await;
+                continue;
+            }
+        };
+        let units = row.value.counters.units;
+        let ceiling = cache.ceiling(account.max_mru);
+        let Some(target) = scale_up(units, need, cache.current, ceiling) else {
+            return Ok(saturated(units, cache.current, ceiling));
+        };
+        let claimed = MruCache { current: target, ..cache.clone() };
+        if app.store.set_mru_cache(&account.name, &claimed, row.etag).await? {
+            info!(account = %account.name, region = %account.region, from = cache.current, to = target, units_in_flight = units, "raising MRUs");
+            converge(app, account, &claimed).await?;
+            return Ok(saturated(units, target, ceiling));
+        }
+        backoff(round).await;
+    }
+    warn!(account = %account.name, "MRU scale-up gave up after repeated concurrent changes");
+    Ok(false)
+}
+
+/// Lowers a managed account's MRUs to what is in flight, never below `MRU_FLOOR`. Used after a job ends
+/// (`MRU_SCALE_DOWN=on-final`) or by the sweep (`periodic`). Uses the cached value; an account whose MRUs
+/// were never read has nothing to lower.
+pub async fn scale_down_account(app: &App, account: &AccountConfig) -> Result<(), StoreError> {
+    if account.mru_mode != MruMode::Managed {
+        return Ok(());
+    }
+    for round in 0..ROUNDS {
+        let row = app.store.account(&account.name).await?;
+        let Some(cache) = row.value.mru else { return Ok(()) };
+        let units = row.value.counters.units;
+        let Some(target) = scale_down(units, cache.current, app.settings.mru.floor) else { return Ok(()) };
+        let claimed = MruCache { current: target, ..cache.clone() };
+        if app.store.set_mru_cache(&account.name, &claimed, row.etag).await? {
+            info!(account = %account.name, region = %account.region, from = cache.current, to = target, units_in_flight = units, "lowering MRUs");
+            return converge(app, account, &claimed).await;
+        }
+        backoff(round).await;
+    }
+    warn!(account = %account.name, "MRU scale-down gave up after repeated concurrent changes");
+    Ok(())
+}
+
+/// Sends `claimed` to the service, then keeps sending the row's value until the last value sent is the
+/// row's (another caller claimed a different value meanwhile).
+async fn converge(app: &App, account: &AccountConfig, claimed: &MruCache) -> Result<(), StoreError> {
+    let mut sent = claimed.current;
+    for _ in 0..ROUNDS {
+        if let Err(error) = app.media.set_reserved_units(account, &claimed.account_id, claimed.unit_type, sent).await {
+            warn!(account = %account.name, region = %account.region, %error, mru = sent, "could not set MRUs; the cached value is marked stale");
+            return invalidate(app, account).await;
+        }
+        let row = app.store.account(&account.name).await?;
+        match row.value.mru {
+            Some(cache) if cache.current != sent => sent = cache.current,
+            _ => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads the service's value into a fresh cache entry; `None` (logged) if the endpoint cannot be reached.
+async fn read_service(app: &App, account: &AccountConfig, now: DateTime<Utc>) -> Option<MruCache> {
+    match app.media.get_reserved_units(account).await {
+        Ok(units) => Some(MruCache {
+            current: units.current_reserved_units,
+            max_reservable: units.max_reservable_units,
+            account_id: units.account_id,
+            unit_type: units.reserved_unit_type,
+            read_at: now,
+        }),
+        Err(error) => {
+            warn!(account = %account.name, region = %account.region, %error, "could not read MRUs; submitting without scaling");
+            None
+        }
+    }
+}
+
+/// Marks the cached value stale, so the next caller reads the service. Best effort: if the row changed
+/// meanwhile, the writer that changed it decides.
+async fn invalidate(app: &App, account: &AccountConfig) -> Result<(), StoreError> {
+    let row = app.store.account(&account.name).await?;
+    if let Some(cache) = row.value.mru {
+        let stale = MruCache { read_at: DateTime::UNIX_EPOCH, ..cache };
+        app.store.set_mru_cache(&account.name, &stale, row.etag).await?;
+    }
+    Ok(())
+}
