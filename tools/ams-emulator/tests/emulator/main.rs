@@ -3,8 +3,10 @@
 //! One test binary holds every module so the heavy dependencies link once.
 
 mod arm;
+mod blob;
 mod common;
 mod delivery;
 mod faults;
 mod lifecycle;
 mod mru;
+mod streaming;
