@@ -1,9 +1,13 @@
 //! The product's main job on the local stack: Azurite, the Media Services emulator with two accounts, and
 //! devhost running the handler. It submits jobs through the HTTP API, prints each state change as Event
 //! Grid reports it, and ends with a summary; it exits non-zero unless every job finished.
+//!
+//! `drill mru-bench` instead compares the two ways of lowering Media Reserved Units (see [`mru_bench`]).
+
+mod mru_bench;
 
 use anyhow::{bail, Context};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,7 +15,26 @@ use std::time::{Duration, Instant};
 use testkit::stack::{job_body, Logs, Stack, StackOptions};
 
 #[derive(Parser)]
-#[command(about = "Submit jobs on the local stack and watch them run")]
+#[command(
+    about = "Submit jobs on the local stack and watch them run",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    demo: Args,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay a bursty job trace with MRU_SCALE_DOWN=on-final and =periodic and compare how MRUs are used.
+    MruBench(mru_bench::Args),
+}
+
+/// The default command: submit jobs and watch them run.
+#[derive(clap::Args)]
 struct Args {
     /// How many jobs to submit.
     #[arg(long, default_value_t = 6)]
@@ -29,7 +52,14 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::MruBench(args)) => mru_bench::run(args).await,
+        None => demo(cli.demo).await,
+    }
+}
+
+async fn demo(args: Args) -> anyhow::Result<()> {
     let root = testkit::workspace_root()?;
     let out = root.join(&args.out);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
