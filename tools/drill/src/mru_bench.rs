@@ -54,7 +54,7 @@ pub struct Args {
     /// Give up waiting for the jobs after this many real seconds (what ran so far is still measured).
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
-    /// Where the result (result.json) and the stacks' logs go.
+    /// Where the result (result.json), each mode's emulator jobs and the stacks' logs go.
     #[arg(long, default_value = ".local/mru-bench")]
     pub out: PathBuf,
 }
@@ -211,8 +211,8 @@ pub struct BenchResult {
     pub seed: u64,
     /// Jobs in the trace.
     pub jobs: usize,
-    /// Bursts in the trace.
-    pub bursts: usize,
+    /// Jobs in each burst of the trace, in order.
+    pub burst_sizes: Vec<usize>,
     /// Emulated seconds from the first to the last submission.
     pub trace_span_secs: f64,
     /// Emulator time scale.
@@ -245,9 +245,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let arrivals = trace(args.jobs, args.seed);
     let bursts = arrivals.last().map_or(0, |a| a.burst + 1);
+    let burst_sizes: Vec<usize> = (0..bursts).map(|b| arrivals.iter().filter(|a| a.burst == b).count()).collect();
     let span = arrivals.last().map_or(0.0, |a| a.at);
     println!(
-        "Replaying {} jobs in {bursts} bursts over {span:.0} emulated s (seed {}), at {}x, on two stacks: \
+        "Replaying {} jobs in {bursts} bursts ({burst_sizes:?}) over {span:.0} emulated s (seed {}), at {}x, on two stacks: \
          MRU_SCALE_DOWN=on-final and =periodic, maxMru {}, sweep every {} emulated s (logs in {})",
         args.jobs,
         args.seed,
@@ -264,7 +265,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let result = BenchResult {
         seed: args.seed,
         jobs: args.jobs,
-        bursts,
+        burst_sizes,
         trace_span_secs: span,
         time_scale: args.time_scale,
         phases_secs: [PHASES_MS.0, PHASES_MS.1, PHASES_MS.2].map(|ms| ms as f64 / 1000.0),
@@ -368,6 +369,9 @@ async fn replay(
     let busy = mru["busyMruSeconds"].as_f64().unwrap_or(0.0);
     let updates = mru["updates"].as_u64().unwrap_or(0);
     let waits: Vec<f64> = jobs.iter().filter_map(|j| scheduled_wait(j, scale)).collect();
+    let jobs_path = out.join(format!("{name}-jobs.json"));
+    std::fs::write(&jobs_path, serde_json::to_string_pretty(&jobs)? + "\n")
+        .with_context(|| format!("writing {}", jobs_path.display()))?;
     Ok(ModeResult {
         mode: name,
         jobs: arrivals.len(),
@@ -394,27 +398,28 @@ fn is_final(state: &Value) -> bool {
 
 /// The results side by side, one column per mode.
 fn table(modes: &[ModeResult]) -> String {
+    let cells = |cell: &dyn Fn(&ModeResult) -> String| modes.iter().map(cell).collect::<Vec<_>>();
     let or_dash = |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
-    let rows: Vec<(&str, Box<dyn Fn(&ModeResult) -> String>)> = vec![
-        ("MRU_SCALE_DOWN", Box::new(|m| m.mode.to_owned())),
-        ("jobs finished", Box::new(|m| format!("{}/{}", m.finished, m.jobs))),
-        ("MRU-s provisioned / busy", Box::new(move |m| or_dash(m.provisioned_per_busy, 2))),
-        ("  MRU-s provisioned", Box::new(|m| format!("{:.0}", m.provisioned_mru_seconds))),
-        ("  MRU-s busy", Box::new(|m| format!("{:.0}", m.busy_mru_seconds))),
-        ("MRU updates per job", Box::new(|m| format!("{:.2}", m.updates_per_job))),
-        ("  MRU updates", Box::new(|m| m.mru_updates.to_string())),
-        ("wait in Scheduled, median (s)", Box::new(move |m| or_dash(m.wait_in_scheduled.map(|w| w.median), 1))),
-        ("wait in Scheduled, peak (s)", Box::new(move |m| or_dash(m.wait_in_scheduled.map(|w| w.peak), 1))),
-        ("MRUs at the end", Box::new(|m| m.mru_at_end.to_string())),
-        ("sweeps (failed)", Box::new(|m| format!("{} ({})", m.sweeps, m.failed_sweeps))),
-        ("real seconds", Box::new(|m| format!("{:.1}", m.real_secs))),
+    let rows: Vec<(&str, Vec<String>)> = vec![
+        ("MRU_SCALE_DOWN", cells(&|m| m.mode.to_owned())),
+        ("jobs finished", cells(&|m| format!("{}/{}", m.finished, m.jobs))),
+        ("MRU-s provisioned / busy", cells(&|m| or_dash(m.provisioned_per_busy, 2))),
+        ("  MRU-s provisioned", cells(&|m| format!("{:.0}", m.provisioned_mru_seconds))),
+        ("  MRU-s busy", cells(&|m| format!("{:.0}", m.busy_mru_seconds))),
+        ("MRU updates per job", cells(&|m| format!("{:.2}", m.updates_per_job))),
+        ("  MRU updates", cells(&|m| m.mru_updates.to_string())),
+        ("wait in Scheduled, median (s)", cells(&|m| or_dash(m.wait_in_scheduled.map(|w| w.median), 1))),
+        ("wait in Scheduled, peak (s)", cells(&|m| or_dash(m.wait_in_scheduled.map(|w| w.peak), 1))),
+        ("MRUs at the end", cells(&|m| m.mru_at_end.to_string())),
+        ("sweeps (failed)", cells(&|m| format!("{} ({})", m.sweeps, m.failed_sweeps))),
+        ("real seconds", cells(&|m| format!("{:.1}", m.real_secs))),
     ];
     let label_width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
     let mut text = String::new();
-    for (label, cell) in &rows {
+    for (label, values) in &rows {
         text.push_str(&format!("{label:<label_width$}"));
-        for mode in modes {
-            text.push_str(&format!("  {:>10}", cell(mode)));
+        for value in values {
+            text.push_str(&format!("  {value:>10}"));
         }
         text.push('\n');
     }
