@@ -83,6 +83,9 @@ param stuckPolicy string = ''
 param stuckGrace string = ''
 @description('COOLDOWN')
 param cooldown string = ''
+
+@description('COOLDOWN_MAX')
+param cooldownMax string = ''
 @description('SUBMIT_FAILURES_TO_REMOVE')
 param submitFailuresToRemove string = ''
 @description('RECONCILE_AFTER')
@@ -222,6 +225,7 @@ var optionalHandlerSettings = union(
   empty(stuckPolicy) ? {} : { STUCK_POLICY: stuckPolicy },
   empty(stuckGrace) ? {} : { STUCK_GRACE: stuckGrace },
   empty(cooldown) ? {} : { COOLDOWN: cooldown },
+  empty(cooldownMax) ? {} : { COOLDOWN_MAX: cooldownMax },
   empty(submitFailuresToRemove) ? {} : { SUBMIT_FAILURES_TO_REMOVE: submitFailuresToRemove },
   empty(reconcileAfter) ? {} : { RECONCILE_AFTER: reconcileAfter },
   empty(maxAttempts) ? {} : { MAX_ATTEMPTS: maxAttempts },

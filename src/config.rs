@@ -19,6 +19,8 @@ pub enum Need {
     OneOf(&'static str),
     /// Has a default.
     Optional,
+    /// Only for tests of debug builds; never deployed.
+    TestOnly,
 }
 
 /// One setting the handler reads.
@@ -38,7 +40,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "MEDIA_ACCOUNTS",
         need: Need::Required,
-        doc: "JSON array of accounts: name, region, subscriptionId, resourceGroup, armEndpoint (default https://management.azure.com), mruMode (managed|automatic, default automatic), maxMru (default 10), mruEndpoint (default: discovered from ARM)",
+        doc: "JSON array of accounts: name, region, subscriptionId, resourceGroup, armEndpoint (default https://management.azure.com), mruMode (managed|automatic, default automatic), maxMru (default 10), mruEndpoint (default: discovered from ARM), stuckAfter (default STUCK_AFTER)",
     },
     Setting {
         name: "TABLES_CONNECTION_STRING",
@@ -74,6 +76,49 @@ pub const SETTINGS: &[Setting] = &[
         doc: "on-final (default: lower MRUs as jobs end) or periodic (lower them on each sweep, against thrashing)",
     },
     Setting { name: "MRU_FLOOR", need: Need::Optional, doc: "MRUs never go below this (default 0)" },
+    Setting {
+        name: "STUCK_AFTER",
+        need: Need::Optional,
+        doc: "time in Scheduled (or submitted and never heard from) before a job is stuck (default 10m; per account: stuckAfter in MEDIA_ACCOUNTS)",
+    },
+    Setting {
+        name: "STUCK_MIN_JOBS",
+        need: Need::Optional,
+        doc: "stuck jobs on one account that take it out of rotation (default 1)",
+    },
+    Setting {
+        name: "STUCK_POLICY",
+        need: Need::Optional,
+        doc: "resubmit (default: cancel stuck jobs and submit them elsewhere) or wait (give them STUCK_GRACE more first)",
+    },
+    Setting { name: "STUCK_GRACE", need: Need::Optional, doc: "extra time stuck jobs get with STUCK_POLICY=wait (default 10m)" },
+    Setting {
+        name: "COOLDOWN",
+        need: Need::Optional,
+        doc: "how long a removed account stays out before a probe may bring it back (default 30m)",
+    },
+    Setting {
+        name: "COOLDOWN_MAX",
+        need: Need::Optional,
+        doc: "longest cool-down; it doubles for an account that fails again soon after coming back (default 4h)",
+    },
+    Setting {
+        name: "SUBMIT_FAILURES_TO_REMOVE",
+        need: Need::Optional,
+        doc: "consecutive transient submission failures that remove an account at once (default 3)",
+    },
+    Setting {
+        name: "RECONCILE_AFTER",
+        need: Need::Optional,
+        doc: "silence after which an active job is read from Media Services, for lost events (default 5m)",
+    },
+    Setting { name: "MAX_ATTEMPTS", need: Need::Optional, doc: "attempts a job gets for errors marked MayRetry (default 3)" },
+    Setting {
+        name: "ALERT_REPEAT",
+        need: Need::Optional,
+        doc: "how often the alert about an empty rotation may repeat (default 15m)",
+    },
+    Setting { name: "FAIL_POINT", need: Need::TestOnly, doc: "debug builds only: abort at a named point, to test crash repair" },
     Setting {
         name: "SWEEP_SCHEDULE",
         need: Need::Required,
@@ -133,6 +178,8 @@ pub struct AccountConfig {
     pub max_mru: u32,
     /// The v2 REST endpoint for MRUs; discovered from ARM when not given.
     pub mru_endpoint: Option<Url>,
+    /// How long a job may wait in Scheduled here before it counts as stuck (`STUCK_AFTER` unless set).
+    pub stuck_after: Duration,
 }
 
 impl AccountConfig {
@@ -156,6 +203,7 @@ struct RawAccount {
     mru_mode: Option<MruMode>,
     max_mru: Option<u32>,
     mru_endpoint: Option<String>,
+    stuck_after: Option<String>,
 }
 
 /// Where the Table Storage state lives.
@@ -206,6 +254,44 @@ pub struct Settings {
     pub arm_timeout: Duration,
     /// Media Reserved Unit handling for managed accounts.
     pub mru: MruSettings,
+    /// Stuck-region detection, resubmission and re-admission.
+    pub failover: FailoverSettings,
+    /// Debug builds only: the name of a point where the handler aborts, to test crash repair.
+    pub fail_point: Option<String>,
+}
+
+/// What happens to jobs stuck in a broken region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StuckPolicy {
+    /// Cancel them and submit them on another account at once.
+    Resubmit,
+    /// Give them `STUCK_GRACE` more before resubmitting.
+    Wait,
+}
+
+/// Failover thresholds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverSettings {
+    /// Default time in Scheduled (or submitted and never heard from) before an attempt is stuck.
+    pub stuck_after: Duration,
+    /// Stuck attempts on one account that take it out of rotation.
+    pub stuck_min_jobs: u32,
+    /// What happens to stuck attempts.
+    pub stuck_policy: StuckPolicy,
+    /// Extra time stuck attempts get under `StuckPolicy::Wait`.
+    pub stuck_grace: Duration,
+    /// How long a removed account stays out before a probe may bring it back.
+    pub cooldown: Duration,
+    /// The longest cool-down after repeated removals.
+    pub cooldown_max: Duration,
+    /// Consecutive transient submission failures that remove an account at once.
+    pub submit_failures_to_remove: u32,
+    /// Silence after which an active attempt is read from Media Services.
+    pub reconcile_after: Duration,
+    /// Attempts a job gets for errors marked `MayRetry`.
+    pub max_attempts: u32,
+    /// How often the same alert about an empty rotation may repeat.
+    pub alert_repeat: Duration,
 }
 
 /// When MRUs come down after work drains.
@@ -238,9 +324,48 @@ impl Settings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
         let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
 
-        let accounts = parse_accounts(&get("MEDIA_ACCOUNTS").ok_or_else(|| {
-            bad("MEDIA_ACCOUNTS", r#"missing; a JSON array like [{"name":"amswe","region":"westeurope","subscriptionId":"...","resourceGroup":"media"}]"#)
-        })?)?;
+        let duration = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+            match get(name) {
+                Some(v) => parse_duration(&v).map_err(|p| bad(name, p)),
+                None => Ok(default),
+            }
+        };
+        let number = |name: &'static str, default: u32, min: u32| -> Result<u32, ConfigError> {
+            match get(name) {
+                Some(v) => v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= min)
+                    .ok_or_else(|| bad(name, format!("{v:?} is not a whole number of at least {min}"))),
+                None => Ok(default),
+            }
+        };
+        let failover = FailoverSettings {
+            stuck_after: duration("STUCK_AFTER", Duration::from_secs(600))?,
+            stuck_min_jobs: number("STUCK_MIN_JOBS", 1, 1)?,
+            stuck_policy: match get("STUCK_POLICY").as_deref() {
+                None | Some("resubmit") => StuckPolicy::Resubmit,
+                Some("wait") => StuckPolicy::Wait,
+                Some(other) => return Err(bad("STUCK_POLICY", format!("{other:?} is not one of resubmit, wait"))),
+            },
+            stuck_grace: duration("STUCK_GRACE", Duration::from_secs(600))?,
+            cooldown: duration("COOLDOWN", Duration::from_secs(1800))?,
+            cooldown_max: duration("COOLDOWN_MAX", Duration::from_secs(4 * 3600))?,
+            submit_failures_to_remove: number("SUBMIT_FAILURES_TO_REMOVE", 3, 1)?,
+            reconcile_after: duration("RECONCILE_AFTER", Duration::from_secs(300))?,
+            max_attempts: number("MAX_ATTEMPTS", 3, 1)?,
+            alert_repeat: duration("ALERT_REPEAT", Duration::from_secs(900))?,
+        };
+        if failover.cooldown_max < failover.cooldown {
+            return Err(bad("COOLDOWN_MAX", "must not be shorter than COOLDOWN"));
+        }
+
+        let accounts = parse_accounts(
+            &get("MEDIA_ACCOUNTS").ok_or_else(|| {
+                bad("MEDIA_ACCOUNTS", r#"missing; a JSON array like [{"name":"amswe","region":"westeurope","subscriptionId":"...","resourceGroup":"media"}]"#)
+            })?,
+            failover.stuck_after,
+        )?;
 
         let storage = match (get("TABLES_CONNECTION_STRING"), get("TABLES_ENDPOINT")) {
             (Some(cs), None) => StorageConfig::ConnectionString(cs),
@@ -299,7 +424,10 @@ impl Settings {
             },
         };
 
-        Ok(Settings { accounts, storage, table_prefix, transforms, arm_auth, arm_timeout, mru })
+        // A test-only crash point; ignored by release builds.
+        let fail_point = if cfg!(debug_assertions) { get("FAIL_POINT") } else { None };
+
+        Ok(Settings { accounts, storage, table_prefix, transforms, arm_auth, arm_timeout, mru, failover, fail_point })
     }
 
     /// The configured account with this name (case-insensitive, as Event Grid topics vary in case).
@@ -313,7 +441,7 @@ impl Settings {
     }
 }
 
-fn parse_accounts(json: &str) -> Result<Vec<AccountConfig>, ConfigError> {
+fn parse_accounts(json: &str, default_stuck_after: Duration) -> Result<Vec<AccountConfig>, ConfigError> {
     const S: &str = "MEDIA_ACCOUNTS";
     let raw: Vec<RawAccount> =
         serde_json::from_str(json).map_err(|e| bad(S, format!("not a valid JSON array of accounts: {e}")))?;
@@ -349,7 +477,12 @@ fn parse_accounts(json: &str) -> Result<Vec<AccountConfig>, ConfigError> {
                 }
                 None => None,
             };
+            let stuck_after = match &a.stuck_after {
+                Some(d) => parse_duration(d).map_err(|p| bad(S, format!("account {:?}: stuckAfter {p}", a.name)))?,
+                None => default_stuck_after,
+            };
             Ok(AccountConfig {
+                stuck_after,
                 mru_endpoint,
                 name: a.name,
                 region: a.region,
@@ -465,6 +598,10 @@ mod tests {
         assert_eq!(with("MRU_SCALE_DOWN", "sometimes"), Some("MRU_SCALE_DOWN"));
         assert_eq!(with("MRU_FLOOR", "-1"), Some("MRU_FLOOR"));
         assert_eq!(with("MRU_CACHE_TTL", "forever"), Some("MRU_CACHE_TTL"));
+        assert_eq!(with("STUCK_POLICY", "panic"), Some("STUCK_POLICY"));
+        assert_eq!(with("STUCK_MIN_JOBS", "0"), Some("STUCK_MIN_JOBS"));
+        assert_eq!(with("COOLDOWN_MAX", "1m"), Some("COOLDOWN_MAX"));
+        assert_eq!(with("MAX_ATTEMPTS", "x"), Some("MAX_ATTEMPTS"));
         assert_eq!(with("TABLES_ENDPOINT", "https://x.table.core.windows.net"), Some("TABLES_CONNECTION_STRING"));
         assert_eq!(settings(&[("TRANSFORMS", "x")]).err().map(|e| e.setting), Some("MEDIA_ACCOUNTS"));
     }

@@ -11,6 +11,7 @@ pub mod invoke;
 pub mod media;
 pub mod scaling;
 pub mod store;
+pub mod sweep;
 pub mod telemetry;
 pub mod workflow;
 

@@ -1,8 +1,9 @@
 //! The steps that combine the store and Media Services under the domain's rules, shared by the functions:
-//! placing a job on an account, and applying what Media Services reports about an attempt.
+//! placing a job on an account, applying what Media Services reports about an attempt, moving a stuck
+//! attempt elsewhere, and reading a quiet attempt back from Media Services.
 
 use crate::config::AccountConfig;
-use crate::domain::{rotation_order, Alert, AttemptRecord, ErrorInfo, JobRecord, JobState, SubmitRequest};
+use crate::domain::{rotation_order, Alert, AttemptRecord, Cooldown, ErrorInfo, JobRecord, JobState, SubmitRequest};
 use crate::media::{JobSpec, MediaError};
 use crate::scaling;
 use crate::store::{AttemptChange, StoreError};
@@ -20,18 +21,30 @@ pub struct Placement {
     pub alerts: Vec<Alert>,
 }
 
-/// Places a Pending job on an account in rotation, trying them in random order; transient failures move on
-/// to the next account. When none takes it the job stays Pending and an alert says so. If another writer
-/// changed the job meanwhile (a concurrent retry or sweep), that writer owns the placement and the job is
-/// returned as it stands.
+/// The cool-down rule from the settings.
+pub fn cooldown(app: &App) -> Cooldown {
+    Cooldown { base: app.settings.failover.cooldown, max: app.settings.failover.cooldown_max }
+}
+
+/// Places a Pending job on an account in rotation. Accounts this job has not tried yet come first, each
+/// group in random order (the guidance's random choice); transient failures move on to the next account and
+/// count towards removing it. When none takes it the job stays Pending (its pending marker stays too, so the
+/// sweep tries again) and an alert says so. If another writer changed the job meanwhile (a concurrent retry
+/// or sweep), that writer owns the placement and the job is returned as it stands.
 pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Result<Placement, StoreError> {
     let request: SubmitRequest = serde_json::from_str(&job.request)
         .map_err(|e| StoreError::Corrupt(format!("job {}: unreadable request: {e}", job.job_id)))?;
     let health = app.store.health().await?;
     let names: Vec<&str> = app.settings.accounts.iter().map(|a| a.name.as_str()).collect();
-    let order = rotation_order(&health.in_rotation(names), &mut rand::rng());
+    let (fresh, tried_before): (Vec<&str>, Vec<&str>) =
+        health.in_rotation(names).into_iter().partition(|name| !job.attempts.iter().any(|a| a.account == *name));
+    let order = {
+        let mut rng = rand::rng();
+        [rotation_order(&fresh, &mut rng), rotation_order(&tried_before, &mut rng)].concat()
+    };
     let outputs = app.settings.transforms.get(&job.transform).copied().unwrap_or(1);
     let mut tried = Vec::new();
+    let mut alerts = Vec::new();
 
     for name in order {
         let Some(account) = app.settings.account(name) else { continue };
@@ -47,16 +60,23 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
             })
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("job {} vanished during placement", job.job_id)))?;
-        if stored != claimed {
-            return Ok(Placement { job: stored, alerts: vec![] });
+        if !stored.changed {
+            return Ok(Placement { job: stored.value, alerts });
         }
         app.store.open_attempt(&attempt).await?;
+        if app.settings.fail_point.as_deref() == Some("after-attempt-row") {
+            // Test-only (debug builds): die between the attempt row and the Media Services job.
+            std::process::abort();
+        }
         tried.push(account.name.clone());
         let saturated = scaling::scale_up_for(app, account, attempt.units(), now).await?;
 
         match create_in_media_services(app, account, &attempt, &request).await {
             Ok(()) => {
                 info!(job_id = %job.job_id, account = %account.name, region = %account.region, ams_job = %attempt.ams_job_name, saturated, "job submitted");
+                if health.accounts.get(&account.name).is_some_and(|a| a.submit_failures > 0) {
+                    app.store.update_health(|h| h.submit_succeeded(&account.name).map(|n| (n, ()))).await?;
+                }
                 let change = app
                     .store
                     .change_attempt(&account.name, &attempt.ams_job_name, |a| {
@@ -66,11 +86,29 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
                         (next != *a).then_some(next)
                     })
                     .await?;
-                let job = sync_job(app, change, now).await?.unwrap_or(claimed);
-                return Ok(Placement { job, alerts: vec![] });
+                let (job, more) = sync_job(app, change, now).await?;
+                alerts.extend(more);
+                let job = job.unwrap_or(claimed);
+                if job.state != JobState::Pending {
+                    app.store.unmark_pending(&job.job_id).await?;
+                }
+                return Ok(Placement { job, alerts });
             }
             Err(error) => {
                 warn!(job_id = %job.job_id, account = %account.name, region = %account.region, %error, "submission failed");
+                if error.is_transient() {
+                    let reason = error.to_string();
+                    let threshold = app.settings.failover.submit_failures_to_remove;
+                    let (_, removal) = app
+                        .store
+                        .update_health(|h| h.submit_failed(&account.name, &reason, threshold, now, cooldown(app)))
+                        .await?;
+                    if let Some(Some(removal)) = removal {
+                        warn!(account = %account.name, region = %account.region, reason = %removal.reason, "account removed from rotation");
+                        let in_flight = app.store.counters(&account.name).await?.value.in_flight();
+                        alerts.push(Alert::region_removed(&account.name, &account.region, &removal, 0, in_flight));
+                    }
+                }
                 let info = ErrorInfo {
                     code: "SubmitFailed".to_owned(),
                     message: error.to_string(),
@@ -94,23 +132,27 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
                     // not run unaccounted for. Best effort: the attempt is already closed either way.
                     let _ = app.media.cancel_job(account, &attempt.transform, &attempt.ams_job_name).await;
                 }
-                let Some(after) = sync_job(app, change, now).await? else { break };
+                let (after, more) = sync_job(app, change, now).await?;
+                alerts.extend(more);
+                let Some(after) = after else { break };
                 job = after;
                 if let MediaError::Rejected { .. } = error {
                     // The service refused the request itself: it would fail the same way everywhere.
                     let failed = app.store.update_job(&job.job_id, |j| j.fail(info.clone(), now)).await?;
-                    return Ok(Placement { job: failed.unwrap_or(job), alerts: vec![] });
+                    if let Some(failed) = failed.filter(|f| f.changed) {
+                        alerts.push(Alert::job_failed(&failed.value, failed.value.last_error.as_ref(), now));
+                        app.store.unmark_pending(&job.job_id).await?;
+                        return Ok(Placement { job: failed.value, alerts });
+                    }
                 }
             }
         }
     }
 
-    let alerts = if job.state == JobState::Pending {
+    if job.state == JobState::Pending {
         warn!(job_id = %job.job_id, tried = ?tried, "no account could take the job; kept as Pending");
-        vec![Alert::job_pending(&job.job_id, &tried, now)]
-    } else {
-        vec![]
-    };
+        alerts.push(Alert::job_pending(&job.job_id, &tried, now));
+    }
     Ok(Placement { job, alerts })
 }
 
@@ -138,18 +180,122 @@ async fn create_in_media_services(
     app.media.create_job(account, &attempt.transform, &attempt.ams_job_name, &spec).await.map(drop)
 }
 
-/// Brings the logical job in line with one of its attempts after a change. Returns the job as stored, or
-/// `None` when the attempt is unknown. Runs even when the attempt itself did not change, so a crash between
-/// the two writes is repaired by the next delivery of the same event.
+/// Brings the logical job in line with one of its attempts after a change. Returns the job as stored (or
+/// `None` when the attempt is unknown) and the alerts its change calls for. Runs even when the attempt
+/// itself did not change, so a crash between the two writes is repaired by the next delivery of the same
+/// event. When the attempt's end sends the job back to Pending, the pending marker is written first, so the
+/// sweep cannot miss it.
 pub async fn sync_job(
     app: &App,
     change: Option<AttemptChange>,
     now: DateTime<Utc>,
-) -> Result<Option<JobRecord>, StoreError> {
+) -> Result<(Option<JobRecord>, Vec<Alert>), StoreError> {
     let attempt = match change {
         Some(AttemptChange::Applied { after, .. }) => after,
         Some(AttemptChange::Unchanged(current)) => current,
-        None => return Ok(None),
+        None => return Ok((None, vec![])),
     };
-    app.store.update_job(&attempt.job_id, |job| job.observe_attempt(&attempt, now)).await
+    let max_attempts = app.settings.failover.max_attempts;
+    let goes_pending = |job: &JobRecord| {
+        job.observe_attempt(&attempt, max_attempts, now).is_some_and(|j| j.state == JobState::Pending)
+    };
+    if let Some(current) = app.store.get_job(&attempt.job_id).await? {
+        if goes_pending(&current.value) {
+            app.store.mark_pending(&attempt.job_id, now).await?;
+        }
+    }
+    let Some(job) =
+        app.store.update_job(&attempt.job_id, |job| job.observe_attempt(&attempt, max_attempts, now)).await?
+    else {
+        return Ok((None, vec![]));
+    };
+    let mut alerts = vec![];
+    if job.changed && job.value.state == JobState::Error {
+        alerts.push(Alert::job_failed(&job.value, job.value.last_error.as_ref(), now));
+    }
+    Ok((Some(job.value), alerts))
+}
+
+/// Moves a stuck attempt elsewhere: closes it as superseded (only one sweep can win that), cancels its
+/// Media Services job on a best-effort basis, and places the job again on another account.
+pub async fn resubmit_stuck(
+    app: &App,
+    account: &AccountConfig,
+    attempt: &AttemptRecord,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Alert>, StoreError> {
+    // The marker goes first: if the process dies after the attempt is closed, the sweep still finds the job.
+    app.store.mark_pending(&attempt.job_id, now).await?;
+    let change = app.store.change_attempt(&account.name, &attempt.ams_job_name, |a| a.supersede(reason, now)).await?;
+    if !matches!(change, Some(AttemptChange::Applied { .. })) {
+        // Another sweep (or an event) got there first; it owns what happens next.
+        return Ok(vec![]);
+    }
+    info!(job_id = %attempt.job_id, account = %account.name, region = %account.region, ams_job = %attempt.ams_job_name, reason, "moving a stuck job");
+    if let Err(error) = app.media.cancel_job(account, &attempt.transform, &attempt.ams_job_name).await {
+        warn!(job_id = %attempt.job_id, account = %account.name, region = %account.region, %error, "could not cancel the stuck job; it is superseded anyway");
+    }
+    let (job, mut alerts) = sync_job(app, change, now).await?;
+    if let Some(job) = job.filter(|j| j.state == JobState::Pending) {
+        alerts.extend(place_job(app, job, now).await?.alerts);
+    }
+    Ok(alerts)
+}
+
+/// Reads a quiet attempt back from Media Services and applies what it says: a lost event is made up for,
+/// and an attempt whose Media Services job was never created (the process died between the two writes) is
+/// created again under the same name. An attempt whose job has vanished after being created is closed and
+/// its job placed again.
+pub async fn reconcile(
+    app: &App,
+    account: &AccountConfig,
+    attempt: &AttemptRecord,
+    now: DateTime<Utc>,
+) -> Result<Vec<Alert>, StoreError> {
+    let found = match app.media.get_job(account, &attempt.transform, &attempt.ams_job_name).await {
+        Ok(found) => found,
+        Err(error) => {
+            warn!(job_id = %attempt.job_id, account = %account.name, region = %account.region, %error, "could not read a quiet job; trying again next sweep");
+            return Ok(vec![]);
+        }
+    };
+    let change = match found {
+        Some(ams) => {
+            let at = ams.last_modified.filter(|t| *t <= now).unwrap_or(now);
+            let error = ams.error();
+            app.store
+                .change_attempt(&account.name, &attempt.ams_job_name, |a| {
+                    Some(a.observe(ams.state, at, error.clone(), now).unwrap_or_else(|| a.heard(now)))
+                })
+                .await?
+        }
+        None if attempt.state == JobState::Submitting => {
+            let request: SubmitRequest = match app.store.get_job(&attempt.job_id).await? {
+                Some(job) => serde_json::from_str(&job.value.request)
+                    .map_err(|e| StoreError::Corrupt(format!("job {}: unreadable request: {e}", attempt.job_id)))?,
+                None => return Ok(vec![]),
+            };
+            info!(job_id = %attempt.job_id, account = %account.name, region = %account.region, ams_job = %attempt.ams_job_name, "creating a job that was recorded but never created");
+            if let Err(error) = create_in_media_services(app, account, attempt, &request).await {
+                warn!(job_id = %attempt.job_id, account = %account.name, region = %account.region, %error, "could not create the recorded job; trying again next sweep");
+                return Ok(vec![]);
+            }
+            app.store
+                .change_attempt(&account.name, &attempt.ams_job_name, |a| {
+                    Some(a.observe(JobState::Queued, now, None, now).unwrap_or_else(|| a.heard(now)))
+                })
+                .await?
+        }
+        None => return resubmit_stuck(app, account, attempt, "its Media Services job no longer exists", now).await,
+    };
+    let ended = matches!(&change, Some(AttemptChange::Applied { after, .. }) if !after.is_active());
+    let (job, mut alerts) = sync_job(app, change, now).await?;
+    if ended && app.settings.mru.scale_down == crate::config::ScaleDown::OnFinal {
+        scaling::scale_down_account(app, account).await?;
+    }
+    if let Some(job) = job.filter(|j| j.state == JobState::Pending) {
+        alerts.extend(place_job(app, job, now).await?.alerts);
+    }
+    Ok(alerts)
 }

@@ -24,6 +24,7 @@ fn account(name: &str, arm: &str) -> anyhow::Result<AccountConfig> {
         mru_mode: MruMode::Managed,
         max_mru: 10,
         mru_endpoint: None,
+        stuck_after: Duration::from_secs(600),
     })
 }
 

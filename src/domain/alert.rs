@@ -1,14 +1,17 @@
 //! Alerts for operators: what happened, where, and what to do about it. Sent as JSON on the `alerts`
 //! Service Bus queue through the Functions output binding.
 
+use super::health::Removal;
+use super::records::{ErrorInfo, JobRecord};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// One alert message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Alert {
-    /// What kind of event this is, e.g. `NoHealthyAccount`.
+    /// What kind of event this is: `RegionRemoved`, `RegionReadmitted`, `NoHealthyAccount`, `JobFailed`.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// The account concerned, if one.
@@ -20,6 +23,9 @@ pub struct Alert {
     /// The job concerned, if one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    /// Numbers behind the alert (for example stuck and in-flight jobs).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub counts: BTreeMap<&'static str, u64>,
     /// What was seen.
     pub reason: String,
     /// What an operator should do.
@@ -29,6 +35,25 @@ pub struct Alert {
 }
 
 impl Alert {
+    fn new(kind: &'static str, reason: String, action: &str, now: DateTime<Utc>) -> Alert {
+        Alert {
+            kind,
+            account: None,
+            region: None,
+            job_id: None,
+            counts: BTreeMap::new(),
+            reason,
+            action: action.to_owned(),
+            time: now,
+        }
+    }
+
+    fn at(mut self, account: &str, region: &str) -> Alert {
+        self.account = Some(account.to_owned());
+        self.region = Some(region.to_owned());
+        self
+    }
+
     /// No account could take a job: it is kept as Pending.
     pub fn job_pending(job_id: &str, tried: &[String], now: DateTime<Utc>) -> Alert {
         let reason = if tried.is_empty() {
@@ -36,14 +61,76 @@ impl Alert {
         } else {
             format!("every account in rotation failed to take the job ({}); it is kept as Pending", tried.join(", "))
         };
-        Alert {
-            kind: "NoHealthyAccount",
-            account: None,
-            region: None,
-            job_id: Some(job_id.to_owned()),
+        let mut alert = Alert::new(
+            "NoHealthyAccount",
             reason,
-            action: "Check the Media Services accounts and their regions (GET /api/status); pending jobs are submitted as soon as an account takes work again.".to_owned(),
-            time: now,
+            "Check the Media Services accounts and their regions (GET /api/status); pending jobs are submitted as soon as an account takes work again.",
+            now,
+        );
+        alert.job_id = Some(job_id.to_owned());
+        alert
+    }
+
+    /// No account is in rotation at all.
+    pub fn rotation_empty(configured: usize, pending: usize, now: DateTime<Utc>) -> Alert {
+        let mut alert = Alert::new(
+            "NoHealthyAccount",
+            format!("none of the {configured} Media Services accounts is in rotation; new jobs are kept as Pending"),
+            "Check the regions' Azure status and GET /api/status for why each account was removed. Accounts come back by themselves after their cool-down once a probe succeeds.",
+            now,
+        );
+        alert.counts.insert("pendingJobs", pending as u64);
+        alert
+    }
+
+    /// An account was taken out of rotation.
+    pub fn region_removed(account: &str, region: &str, removal: &Removal, stuck: usize, in_flight: u32) -> Alert {
+        let mut alert = Alert::new(
+            "RegionRemoved",
+            format!("{account} ({region}) was taken out of rotation: {}", removal.reason),
+            &format!(
+                "New jobs go to the other accounts and its stuck jobs are moved. Check Media Services in {region}; the account is probed again after {} (cool-down {}s).",
+                removal.until.to_rfc3339(),
+                removal.cooldown_secs
+            ),
+            removal.since,
+        )
+        .at(account, region);
+        alert.counts.insert("stuckJobs", stuck as u64);
+        alert.counts.insert("inFlight", u64::from(in_flight));
+        alert
+    }
+
+    /// An account came back into rotation after a successful probe.
+    pub fn region_readmitted(account: &str, region: &str, out_since: DateTime<Utc>, now: DateTime<Utc>) -> Alert {
+        Alert::new(
+            "RegionReadmitted",
+            format!(
+                "{account} ({region}) is back in rotation after a successful probe; it was out since {}",
+                out_since.to_rfc3339()
+            ),
+            "Nothing to do. If it is removed again soon, its next cool-down is longer.",
+            now,
+        )
+        .at(account, region)
+    }
+
+    /// A job ended in Error and will not be retried.
+    pub fn job_failed(job: &JobRecord, error: Option<&ErrorInfo>, now: DateTime<Utc>) -> Alert {
+        let detail = error.map_or_else(
+            || "no error details".to_owned(),
+            |e| format!("{} ({}, {}): {}", e.code, e.category, e.retry, e.message),
+        );
+        let mut alert = Alert::new(
+            "JobFailed",
+            format!("job {} failed after {} attempt(s): {detail}", job.job_id, job.attempt),
+            "Check the job's input and transform (GET /api/jobs/{jobId}); resubmit it under a new jobId once fixed.",
+            now,
+        );
+        if let (Some(account), Some(region)) = (&job.account, &job.region) {
+            alert = alert.at(account, region);
         }
+        alert.job_id = Some(job.job_id.clone());
+        alert
     }
 }

@@ -4,14 +4,17 @@
 pub mod alert;
 pub mod choice;
 pub mod event;
+pub mod health;
 pub mod mru;
 pub mod records;
 pub mod request;
 pub mod state;
+pub mod sweep;
 
 pub use alert::Alert;
 pub use choice::rotation_order;
 pub use event::{Incoming, JobEvent, Unusable};
+pub use health::{Cooldown, HealthRecord, Removal};
 pub use mru::MruCache;
 pub use records::{AccountCounters, AttemptRecord, ErrorInfo, JobRecord};
 pub use request::{BadRequest, JobId, SubmitRequest};

@@ -116,6 +116,33 @@ impl AttemptRecord {
         self.is_active().then_some(self.state)
     }
 
+    /// Whether the attempt ended in an error Media Services marks as worth retrying.
+    pub fn may_retry(&self) -> bool {
+        self.state == JobState::Error && self.error.as_ref().is_some_and(|e| e.retry.eq_ignore_ascii_case("MayRetry"))
+    }
+
+    /// The attempt heard from (polled) at `now` without a state change.
+    pub fn heard(&self, now: DateTime<Utc>) -> AttemptRecord {
+        AttemptRecord { last_heard_at: now, ..self.clone() }
+    }
+
+    /// The attempt closed because it is stuck in a broken region, or `None` if it already ended.
+    pub fn supersede(&self, reason: &str, now: DateTime<Utc>) -> Option<AttemptRecord> {
+        let error = ErrorInfo {
+            code: "Stuck".to_owned(),
+            message: reason.to_owned(),
+            category: "Account".to_owned(),
+            retry: "MayRetry".to_owned(),
+        };
+        self.is_active().then(|| AttemptRecord {
+            state: JobState::Superseded,
+            finished_at: Some(now),
+            last_heard_at: now,
+            error: Some(error),
+            ..self.clone()
+        })
+    }
+
     /// Media Reserved Units the attempt needs: one per output.
     pub fn units(&self) -> u32 {
         u32::try_from(self.output_assets.len()).unwrap_or(u32::MAX)
@@ -215,15 +242,19 @@ impl JobRecord {
 
     /// The job after its attempt changed, or `None` when that changes nothing: the attempt is not the
     /// current one (a superseded attempt never moves the job), or the job already ended.
-    pub fn observe_attempt(&self, attempt: &AttemptRecord, now: DateTime<Utc>) -> Option<JobRecord> {
+    ///
+    /// The job follows its current attempt, except when the attempt ended without a result the job can keep:
+    /// an attempt that could not be submitted or was superseded, or an error marked `MayRetry` while fewer
+    /// than `max_attempts` were made, puts the job back to `Pending`, to be submitted again.
+    pub fn observe_attempt(&self, attempt: &AttemptRecord, max_attempts: u32, now: DateTime<Utc>) -> Option<JobRecord> {
         if attempt.number != self.attempt || self.state.is_final() {
             return None;
         }
         let mut job = self.clone();
         job.record_attempt(attempt);
         job.state = match attempt.state {
-            // No attempt runs any more; the job waits for an account.
-            JobState::SubmitFailed => JobState::Pending,
+            JobState::SubmitFailed | JobState::Superseded => JobState::Pending,
+            JobState::Error if attempt.may_retry() && self.attempt < max_attempts => JobState::Pending,
             s => s,
         };
         if attempt.state == JobState::Finished {
@@ -339,34 +370,6 @@ impl AccountCounters {
     }
 }
 
-/// Why and until when an account is out of rotation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Removal {
-    /// When it was removed.
-    pub since: DateTime<Utc>,
-    /// When it may come back.
-    pub until: DateTime<Utc>,
-    /// What was seen.
-    pub reason: String,
-}
-
-/// The health list: every configured account is in rotation unless it has a removal entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HealthRecord {
-    /// Removed accounts by name.
-    #[serde(default)]
-    pub removed: BTreeMap<String, Removal>,
-}
-
-impl HealthRecord {
-    /// The accounts of `configured` that are in rotation, in configuration order.
-    pub fn in_rotation<'a>(&self, configured: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
-        configured.into_iter().filter(|name| !self.removed.contains_key(*name)).collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,14 +410,31 @@ mod tests {
         let (j1, a1) = job().begin_attempt("a", "r1", 1, t(0));
         let (j2, _a2) = j1.begin_attempt("b", "r2", 1, t(1));
         let finished = a1.observe(JobState::Finished, t(2), None, t(2)).expect("advances");
-        assert_eq!(j2.observe_attempt(&finished, t(3)), None);
+        assert_eq!(j2.observe_attempt(&finished, 3, t(3)), None);
     }
 
     #[test]
     fn a_failed_submission_puts_the_job_back_to_pending() {
         let (j1, a1) = job().begin_attempt("a", "r1", 1, t(0));
         let failed = AttemptRecord { state: JobState::SubmitFailed, ..a1 };
-        assert_eq!(j1.observe_attempt(&failed, t(1)).map(|j| j.state), Some(JobState::Pending));
+        assert_eq!(j1.observe_attempt(&failed, 3, t(1)).map(|j| j.state), Some(JobState::Pending));
+    }
+
+    #[test]
+    fn a_retriable_error_puts_the_job_back_to_pending_until_attempts_run_out() {
+        let error = ErrorInfo {
+            code: "ServiceError".into(),
+            message: String::new(),
+            category: "Service".into(),
+            retry: "MayRetry".into(),
+        };
+        let (j1, a1) = job().begin_attempt("a", "r1", 1, t(0));
+        let errored = a1.observe(JobState::Error, t(1), Some(error.clone()), t(1)).expect("advances");
+        assert_eq!(j1.observe_attempt(&errored, 3, t(2)).map(|j| j.state), Some(JobState::Pending));
+        assert_eq!(j1.observe_attempt(&errored, 1, t(2)).map(|j| j.state), Some(JobState::Error));
+        let final_error = ErrorInfo { retry: "DoNotRetry".into(), ..error };
+        let errored = a1.observe(JobState::Error, t(1), Some(final_error), t(1)).expect("advances");
+        assert_eq!(j1.observe_attempt(&errored, 3, t(2)).map(|j| j.state), Some(JobState::Error));
     }
 
     #[test]

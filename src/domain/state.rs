@@ -31,6 +31,8 @@ pub enum JobState {
     Canceled,
     /// The job could never be created in Media Services on this attempt (attempts only).
     SubmitFailed,
+    /// The attempt was stuck in a broken region; it was cancelled there and the job moved on (attempts only).
+    Superseded,
 }
 
 impl JobState {
@@ -44,7 +46,11 @@ impl JobState {
             JobState::Scheduled => 3,
             JobState::Processing => 4,
             JobState::Canceling => 5,
-            JobState::Finished | JobState::Error | JobState::Canceled | JobState::SubmitFailed => 6,
+            JobState::Finished
+            | JobState::Error
+            | JobState::Canceled
+            | JobState::SubmitFailed
+            | JobState::Superseded => 6,
         }
     }
 
@@ -87,6 +93,7 @@ impl JobState {
             JobState::Error => "Error",
             JobState::Canceled => "Canceled",
             JobState::SubmitFailed => "SubmitFailed",
+            JobState::Superseded => "Superseded",
         }
     }
 }
@@ -105,6 +112,7 @@ impl FromStr for JobState {
             "Pending" => Ok(JobState::Pending),
             "Submitting" => Ok(JobState::Submitting),
             "SubmitFailed" => Ok(JobState::SubmitFailed),
+            "Superseded" => Ok(JobState::Superseded),
             other => JobState::from_media_services(other).ok_or_else(|| format!("unknown job state {other:?}")),
         }
     }

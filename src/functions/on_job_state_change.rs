@@ -2,7 +2,8 @@
 //! and the logical job. Every event is safe to receive twice, late, or out of order. Events that cannot be
 //! used are logged and acknowledged, so Event Grid does not retry them for a day.
 
-use crate::config::ScaleDown;
+use super::alerts_output;
+use crate::config::{AccountConfig, ScaleDown};
 use crate::domain::{Incoming, JobEvent};
 use crate::invoke::{InvokeRequest, InvokeResponse};
 use crate::scaling;
@@ -12,7 +13,7 @@ use crate::App;
 use chrono::Utc;
 use std::future::Future;
 use std::pin::Pin;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 /// Runs one OnJobStateChange invocation.
 pub fn run(
@@ -47,7 +48,10 @@ async fn apply(app: &App, event: JobEvent) -> Result<InvokeResponse, StoreError>
         return Ok(InvokeResponse::default().log(format!("account {} is not configured; ignored", event.account)));
     };
     let span = tracing::info_span!("event", account = %account.name, region = %account.region, ams_job = %event.job_name, event_id = %event.id);
-    let _guard = span.enter();
+    apply_to_account(app, account, event).instrument(span).await
+}
+
+async fn apply_to_account(app: &App, account: &AccountConfig, event: JobEvent) -> Result<InvokeResponse, StoreError> {
     let now = Utc::now();
     // A clock-skewed or missing event time must not put the record in the future.
     let at = event.event_time.filter(|t| *t <= now).unwrap_or(now);
@@ -58,19 +62,22 @@ async fn apply(app: &App, event: JobEvent) -> Result<InvokeResponse, StoreError>
         })
         .await?;
     let ended = matches!(&change, Some(AttemptChange::Applied { after, .. }) if !after.is_active());
-    let job = sync_job(app, change, now).await?;
+    let (job, alerts) = sync_job(app, change, now).await?;
     if ended && app.settings.mru.scale_down == ScaleDown::OnFinal {
         scaling::scale_down_account(app, account).await?;
     }
-    match job {
+    let mut response = match job {
         None => {
             warn!(state = %event.state, "event for a job this product did not submit; acknowledged");
-            Ok(InvokeResponse::default().log(format!("unknown job {} on {}; ignored", event.job_name, account.name)))
+            InvokeResponse::default().log(format!("unknown job {} on {}; ignored", event.job_name, account.name))
         }
         Some(job) => {
             info!(job_id = %job.job_id, state = %event.state, job_state = %job.state, "event applied");
-            Ok(InvokeResponse::default()
-                .log(format!("job {}: {} reported, job is {}", job.job_id, event.state, job.state)))
+            InvokeResponse::default().log(format!("job {}: {} reported, job is {}", job.job_id, event.state, job.state))
         }
+    };
+    if let Some(alerts) = alerts_output(&alerts) {
+        response = response.output("alerts", alerts);
     }
+    Ok(response)
 }

@@ -1,15 +1,16 @@
 //! SubmitJob (HTTP `POST /api/jobs`): validate, record the job durably, place it on an account, answer 202.
 
 use super::alerts_output;
-use crate::domain::{JobRecord, SubmitRequest};
+use crate::domain::{JobRecord, JobState, SubmitRequest};
 use crate::invoke::{HttpRequestData, HttpResponseData, InvokeRequest, InvokeResponse};
 use crate::store::StoreError;
 use crate::workflow::place_job;
 use crate::App;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use std::future::Future;
 use std::pin::Pin;
+use tracing::Instrument;
 
 /// Runs one SubmitJob invocation.
 pub fn run(
@@ -30,39 +31,47 @@ pub fn run(
             };
         let job = JobRecord::accept(&request, now);
         let span = tracing::info_span!("job", job_id = %job.job_id);
-        let _guard = span.enter();
-
-        if !app.store.insert_job(&job).await? {
-            // A retry, or a different request reusing the id.
-            let existing = app
-                .store
-                .get_job(&job.job_id)
-                .await?
-                .ok_or_else(|| StoreError::Unavailable(format!("job {} exists but cannot be read yet", job.job_id)))?
-                .value;
-            let res = if existing.request == job.request {
-                accepted(&existing)
-            } else {
-                HttpResponseData::error(
-                    409,
-                    "job_id_conflict",
-                    &format!("job {} already exists with a different request; use another jobId", job.job_id),
-                )
-            };
-            return Ok(InvokeResponse::default()
-                .output("res", res.to_value())
-                .log(format!("job {} already known", job.job_id)));
-        }
-
-        let placement = place_job(app, job, now).await?;
-        let mut response = InvokeResponse::default()
-            .output("res", accepted(&placement.job).to_value())
-            .log(format!("job {} accepted as {}", placement.job.job_id, placement.job.state));
-        if let Some(alerts) = alerts_output(&placement.alerts) {
-            response = response.output("alerts", alerts);
-        }
-        Ok(response)
+        accept(app, job, now).instrument(span).await
     })
+}
+
+/// Records the job durably, then places it. The pending marker is written before the job row, so a job
+/// whose placement is interrupted is found and placed by the sweep.
+async fn accept(app: &App, job: JobRecord, now: DateTime<Utc>) -> Result<InvokeResponse, StoreError> {
+    app.store.mark_pending(&job.job_id, now).await?;
+    if !app.store.insert_job(&job).await? {
+        // A retry, or a different request reusing the id.
+        let existing = app
+            .store
+            .get_job(&job.job_id)
+            .await?
+            .ok_or_else(|| StoreError::Unavailable(format!("job {} exists but cannot be read yet", job.job_id)))?
+            .value;
+        if existing.state != JobState::Pending {
+            app.store.unmark_pending(&job.job_id).await?;
+        }
+        let res = if existing.request == job.request {
+            accepted(&existing)
+        } else {
+            HttpResponseData::error(
+                409,
+                "job_id_conflict",
+                &format!("job {} already exists with a different request; use another jobId", job.job_id),
+            )
+        };
+        return Ok(InvokeResponse::default()
+            .output("res", res.to_value())
+            .log(format!("job {} already known", job.job_id)));
+    }
+
+    let placement = place_job(app, job, now).await?;
+    let mut response = InvokeResponse::default()
+        .output("res", accepted(&placement.job).to_value())
+        .log(format!("job {} accepted as {}", placement.job.job_id, placement.job.state));
+    if let Some(alerts) = alerts_output(&placement.alerts) {
+        response = response.output("alerts", alerts);
+    }
+    Ok(response)
 }
 
 fn accepted(job: &JobRecord) -> HttpResponseData {

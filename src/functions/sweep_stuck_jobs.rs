@@ -1,13 +1,10 @@
-//! SweepStuckJobs (timer): the periodic pass over each account's active attempts.
-//!
-//! For each account: report what is in flight, and with `MRU_SCALE_DOWN=periodic` bring a managed account's
-//! MRUs down to what is in flight (the guidance's remedy for thrashing).
+//! SweepStuckJobs (timer): runs the sweep (see `crate::sweep`) and sends its alerts.
 
-use crate::config::ScaleDown;
+use super::alerts_output;
 use crate::invoke::{InvokeRequest, InvokeResponse, TimerInfo};
-use crate::scaling;
 use crate::store::StoreError;
 use crate::App;
+use chrono::Utc;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -22,14 +19,12 @@ pub fn run(
         if timer.is_past_due {
             response = response.log("the sweep is running later than scheduled");
         }
-        for account in &app.settings.accounts {
-            if app.settings.mru.scale_down == ScaleDown::Periodic {
-                scaling::scale_down_account(app, account).await?;
-            }
-            let counters = app.store.counters(&account.name).await?.value;
-            tracing::info!(account = %account.name, region = %account.region, in_flight = counters.in_flight(), "sweep");
-            response =
-                response.log(format!("{} ({}): {} in flight", account.name, account.region, counters.in_flight()));
+        let report = crate::sweep::sweep(app, Utc::now()).await?;
+        for line in report.log {
+            response = response.log(line);
+        }
+        if let Some(alerts) = alerts_output(&report.alerts) {
+            response = response.output("alerts", alerts);
         }
         Ok(response)
     })

@@ -227,6 +227,16 @@ impl MediaClient {
         }
     }
 
+    /// Checks that the account's ARM API answers: reads a transform. A missing transform still proves the
+    /// API works (the definitions sync repairs it); throttling, 5xx and timeouts do not.
+    pub async fn probe(&self, account: &AccountConfig, transform: &str) -> Result<(), MediaError> {
+        let url = format!("{}/transforms/{transform}?api-version={JOBS_API}", base(account));
+        match self.call(Method::GET, &url, None).await {
+            Ok(_) | Err(MediaError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads a job; `None` if it does not exist.
     pub async fn get_job(
         &self,

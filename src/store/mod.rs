@@ -11,7 +11,8 @@
 //! writers (duplicate events, parallel submissions, sweeps) serialise on the row instead of losing updates.
 
 use crate::config::{Settings, StorageConfig};
-use crate::domain::records::{CounterUnderflow, HealthRecord};
+use crate::domain::records::CounterUnderflow;
+use crate::domain::HealthRecord;
 use crate::domain::{AccountCounters, AttemptRecord, JobRecord, JobState, MruCache};
 use rand::Rng;
 use serde::de::DeserializeOwned;
@@ -27,6 +28,8 @@ const COUNTER_ROW: &str = "counter";
 const HEALTH_PARTITION: &str = "health";
 const HEALTH_ROW: &str = "list";
 const JOB_ROW: &str = "job";
+/// Partition of the Jobs table holding pending markers; job ids cannot start with `~`.
+const PENDING_PARTITION: &str = "~pending";
 
 /// A storage failure, sorted for the caller.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +80,15 @@ pub struct Versioned<T> {
     pub etag: ETag,
 }
 
+/// A record after a guarded update, and whether this caller's write made the change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed<T> {
+    /// The record as stored.
+    pub value: T,
+    /// This call wrote it.
+    pub changed: bool,
+}
+
 /// The outcome of a guarded change to an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptChange {
@@ -122,7 +134,7 @@ pub struct AccountRow {
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct HealthRow {
-    removed: String,
+    record: String,
 }
 
 /// The product's state in Table Storage.
@@ -175,7 +187,7 @@ impl Store {
         for account in accounts {
             insert_if_missing(&self.attempts, account, COUNTER_ROW, &AccountCounters::default()).await?;
         }
-        let empty = HealthRow { removed: to_json(&HealthRecord::default().removed) };
+        let empty = HealthRow { record: to_json(&HealthRecord::default()) };
         insert_if_missing(&self.health, HEALTH_PARTITION, HEALTH_ROW, &empty).await
     }
 
@@ -195,19 +207,21 @@ impl Store {
         }
     }
 
-    /// Applies `decide` to the job until it sticks; returns the job as stored afterwards (`None` if the
-    /// job does not exist).
+    /// Applies `decide` to the job until it sticks. Returns the job as stored afterwards and whether this
+    /// call changed it (`None` if the job does not exist), so only the writer whose change landed acts on it.
     pub async fn update_job(
         &self,
         job_id: &str,
         decide: impl Fn(&JobRecord) -> Option<JobRecord>,
-    ) -> Result<Option<JobRecord>, StoreError> {
+    ) -> Result<Option<Changed<JobRecord>>, StoreError> {
         for round in 0..MAX_CAS_ROUNDS {
             let Some(current) = self.get_job(job_id).await? else { return Ok(None) };
-            let Some(next) = decide(&current.value) else { return Ok(Some(current.value)) };
+            let Some(next) = decide(&current.value) else {
+                return Ok(Some(Changed { value: current.value, changed: false }));
+            };
             let row = record_row(&next, next.state);
             match self.jobs.replace(job_id, JOB_ROW, &row, IfMatch::ETag(current.etag)).await {
-                Ok(_) => return Ok(Some(next)),
+                Ok(_) => return Ok(Some(Changed { value: next, changed: true })),
                 Err(TableError::PreconditionFailed) => backoff(round).await,
                 Err(e) => return Err(e.into()),
             }
@@ -375,11 +389,68 @@ impl Store {
 
     /// The health list.
     pub async fn health(&self) -> Result<HealthRecord, StoreError> {
-        let row: Option<Entity<HealthRow>> = self.health.get(HEALTH_PARTITION, HEALTH_ROW).await?;
-        match row {
-            Some(row) => Ok(HealthRecord { removed: from_json(&row.value.removed)? }),
-            None => Ok(HealthRecord::default()),
+        Ok(self.read_health().await?.value)
+    }
+
+    async fn read_health(&self) -> Result<Versioned<HealthRecord>, StoreError> {
+        let row: Entity<HealthRow> = self
+            .health
+            .get(HEALTH_PARTITION, HEALTH_ROW)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("the health row is missing".to_owned()))?;
+        Ok(Versioned { value: from_json(&row.value.record)?, etag: row.etag })
+    }
+
+    /// Applies `decide` to the health list until it sticks. Returns the list as stored afterwards and what
+    /// `decide` returned alongside the change it made (`None` when it made none), so only the writer whose
+    /// change landed acts on it (sends the alert, for example).
+    pub async fn update_health<T>(
+        &self,
+        decide: impl Fn(&HealthRecord) -> Option<(HealthRecord, T)>,
+    ) -> Result<(HealthRecord, Option<T>), StoreError> {
+        for round in 0..MAX_CAS_ROUNDS {
+            let current = self.read_health().await?;
+            let Some((next, outcome)) = decide(&current.value) else { return Ok((current.value, None)) };
+            let row = HealthRow { record: to_json(&next) };
+            match self.health.replace(HEALTH_PARTITION, HEALTH_ROW, &row, IfMatch::ETag(current.etag)).await {
+                Ok(_) => return Ok((next, Some(outcome))),
+                Err(TableError::PreconditionFailed) => backoff(round).await,
+                Err(e) => return Err(e.into()),
+            }
         }
+        Err(StoreError::Contention("the health list".to_owned()))
+    }
+
+    // ---- pending jobs ----
+
+    /// Marks a job as needing placement. Written *before* the job can be Pending, and removed only after
+    /// it no longer is, so the sweep finds every pending job without scanning the Jobs table.
+    pub async fn mark_pending(&self, job_id: &str, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+        let marker = json!({ "Since": now.to_rfc3339() });
+        self.jobs.upsert(PENDING_PARTITION, job_id, &marker).await?;
+        Ok(())
+    }
+
+    /// Removes a job's pending marker (a missing one is fine).
+    pub async fn unmark_pending(&self, job_id: &str) -> Result<(), StoreError> {
+        match self.jobs.delete(PENDING_PARTITION, job_id, IfMatch::Any).await {
+            Ok(()) | Err(TableError::NotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Jobs marked as needing placement, with when they were marked.
+    pub async fn pending_jobs(&self) -> Result<Vec<(String, Option<chrono::DateTime<chrono::Utc>>)>, StoreError> {
+        let filter = format!("PartitionKey eq {}", tables::filter_string_literal(PENDING_PARTITION));
+        let rows: Vec<Entity<Value>> = self.jobs.query(&filter).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                let id = row.value.get("RowKey")?.as_str()?.to_owned();
+                let since = row.value.get("Since").and_then(Value::as_str).and_then(|s| s.parse().ok());
+                Some((id, since))
+            })
+            .collect())
     }
 }
 

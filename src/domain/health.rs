@@ -1,0 +1,237 @@
+//! The health list: which accounts are in rotation, and the rules that take one out and let it back in.
+//! One record, stored in one Table entity and changed by compare-and-swap, so every instance sees the same
+//! list and concurrent sweeps cannot both remove (or re-admit) an account.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Why and until when an account is out of rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Removal {
+    /// When it was removed.
+    pub since: DateTime<Utc>,
+    /// When a probe may bring it back.
+    pub until: DateTime<Utc>,
+    /// What was seen.
+    pub reason: String,
+    /// The cool-down it got, in seconds (it grows when an account fails again soon after coming back).
+    pub cooldown_secs: u64,
+}
+
+/// What the list remembers about an account between removals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountHealth {
+    /// Transient submission failures in a row.
+    #[serde(default)]
+    pub submit_failures: u32,
+    /// When it last came back into rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readmitted_at: Option<DateTime<Utc>>,
+    /// The cool-down of its last removal, in seconds.
+    #[serde(default)]
+    pub last_cooldown_secs: u64,
+}
+
+/// The cool-down rule: `base`, doubled (up to `max`) for an account removed again within its last
+/// cool-down after coming back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cooldown {
+    /// The normal cool-down.
+    pub base: Duration,
+    /// The longest one.
+    pub max: Duration,
+}
+
+/// The health list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthRecord {
+    /// Accounts out of rotation, by name.
+    #[serde(default)]
+    pub removed: BTreeMap<String, Removal>,
+    /// Per-account memory, by name.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, AccountHealth>,
+    /// When operators were last told that no account is in rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_alerted_at: Option<DateTime<Utc>>,
+}
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs().max(1)
+}
+
+fn after(t: DateTime<Utc>, secs: u64) -> DateTime<Utc> {
+    t + chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000))
+}
+
+impl HealthRecord {
+    /// The accounts of `configured` that are in rotation, in configuration order.
+    pub fn in_rotation<'a>(&self, configured: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+        configured.into_iter().filter(|name| !self.removed.contains_key(*name)).collect()
+    }
+
+    /// The list with `account` removed for `reason`, and the removal; `None` if it is already out.
+    pub fn remove(
+        &self,
+        account: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+        cooldown: Cooldown,
+    ) -> Option<(HealthRecord, Removal)> {
+        if self.removed.contains_key(account) {
+            return None;
+        }
+        let memory = self.accounts.get(account).cloned().unwrap_or_default();
+        let failed_again_soon = memory.readmitted_at.is_some_and(|back| now < after(back, memory.last_cooldown_secs));
+        let cooldown_secs = if failed_again_soon {
+            (memory.last_cooldown_secs.saturating_mul(2)).clamp(secs(cooldown.base), secs(cooldown.max))
+        } else {
+            secs(cooldown.base)
+        };
+        let removal =
+            Removal { since: now, until: after(now, cooldown_secs), reason: reason.to_owned(), cooldown_secs };
+        let mut next = self.clone();
+        next.removed.insert(account.to_owned(), removal.clone());
+        let entry = next.accounts.entry(account.to_owned()).or_default();
+        entry.last_cooldown_secs = cooldown_secs;
+        entry.submit_failures = 0;
+        Some((next, removal))
+    }
+
+    /// Removed accounts whose cool-down has passed: candidates for a probe.
+    pub fn due_for_readmission(&self, now: DateTime<Utc>) -> Vec<String> {
+        self.removed.iter().filter(|(_, r)| r.until <= now).map(|(name, _)| name.clone()).collect()
+    }
+
+    /// The list with `account` back in rotation; `None` if it is not out or its cool-down has not passed.
+    pub fn readmit(&self, account: &str, now: DateTime<Utc>) -> Option<HealthRecord> {
+        let removal = self.removed.get(account)?;
+        if removal.until > now {
+            return None;
+        }
+        let mut next = self.clone();
+        next.removed.remove(account);
+        next.accounts.entry(account.to_owned()).or_default().readmitted_at = Some(now);
+        Some(next)
+    }
+
+    /// The list after a transient submission failure on `account`, and the removal if this failure was the
+    /// `threshold`-th in a row. `None` if the account is already out (nothing to count).
+    pub fn submit_failed(
+        &self,
+        account: &str,
+        reason: &str,
+        threshold: u32,
+        now: DateTime<Utc>,
+        cooldown: Cooldown,
+    ) -> Option<(HealthRecord, Option<Removal>)> {
+        if self.removed.contains_key(account) {
+            return None;
+        }
+        let mut next = self.clone();
+        let failures = {
+            let entry = next.accounts.entry(account.to_owned()).or_default();
+            entry.submit_failures += 1;
+            entry.submit_failures
+        };
+        if failures >= threshold {
+            let reason = format!("{failures} submissions in a row failed; last: {reason}");
+            return next.remove(account, &reason, now, cooldown).map(|(n, r)| (n, Some(r)));
+        }
+        Some((next, None))
+    }
+
+    /// The list after a successful submission on `account`; `None` when there was no failure streak to end.
+    pub fn submit_succeeded(&self, account: &str) -> Option<HealthRecord> {
+        let failures = self.accounts.get(account).map_or(0, |a| a.submit_failures);
+        (failures > 0).then(|| {
+            let mut next = self.clone();
+            next.accounts.entry(account.to_owned()).or_default().submit_failures = 0;
+            next
+        })
+    }
+
+    /// The list noting an alert about an empty rotation at `now`, if none of `configured` is in rotation and
+    /// no such alert went out within `repeat`; `None` otherwise.
+    pub fn alert_empty<'a>(
+        &self,
+        configured: impl IntoIterator<Item = &'a str>,
+        now: DateTime<Utc>,
+        repeat: Duration,
+    ) -> Option<HealthRecord> {
+        let empty = self.in_rotation(configured).is_empty();
+        let quiet = self.empty_alerted_at.is_none_or(|at| now >= after(at, secs(repeat)));
+        (empty && quiet).then(|| HealthRecord { empty_alerted_at: Some(now), ..self.clone() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap_or_default()
+    }
+
+    const COOLDOWN: Cooldown = Cooldown { base: Duration::from_secs(100), max: Duration::from_secs(350) };
+
+    #[test]
+    fn a_removed_account_leaves_rotation_until_its_cooldown_has_passed() {
+        let (h, removal) = HealthRecord::default().remove("a", "stuck", t(0), COOLDOWN).expect("removed");
+        assert_eq!(h.in_rotation(["a", "b"]), vec!["b"]);
+        assert_eq!(removal.until, t(100));
+        assert!(h.remove("a", "again", t(1), COOLDOWN).is_none(), "already out");
+        assert_eq!(h.readmit("a", t(99)), None);
+        assert!(h.due_for_readmission(t(99)).is_empty());
+        assert_eq!(h.due_for_readmission(t(100)), vec!["a".to_owned()]);
+        let back = h.readmit("a", t(100)).expect("due");
+        assert_eq!(back.in_rotation(["a", "b"]), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn an_account_that_fails_again_soon_after_coming_back_gets_a_longer_cooldown_up_to_the_cap() {
+        let mut h = HealthRecord::default();
+        let mut now = t(0);
+        let mut cooldowns = vec![];
+        for _ in 0..4 {
+            let (removed, removal) = h.remove("a", "stuck", now, COOLDOWN).expect("removed");
+            cooldowns.push(removal.cooldown_secs);
+            now = removal.until;
+            h = removed.readmit("a", now).expect("due");
+            now += chrono::Duration::seconds(10); // fails again soon
+        }
+        assert_eq!(cooldowns, vec![100, 200, 350, 350]);
+        // Long after coming back, a failure starts from the base again.
+        let later = now + chrono::Duration::seconds(10_000);
+        assert_eq!(h.remove("a", "stuck", later, COOLDOWN).map(|(_, r)| r.cooldown_secs), Some(100));
+    }
+
+    #[test]
+    fn consecutive_submission_failures_remove_the_account_at_the_threshold_and_success_resets_them() {
+        let h = HealthRecord::default();
+        let (h, none) = h.submit_failed("a", "503", 3, t(0), COOLDOWN).expect("counted");
+        assert!(none.is_none());
+        let h = h.submit_succeeded("a").expect("streak ended");
+        assert!(h.submit_succeeded("a").is_none(), "nothing to reset");
+        let (h, _) = h.submit_failed("a", "503", 3, t(1), COOLDOWN).expect("counted");
+        let (h, _) = h.submit_failed("a", "503", 3, t(2), COOLDOWN).expect("counted");
+        let (h, removal) = h.submit_failed("a", "503", 3, t(3), COOLDOWN).expect("counted");
+        assert!(removal.is_some_and(|r| r.reason.contains("3 submissions")));
+        assert!(h.submit_failed("a", "503", 3, t(4), COOLDOWN).is_none(), "already out");
+    }
+
+    #[test]
+    fn an_empty_rotation_alerts_once_per_repeat_interval() {
+        let (h, _) = HealthRecord::default().remove("a", "stuck", t(0), COOLDOWN).expect("removed");
+        let repeat = Duration::from_secs(60);
+        let h = h.alert_empty(["a"], t(1), repeat).expect("first alert");
+        assert!(h.alert_empty(["a"], t(30), repeat).is_none());
+        assert!(h.alert_empty(["a"], t(61), repeat).is_some());
+        assert!(h.alert_empty(["a", "b"], t(100), repeat).is_none(), "b is in rotation");
+    }
+}

@@ -1,0 +1,167 @@
+//! The periodic pass (SweepStuckJobs), following the guidance's "separate process that periodically looks
+//! at your records of the jobs", and going further: it re-admits accounts whose cool-down has passed once a
+//! probe succeeds, reads quiet attempts back from Media Services, takes accounts with stuck jobs out of
+//! rotation, moves stuck jobs elsewhere, places pending jobs, lowers MRUs in periodic mode, and says so
+//! when no account is left.
+//!
+//! It is safe beside itself and beside events: every decision is a pure function of rows it just read and
+//! `now`, and every change is a compare-and-swap, so of two sweeps only one removes an account, moves a job
+//! or places it, and only that one sends the alert.
+
+use crate::config::{AccountConfig, ScaleDown, StuckPolicy};
+use crate::domain::sweep::{plan_account, AccountView, Thresholds};
+use crate::domain::{Alert, JobState};
+use crate::store::StoreError;
+use crate::workflow::{cooldown, place_job, reconcile, resubmit_stuck};
+use crate::{scaling, App};
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
+
+/// A pending marker without its job row is removed only after this long: the job insert may be under way.
+const ORPHAN_MARKER_AGE: chrono::Duration = chrono::Duration::minutes(5);
+
+/// What one sweep did.
+#[derive(Debug, Default)]
+pub struct SweepReport {
+    /// Alerts to send.
+    pub alerts: Vec<Alert>,
+    /// One line per thing done, for the invocation's log.
+    pub log: Vec<String>,
+}
+
+/// Runs one sweep.
+pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreError> {
+    let mut report = SweepReport::default();
+    readmit(app, now, &mut report).await?;
+    for account in &app.settings.accounts {
+        sweep_account(app, account, now, &mut report).await?;
+    }
+    place_pending(app, now, &mut report).await?;
+
+    let names: Vec<&str> = app.settings.accounts.iter().map(|a| a.name.as_str()).collect();
+    let repeat = app.settings.failover.alert_repeat;
+    let (_, alerted) =
+        app.store.update_health(|h| h.alert_empty(names.iter().copied(), now, repeat).map(|n| (n, ()))).await?;
+    if alerted.is_some() {
+        let pending = app.store.pending_jobs().await?.len();
+        warn!(pending, "no account is in rotation");
+        report.alerts.push(Alert::rotation_empty(names.len(), pending, now));
+    }
+    Ok(report)
+}
+
+/// Brings back accounts whose cool-down has passed, once an ARM probe succeeds.
+async fn readmit(app: &App, now: DateTime<Utc>, report: &mut SweepReport) -> Result<(), StoreError> {
+    let health = app.store.health().await?;
+    for name in health.due_for_readmission(now) {
+        let Some(account) = app.settings.account(&name) else { continue };
+        let transform = app.settings.transforms.keys().next().map(String::as_str).unwrap_or_default();
+        if let Err(error) = app.media.probe(account, transform).await {
+            info!(account = %account.name, region = %account.region, %error, "probe failed; the account stays out of rotation");
+            report.log.push(format!("{}: probe failed ({error}); still out", account.name));
+            continue;
+        }
+        let out_since = health.removed.get(&name).map_or(now, |r| r.since);
+        let (_, readmitted) = app.store.update_health(|h| h.readmit(&name, now).map(|n| (n, ()))).await?;
+        if readmitted.is_some() {
+            info!(account = %account.name, region = %account.region, "account back in rotation");
+            report.log.push(format!("{}: back in rotation", account.name));
+            report.alerts.push(Alert::region_readmitted(&account.name, &account.region, out_since, now));
+        }
+    }
+    Ok(())
+}
+
+async fn sweep_account(
+    app: &App,
+    account: &AccountConfig,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> Result<(), StoreError> {
+    let failover = &app.settings.failover;
+    let thresholds = Thresholds {
+        stuck_min_jobs: failover.stuck_min_jobs,
+        wait_grace: (failover.stuck_policy == StuckPolicy::Wait).then_some(failover.stuck_grace),
+        reconcile_after: failover.reconcile_after,
+    };
+
+    // First make up for lost events, so what follows judges the attempts as they really are.
+    let (row, attempts) =
+        (app.store.account(&account.name).await?.value, app.store.active_attempts(&account.name).await?);
+    let view = AccountView {
+        managed: account.mru_mode == crate::config::MruMode::Managed,
+        counters: row.counters,
+        mru_current: row.mru.as_ref().map(|m| m.current),
+        stuck_after: account.stuck_after,
+        attempts: &attempts,
+    };
+    let quiet = plan_account(&view, &thresholds, now).reconcile;
+    for attempt in &quiet {
+        report.alerts.extend(reconcile(app, account, attempt, now).await?);
+    }
+    if !quiet.is_empty() {
+        report.log.push(format!("{}: read {} quiet job(s) from Media Services", account.name, quiet.len()));
+    }
+
+    let (row, attempts) =
+        (app.store.account(&account.name).await?.value, app.store.active_attempts(&account.name).await?);
+    let view = AccountView {
+        counters: row.counters,
+        mru_current: row.mru.as_ref().map(|m| m.current),
+        attempts: &attempts,
+        ..view
+    };
+    let plan = plan_account(&view, &thresholds, now);
+    if let Some(reason) = &plan.remove_because {
+        let (_, removal) = app.store.update_health(|h| h.remove(&account.name, reason, now, cooldown(app))).await?;
+        if let Some(removal) = removal {
+            warn!(account = %account.name, region = %account.region, %reason, until = %removal.until, "account removed from rotation");
+            report.log.push(format!("{}: removed ({reason})", account.name));
+            report.alerts.push(Alert::region_removed(
+                &account.name,
+                &account.region,
+                &removal,
+                plan.stuck,
+                row.counters.in_flight(),
+            ));
+        }
+    }
+    for attempt in &plan.resubmit {
+        let reason =
+            format!("waited longer than {}s in {} on {}", account.stuck_after.as_secs(), attempt.state, account.name);
+        report.alerts.extend(resubmit_stuck(app, account, attempt, &reason, now).await?);
+    }
+    if !plan.resubmit.is_empty() {
+        report.log.push(format!("{}: moved {} stuck job(s)", account.name, plan.resubmit.len()));
+    }
+    if app.settings.mru.scale_down == ScaleDown::Periodic {
+        scaling::scale_down_account(app, account).await?;
+    }
+    Ok(())
+}
+
+/// Places every job marked pending; removes markers whose job no longer needs one.
+async fn place_pending(app: &App, now: DateTime<Utc>, report: &mut SweepReport) -> Result<(), StoreError> {
+    let mut placed = 0;
+    for (job_id, since) in app.store.pending_jobs().await? {
+        match app.store.get_job(&job_id).await? {
+            Some(job) if job.value.state == JobState::Pending => {
+                let placement = place_job(app, job.value, now).await?;
+                if placement.job.state != JobState::Pending {
+                    placed += 1;
+                }
+                // Alerts about a still-pending job are left to the empty-rotation alert, which is rate-limited.
+                report.alerts.extend(
+                    placement.alerts.into_iter().filter(|a| a.job_id.is_none() || a.kind != "NoHealthyAccount"),
+                );
+            }
+            Some(_) => app.store.unmark_pending(&job_id).await?,
+            None if since.is_none_or(|s| now - s > ORPHAN_MARKER_AGE) => app.store.unmark_pending(&job_id).await?,
+            None => {}
+        }
+    }
+    if placed > 0 {
+        report.log.push(format!("placed {placed} pending job(s)"));
+    }
+    Ok(())
+}
