@@ -5,7 +5,8 @@
 //! run SweepStuckJobs every `--sweep-every` emulated seconds (it lowers MRUs only in periodic mode). When every
 //! job has ended and the MRUs are back down (or a few sweeps later), the emulator's accounting and job
 //! histories give: MRU-seconds provisioned per MRU-second busy, MRU updates per job, the median and peak wait
-//! in Scheduled, and how many jobs finished. The result is printed side by side and written as JSON.
+//! in Scheduled, and how many jobs finished, plus how late the submissions landed (the handler's latency, in
+//! emulated seconds). The result is printed side by side and written as JSON.
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, FixedOffset};
@@ -116,7 +117,7 @@ pub fn trace(jobs: usize, seed: u64) -> Vec<Arrival> {
     arrivals
 }
 
-/// Median and peak of a set of waits.
+/// Median and peak of a set of durations (waits, lags).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct WaitStats {
     /// The middle value (the mean of the two middle ones for an even count).
@@ -191,6 +192,9 @@ pub struct ModeResult {
     pub mru_calls: u64,
     /// Emulated seconds from Scheduled to Processing, over the jobs that got there.
     pub wait_in_scheduled: Option<WaitStats>,
+    /// Emulated seconds from a job's time in the trace to SubmitJob's answer: how much the handler's own
+    /// latency spread the bursts out (real latency grows by the time scale).
+    pub submit_lag: Option<WaitStats>,
     /// The account's MRUs when measured.
     pub mru_at_end: u64,
     /// Sweeps that ran, and how many of them failed.
@@ -318,7 +322,7 @@ async fn replay(
             if status != 202 {
                 bail!("SubmitJob answered {status} for {id}: {body}");
             }
-            Ok(())
+            Ok(at.elapsed())
         });
     }
 
@@ -327,6 +331,7 @@ async fn replay(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let deadline = started + Duration::from_secs(args.timeout_secs);
     let (mut accepted, mut sweeps, mut failed_sweeps, mut settling) = (0, 0, 0, 0);
+    let mut lags = Vec::with_capacity(arrivals.len());
     let completed = loop {
         ticker.tick().await;
         if stack.sweep().await? {
@@ -336,7 +341,10 @@ async fn replay(
         }
         while let Some(joined) = submissions.try_join_next() {
             match joined {
-                Ok(Ok(())) => accepted += 1,
+                Ok(Ok(lag)) => {
+                    accepted += 1;
+                    lags.push(lag.as_secs_f64() * scale);
+                }
                 Ok(Err(error)) => eprintln!("  [{name}] {error:#}"),
                 Err(error) => eprintln!("  [{name}] a submission did not complete: {error}"),
             }
@@ -384,6 +392,7 @@ async fn replay(
         updates_per_job: updates as f64 / arrivals.len() as f64,
         mru_calls: mru["calls"].as_u64().unwrap_or(0),
         wait_in_scheduled: wait_stats(&waits),
+        submit_lag: wait_stats(&lags),
         mru_at_end: mru["current"].as_u64().unwrap_or(0),
         sweeps,
         failed_sweeps,
@@ -410,6 +419,8 @@ fn table(modes: &[ModeResult]) -> String {
         ("  MRU updates", cells(&|m| m.mru_updates.to_string())),
         ("wait in Scheduled, median (s)", cells(&|m| or_dash(m.wait_in_scheduled.map(|w| w.median), 1))),
         ("wait in Scheduled, peak (s)", cells(&|m| or_dash(m.wait_in_scheduled.map(|w| w.peak), 1))),
+        ("submit lag, median (s)", cells(&|m| or_dash(m.submit_lag.map(|w| w.median), 1))),
+        ("submit lag, peak (s)", cells(&|m| or_dash(m.submit_lag.map(|w| w.peak), 1))),
         ("MRUs at the end", cells(&|m| m.mru_at_end.to_string())),
         ("sweeps (failed)", cells(&|m| format!("{} ({})", m.sweeps, m.failed_sweeps))),
         ("real seconds", cells(&|m| format!("{:.1}", m.real_secs))),
