@@ -8,9 +8,9 @@
 //! `now`, and every change is a compare-and-swap, so of two sweeps only one removes an account, moves a job
 //! or places it, and only that one sends the alert.
 
-use crate::config::{AccountConfig, ScaleDown, StuckPolicy};
-use crate::domain::sweep::{plan_account, AccountView, Thresholds};
-use crate::domain::{Alert, JobState};
+use crate::config::{AccountConfig, MruMode, ScaleDown, StuckPolicy};
+use crate::domain::sweep::{plan_account, AccountPlan, AccountView, Thresholds};
+use crate::domain::{Alert, AttemptRecord, JobState};
 use crate::store::StoreError;
 use crate::workflow::{cooldown, place_job, reconcile, resubmit_stuck};
 use crate::{scaling, App};
@@ -33,8 +33,31 @@ pub struct SweepReport {
 pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
     readmit(app, now, &mut report).await?;
+    // Lost events first, so what follows judges the attempts as they really are.
     for account in &app.settings.accounts {
-        sweep_account(app, account, now, &mut report).await?;
+        reconcile_account(app, account, now, &mut report).await?;
+    }
+    // Every account's verdict before any job moves, so no job is moved onto an account this sweep removes.
+    let mut plans = Vec::new();
+    for account in &app.settings.accounts {
+        plans.push((account, judge_account(app, account, now, &mut report).await?));
+    }
+    for (account, resubmit) in plans {
+        for attempt in &resubmit {
+            let reason = format!(
+                "waited longer than {}s in {} on {}",
+                account.stuck_after.as_secs(),
+                attempt.state,
+                account.name
+            );
+            report.alerts.extend(resubmit_stuck(app, account, attempt, &reason, now).await?);
+        }
+        if !resubmit.is_empty() {
+            report.log.push(format!("{}: moved {} stuck job(s)", account.name, resubmit.len()));
+        }
+        if app.settings.mru.scale_down == ScaleDown::Periodic {
+            scaling::scale_down_account(app, account).await?;
+        }
     }
     place_pending(app, now, &mut report).await?;
 
@@ -72,72 +95,63 @@ async fn readmit(app: &App, now: DateTime<Utc>, report: &mut SweepReport) -> Res
     Ok(())
 }
 
-async fn sweep_account(
-    app: &App,
-    account: &AccountConfig,
-    now: DateTime<Utc>,
-    report: &mut SweepReport,
-) -> Result<(), StoreError> {
+fn thresholds(app: &App) -> Thresholds {
     let failover = &app.settings.failover;
-    let thresholds = Thresholds {
+    Thresholds {
         stuck_min_jobs: failover.stuck_min_jobs,
         wait_grace: (failover.stuck_policy == StuckPolicy::Wait).then_some(failover.stuck_grace),
         reconcile_after: failover.reconcile_after,
-    };
+    }
+}
 
-    // First make up for lost events, so what follows judges the attempts as they really are.
-    let (row, attempts) =
-        (app.store.account(&account.name).await?.value, app.store.active_attempts(&account.name).await?);
+/// Reads the account's counter row and active attempts, and judges them.
+async fn plan(app: &App, account: &AccountConfig, now: DateTime<Utc>) -> Result<(AccountPlan, u32), StoreError> {
+    let row = app.store.account(&account.name).await?.value;
+    let attempts = app.store.active_attempts(&account.name).await?;
     let view = AccountView {
-        managed: account.mru_mode == crate::config::MruMode::Managed,
+        managed: account.mru_mode == MruMode::Managed,
         counters: row.counters,
         mru_current: row.mru.as_ref().map(|m| m.current),
         stuck_after: account.stuck_after,
         attempts: &attempts,
     };
-    let quiet = plan_account(&view, &thresholds, now).reconcile;
+    Ok((plan_account(&view, &thresholds(app), now), row.counters.in_flight()))
+}
+
+/// Reads quiet attempts back from Media Services.
+async fn reconcile_account(
+    app: &App,
+    account: &AccountConfig,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> Result<(), StoreError> {
+    let quiet = plan(app, account, now).await?.0.reconcile;
     for attempt in &quiet {
         report.alerts.extend(reconcile(app, account, attempt, now).await?);
     }
     if !quiet.is_empty() {
         report.log.push(format!("{}: read {} quiet job(s) from Media Services", account.name, quiet.len()));
     }
+    Ok(())
+}
 
-    let (row, attempts) =
-        (app.store.account(&account.name).await?.value, app.store.active_attempts(&account.name).await?);
-    let view = AccountView {
-        counters: row.counters,
-        mru_current: row.mru.as_ref().map(|m| m.current),
-        attempts: &attempts,
-        ..view
-    };
-    let plan = plan_account(&view, &thresholds, now);
+/// Takes the account out of rotation if it has enough stuck jobs; returns the stuck attempts to move now.
+async fn judge_account(
+    app: &App,
+    account: &AccountConfig,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> Result<Vec<AttemptRecord>, StoreError> {
+    let (plan, in_flight) = plan(app, account, now).await?;
     if let Some(reason) = &plan.remove_because {
         let (_, removal) = app.store.update_health(|h| h.remove(&account.name, reason, now, cooldown(app))).await?;
         if let Some(removal) = removal {
             warn!(account = %account.name, region = %account.region, %reason, until = %removal.until, "account removed from rotation");
             report.log.push(format!("{}: removed ({reason})", account.name));
-            report.alerts.push(Alert::region_removed(
-                &account.name,
-                &account.region,
-                &removal,
-                plan.stuck,
-                row.counters.in_flight(),
-            ));
+            report.alerts.push(Alert::region_removed(&account.name, &account.region, &removal, plan.stuck, in_flight));
         }
     }
-    for attempt in &plan.resubmit {
-        let reason =
-            format!("waited longer than {}s in {} on {}", account.stuck_after.as_secs(), attempt.state, account.name);
-        report.alerts.extend(resubmit_stuck(app, account, attempt, &reason, now).await?);
-    }
-    if !plan.resubmit.is_empty() {
-        report.log.push(format!("{}: moved {} stuck job(s)", account.name, plan.resubmit.len()));
-    }
-    if app.settings.mru.scale_down == ScaleDown::Periodic {
-        scaling::scale_down_account(app, account).await?;
-    }
-    Ok(())
+    Ok(plan.resubmit)
 }
 
 /// Places every job marked pending; removes markers whose job no longer needs one.

@@ -36,7 +36,7 @@ pub struct AccountHealth {
     pub last_cooldown_secs: u64,
 }
 
-/// The cool-down rule: `base`, doubled (up to `max`) for an account removed again within its last
+/// The cool-down rule: `base`, doubled (up to `max`) for an account removed again within twice its last
 /// cool-down after coming back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cooldown {
@@ -87,7 +87,9 @@ impl HealthRecord {
             return None;
         }
         let memory = self.accounts.get(account).cloned().unwrap_or_default();
-        let failed_again_soon = memory.readmitted_at.is_some_and(|back| now < after(back, memory.last_cooldown_secs));
+        // "Soon" is within twice its last cool-down of coming back: long enough for stuck jobs to be noticed.
+        let failed_again_soon =
+            memory.readmitted_at.is_some_and(|back| now < after(back, memory.last_cooldown_secs.saturating_mul(2)));
         let cooldown_secs = if failed_again_soon {
             (memory.last_cooldown_secs.saturating_mul(2)).clamp(secs(cooldown.base), secs(cooldown.max))
         } else {

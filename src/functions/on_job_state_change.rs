@@ -4,7 +4,7 @@
 
 use super::alerts_output;
 use crate::config::{AccountConfig, ScaleDown};
-use crate::domain::{Incoming, JobEvent};
+use crate::domain::{Incoming, JobEvent, JobState};
 use crate::invoke::{InvokeRequest, InvokeResponse};
 use crate::scaling;
 use crate::store::{AttemptChange, StoreError};
@@ -55,11 +55,17 @@ async fn apply_to_account(app: &App, account: &AccountConfig, event: JobEvent) -
     let now = Utc::now();
     // A clock-skewed or missing event time must not put the record in the future.
     let at = event.event_time.filter(|t| *t <= now).unwrap_or(now);
+    // `JobStateChange` events carry no outputs, so an Error may arrive without its code and retry hint,
+    // which decide whether the job is retried. Read them from the job itself then (best effort).
+    let error = match (&event.error, event.state) {
+        (None, JobState::Error) => {
+            app.media.get_job(account, &event.transform, &event.job_name).await.ok().flatten().and_then(|j| j.error())
+        }
+        (error, _) => error.clone(),
+    };
     let change = app
         .store
-        .change_attempt(&account.name, &event.job_name, |attempt| {
-            attempt.observe(event.state, at, event.error.clone(), now)
-        })
+        .change_attempt(&account.name, &event.job_name, |attempt| attempt.observe(event.state, at, error.clone(), now))
         .await?;
     let ended = matches!(&change, Some(AttemptChange::Applied { after, .. }) if !after.is_active());
     let (job, alerts) = sync_job(app, change, now).await?;
