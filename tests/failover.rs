@@ -274,7 +274,7 @@ async fn a_late_result_from_a_superseded_attempt_does_not_complete_the_job_twice
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(stack.sweep().await?);
     stack.fault(A, json!({"mode": "healthy"})).await?;
-    let done = wait_finished(&stack, &[late.clone()]).await?;
+    let done = wait_finished(&stack, std::slice::from_ref(&late)).await?;
     eventually(LIMIT, "the superseded job to finish in its region too", || async {
         let ams = stack.emulator_jobs().await?;
         Ok(ams.iter().any(|j| j["name"] == format!("{late}-a1") && j["state"] == "Finished").then_some(()))
