@@ -5,69 +5,8 @@ mod support;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::process::Stdio;
-use std::time::Duration;
-use support::{eventually, handler_settings, options, start_emulator};
+use support::{http_request, options, start_emulator, Handler};
 use testkit::Azurite;
-use tokio::process::{Child, Command};
-
-struct Handler {
-    _child: Child,
-    url: String,
-    http: reqwest::Client,
-}
-
-impl Handler {
-    /// Starts the handler as the Functions host would: `FUNCTIONS_CUSTOMHANDLER_PORT` and app settings in
-    /// the environment; ready once `GET /` answers at all.
-    async fn start(azurite: &Azurite, arm: &str) -> anyhow::Result<Handler> {
-        let port = testkit::free_port();
-        let options = options();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_handler"));
-        cmd.env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-            .envs(handler_settings(azurite, &testkit::unique_prefix(), &options, arm))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        let child = cmd.spawn()?;
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        eventually(Duration::from_secs(30), "the handler to answer GET /", || async {
-            Ok(http.get(format!("{url}/")).send().await.ok().map(|_| ()))
-        })
-        .await?;
-        Ok(Handler { _child: child, url, http })
-    }
-
-    /// Invokes a function the way the host does; returns the host-facing status, content type and body.
-    async fn invoke(&self, function: &str, payload: &Value) -> anyhow::Result<(StatusCode, String, Value)> {
-        let response = self
-            .http
-            .post(format!("{}/{function}", self.url))
-            .header("Content-Type", "application/json; charset=utf-8")
-            .header("X-Azure-Functions-InvocationId", "00000000-0000-0000-0000-000000000001")
-            .header("User-Agent", "Azure-Functions-Host/4.1037.0")
-            .json(payload)
-            .send()
-            .await?;
-        let status = response.status();
-        let content_type =
-            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-        Ok((status, content_type, response.json().await?))
-    }
-}
-
-fn http_request(method: &str, url: &str, params: Value, body: Option<&str>) -> Value {
-    let mut req = json!({
-        "Url": url, "Method": method, "Query": {}, "Headers": {"Content-Type": ["application/json"], "Host": ["localhost:7071"]},
-        "Params": params,
-        "Identities": [{"AuthenticationType": "WebJobsAuthLevel", "IsAuthenticated": true, "Claims": []}],
-    });
-    if let Some(body) = body {
-        req["Body"] = json!(body);
-    }
-    json!({"Data": {"req": req}, "Metadata": {"sys": {"MethodName": "x", "UtcNow": "2024-01-01T00:00:00Z", "RandGuid": "00000000-0000-0000-0000-000000000000"}}})
-}
 
 /// Checks the section 1.5 shape of an HTTP function's answer and returns (status, parsed body).
 fn http_answer(status: StatusCode, content_type: &str, body: &Value) -> (u64, Value) {
@@ -85,7 +24,7 @@ fn http_answer(status: StatusCode, content_type: &str, body: &Value) -> (u64, Va
 async fn every_payload_shape_of_the_host_is_accepted_and_answered_per_the_contract() -> anyhow::Result<()> {
     let azurite = Azurite::start().await?;
     let emulator = start_emulator(&testkit::workspace_bin("ams-emulator"), &options())?;
-    let handler = Handler::start(&azurite, &emulator.url).await?;
+    let handler = Handler::start(&azurite, &emulator.url, &testkit::unique_prefix(), &[]).await?;
 
     // The readiness probe: any answer counts.
     assert!(handler.http.get(format!("{}/", handler.url)).send().await.is_ok());
@@ -149,7 +88,7 @@ async fn every_payload_shape_of_the_host_is_accepted_and_answered_per_the_contra
 async fn with_storage_unreachable_events_ask_for_a_retry_and_http_callers_get_503() -> anyhow::Result<()> {
     let azurite = Azurite::start().await?;
     let emulator = start_emulator(&testkit::workspace_bin("ams-emulator"), &options())?;
-    let handler = Handler::start(&azurite, &emulator.url).await?;
+    let handler = Handler::start(&azurite, &emulator.url, &testkit::unique_prefix(), &[]).await?;
     drop(azurite);
 
     let event = json!({

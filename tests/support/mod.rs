@@ -5,14 +5,19 @@
 use ams_failover::domain::AccountCounters;
 use ams_failover::store::Store;
 use anyhow::bail;
+use reqwest::StatusCode;
+use serde_json::json;
 use serde_json::Value;
 use std::ops::Deref;
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::Duration;
 use tables::TableService;
 pub use testkit::stack::{
     eventually, handler_settings, job_body, start_emulator, StackOptions, RESOURCE_GROUP, SUBSCRIPTION,
 };
+use testkit::Azurite;
+use tokio::process::{Child, Command};
 
 /// Options for a stack running this package's handler on the repository's function app.
 pub fn options() -> StackOptions {
@@ -70,4 +75,77 @@ impl Stack {
         }
         Ok(())
     }
+}
+
+/// The handler binary run directly, the way the Functions host runs it: `FUNCTIONS_CUSTOMHANDLER_PORT` and
+/// the app settings in its environment, invoked with the host's payloads.
+pub struct Handler {
+    child: Child,
+    /// Its base URL.
+    pub url: String,
+    /// A client for invoking it.
+    pub http: reqwest::Client,
+}
+
+impl Handler {
+    /// Starts it on `azurite` with tables under `prefix`, the emulator at `arm`, and `extra` settings; ready
+    /// once `GET /` answers at all.
+    pub async fn start(azurite: &Azurite, arm: &str, prefix: &str, extra: &[(&str, &str)]) -> anyhow::Result<Handler> {
+        let port = testkit::free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_handler"));
+        cmd.env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .envs(handler_settings(azurite, prefix, &options(), arm))
+            .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let child = cmd.spawn()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        eventually(Duration::from_secs(30), "the handler to answer GET /", || async {
+            Ok(http.get(format!("{url}/")).send().await.ok().map(|_| ()))
+        })
+        .await?;
+        Ok(Handler { child, url, http })
+    }
+
+    /// Invokes a function the way the host does; returns the host-facing status, content type and body.
+    pub async fn invoke(&self, function: &str, payload: &Value) -> anyhow::Result<(StatusCode, String, Value)> {
+        let response = self
+            .http
+            .post(format!("{}/{function}", self.url))
+            .header("Content-Type", "application/json; charset=utf-8")
+            .header("X-Azure-Functions-InvocationId", "00000000-0000-0000-0000-000000000001")
+            .header("User-Agent", "Azure-Functions-Host/4.1037.0")
+            .json(payload)
+            .send()
+            .await?;
+        let status = response.status();
+        let content_type =
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        Ok((status, content_type, response.json().await?))
+    }
+
+    /// Waits (bounded) for the process to exit; its exit status.
+    pub async fn exited(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        Ok(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??)
+    }
+}
+
+/// The host's payload for an HTTP trigger named `req`.
+pub fn http_request(method: &str, url: &str, params: Value, body: Option<&str>) -> Value {
+    let mut req = json!({
+        "Url": url, "Method": method, "Query": {}, "Headers": {"Content-Type": ["application/json"], "Host": ["localhost:7071"]},
+        "Params": params,
+        "Identities": [{"AuthenticationType": "WebJobsAuthLevel", "IsAuthenticated": true, "Claims": []}],
+    });
+    if let Some(body) = body {
+        req["Body"] = json!(body);
+    }
+    json!({"Data": {"req": req}, "Metadata": {"sys": {"MethodName": "x", "UtcNow": "2024-01-01T00:00:00Z", "RandGuid": "00000000-0000-0000-0000-000000000000"}}})
+}
+
+/// The host's payload for the timer trigger.
+pub fn timer_request() -> Value {
+    json!({"Data": {"timer": {"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": false}}, "Metadata": {"sys": {}}})
 }
