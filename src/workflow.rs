@@ -199,9 +199,13 @@ pub async fn sync_job(
     let goes_pending = |job: &JobRecord| {
         job.observe_attempt(&attempt, max_attempts, now).is_some_and(|j| j.state == JobState::Pending)
     };
-    if let Some(current) = app.store.get_job(&attempt.job_id).await? {
-        if goes_pending(&current.value) {
-            app.store.mark_pending(&attempt.job_id, now).await?;
+    // Only an attempt that ended without a result can send its job back to Pending; skip the read otherwise.
+    let may_go_pending = matches!(attempt.state, JobState::SubmitFailed | JobState::Superseded | JobState::Error);
+    if may_go_pending {
+        if let Some(current) = app.store.get_job(&attempt.job_id).await? {
+            if goes_pending(&current.value) {
+                app.store.mark_pending(&attempt.job_id, now).await?;
+            }
         }
     }
     let Some(job) =
