@@ -72,7 +72,7 @@ pub struct Arrival {
 }
 
 /// SplitMix64: a tiny, well-mixed generator, so the trace depends on the seed alone.
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
     fn next_u64(&mut self) -> u64 {
@@ -89,7 +89,7 @@ impl SplitMix64 {
     }
 
     /// Uniform in [lo, hi].
-    fn between(&mut self, lo: f64, hi: f64) -> f64 {
+    pub(crate) fn between(&mut self, lo: f64, hi: f64) -> f64 {
         lo + (hi - lo) * self.unit()
     }
 
