@@ -1,7 +1,6 @@
 //! Child processes for tests: spawning tied to the test process's life,
 //! waiting for a readiness line, and locating (building) workspace binaries.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::{mpsc, Mutex, OnceLock};
@@ -129,9 +128,10 @@ pub fn workspace_root() -> anyhow::Result<PathBuf> {
 /// Path of the workspace binary `name`, next to the running test executable
 /// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`).
 ///
-/// The binary is built once per test process with
-/// `cargo build -p <package> --bin <name>` (a no-op when it is up to date), so
-/// a test never runs a stale build of another package.
+/// Every workspace binary is built once per process with `cargo build --workspace --bins` (a no-op when
+/// they are up to date), so a test never runs a stale build of another package. Building the whole
+/// workspace, not one package, keeps the features of shared dependencies the same as the project's own
+/// build, so nothing is compiled a second time with other features.
 ///
 /// # Panics
 /// If the binary cannot be located or built; the message says why. Use
@@ -142,7 +142,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 
 /// Fallible form of [`workspace_bin`].
 pub fn try_workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
-    static BUILT: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    static BUILT: OnceLock<Mutex<bool>> = OnceLock::new();
     let exe = std::env::current_exe().context("current_exe")?;
     let profile_dir = exe
         .parent()
@@ -153,32 +153,28 @@ pub fn try_workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
         .to_path_buf();
     let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
 
-    // Serialise builds: parallel tests asking for the same binary build it once.
-    let mut built =
-        BUILT.get_or_init(|| Mutex::new(HashSet::new())).lock().map_err(|_| anyhow!("build lock poisoned"))?;
-    if built.contains(name) {
-        return Ok(bin);
-    }
-    match build_bin(name, &profile_dir) {
-        Ok(()) => {}
-        // Without cargo (e.g. binaries copied to another machine) an existing
-        // binary is still usable.
-        Err(e) if bin.exists() => eprintln!("testkit: using existing {}: {e:#}", bin.display()),
-        Err(e) => return Err(e),
+    // Serialise builds: parallel tests asking for binaries build them once.
+    let mut built = BUILT.get_or_init(|| Mutex::new(false)).lock().map_err(|_| anyhow!("build lock poisoned"))?;
+    if !*built {
+        match build_workspace_bins(&profile_dir) {
+            Ok(()) => {}
+            // Without cargo (e.g. binaries copied to another machine) existing binaries are still usable.
+            Err(e) if bin.exists() => eprintln!("testkit: using existing {}: {e:#}", bin.display()),
+            Err(e) => return Err(e),
+        }
+        *built = true;
     }
     if !bin.exists() {
-        bail!("built `{name}` but {} does not exist", bin.display());
+        bail!("no workspace binary {} (is `{name}` a [[bin]] of a workspace package?)", bin.display());
     }
-    built.insert(name.to_string());
     Ok(bin)
 }
 
-fn build_bin(name: &str, profile_dir: &Path) -> anyhow::Result<()> {
+fn build_workspace_bins(profile_dir: &Path) -> anyhow::Result<()> {
     let root = workspace_root()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let package = package_of_bin(&cargo, &root, name)?;
     let mut cmd = Command::new(&cargo);
-    cmd.current_dir(&root).args(["build", "-p", &package, "--bin", name]);
+    cmd.current_dir(&root).args(["build", "--workspace", "--bins"]);
     if let Some(target_dir) = profile_dir.parent() {
         cmd.arg("--target-dir").arg(target_dir);
     }
@@ -196,31 +192,6 @@ fn build_bin(name: &str, profile_dir: &Path) -> anyhow::Result<()> {
         bail!("{cmd:?} failed with {status}");
     }
     Ok(())
-}
-
-/// Finds the workspace package that has a binary target called `name`.
-fn package_of_bin(cargo: &std::ffi::OsStr, root: &Path, name: &str) -> anyhow::Result<String> {
-    let out = Command::new(cargo)
-        .current_dir(root)
-        .args(["metadata", "--no-deps", "--format-version", "1"])
-        .output()
-        .context("running cargo metadata")?;
-    if !out.status.success() {
-        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
-    let packages = meta["packages"].as_array().cloned().unwrap_or_default();
-    for p in packages {
-        let has_bin = p["targets"].as_array().is_some_and(|ts| {
-            ts.iter().any(|t| t["name"] == name && t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bin")))
-        });
-        if has_bin {
-            if let Some(n) = p["name"].as_str() {
-                return Ok(n.to_string());
-            }
-        }
-    }
-    bail!("no workspace package has a binary named `{name}`")
 }
 
 #[cfg(test)]
