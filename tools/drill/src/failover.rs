@@ -489,13 +489,15 @@ async fn sample_status(stack: Arc<Stack>, shared: Arc<Shared>) {
                         text(&removed["reason"])
                     ),
                 );
-                if i == shared.faulty {
-                    shared.lock().removed_sample_at.get_or_insert(t);
+                let mut state = shared.lock();
+                if i == shared.faulty && state.stall_at.is_some() {
+                    state.removed_sample_at.get_or_insert(t);
                 }
             } else if !was_in && in_rotation {
                 shared.log("STATUS", format!("{region} ({name}) back in rotation"));
-                if i == shared.faulty {
-                    shared.lock().readmitted_sample_at.get_or_insert(t);
+                let mut state = shared.lock();
+                if i == shared.faulty && state.removed_at().is_some() {
+                    state.readmitted_sample_at.get_or_insert(t);
                 }
             }
             // A cool-down that ended more than a sweep ago with the region still out: its probe failed.
@@ -573,7 +575,10 @@ fn on_alert(shared: &Shared, alert: &Value) {
     };
     {
         let mut state = shared.lock();
-        if account == shared.faulty_account() {
+        // Only what follows the stall is the drill's story: a removal before it (a busy machine delaying
+        // events past STUCK_AFTER) is shown in the timeline but measured as nothing.
+        let after_stall = at.zip(state.stall_at).is_some_and(|(at, stall)| at >= stall);
+        if account == shared.faulty_account() && after_stall {
             if kind == "RegionRemoved" && state.removed_alert_at.is_none() {
                 state.removed_alert_at = at;
             }
