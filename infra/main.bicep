@@ -94,6 +94,17 @@ param reconcileAfter string = ''
 param maxAttempts string = ''
 @description('ALERT_REPEAT')
 param alertRepeat string = ''
+@description('PUBLISH_STREAMING: on to publish finished jobs for streaming in every region.')
+param publishStreaming string = ''
+@description('STREAMING_POLICY: streaming policy of published locators (default: defaultStreamingPolicy of the definitions file).')
+param streamingPolicy string = ''
+@description('DEFINITIONS_CHECK_EVERY: how often each account is compared with definitions/media.json.')
+param definitionsCheckEvery string = ''
+@description('PUBLISH_RETRY: waits after failed publication tries, comma-separated.')
+param publishRetry string = ''
+@description('TOKEN_SIGNING_KEY: base64 token verification key, needed with PUBLISH_STREAMING=on. Pass a Key Vault reference (@Microsoft.KeyVault(SecretUri=...)), not the key.')
+@secure()
+param tokenSigningKey string = ''
 @description('TRAFFIC_MANAGER_HOST: host name viewers use for key delivery (a custom domain CNAMEd to the key delivery profile).')
 param trafficManagerHost string = ''
 @description('STREAMING_TRAFFIC_MANAGER_HOST: host name viewers use for streaming (a custom domain CNAMEd to the streaming profile).')
@@ -231,7 +242,12 @@ var optionalHandlerSettings = union(
   empty(maxAttempts) ? {} : { MAX_ATTEMPTS: maxAttempts },
   empty(alertRepeat) ? {} : { ALERT_REPEAT: alertRepeat },
   empty(trafficManagerHost) ? {} : { TRAFFIC_MANAGER_HOST: trafficManagerHost },
-  empty(streamingTrafficManagerHost) ? {} : { STREAMING_TRAFFIC_MANAGER_HOST: streamingTrafficManagerHost }
+  empty(streamingTrafficManagerHost) ? {} : { STREAMING_TRAFFIC_MANAGER_HOST: streamingTrafficManagerHost },
+  empty(publishStreaming) ? {} : { PUBLISH_STREAMING: publishStreaming },
+  empty(streamingPolicy) ? {} : { STREAMING_POLICY: streamingPolicy },
+  empty(definitionsCheckEvery) ? {} : { DEFINITIONS_CHECK_EVERY: definitionsCheckEvery },
+  empty(publishRetry) ? {} : { PUBLISH_RETRY: publishRetry },
+  empty(tokenSigningKey) ? {} : { TOKEN_SIGNING_KEY: tokenSigningKey }
 )
 
 module functionApp 'modules/function-app.bicep' = {

@@ -1,6 +1,8 @@
 //! Settings from the environment (Azure app settings, or `local.settings.json` Values under a Functions
 //! host), read and validated once at start-up. A bad setting stops the handler with a message that names it.
 
+use crate::domain::definitions::{transform_mismatches, Definitions, MEDIA_DEFINITIONS};
+use crate::domain::publication::RetrySchedule;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -119,6 +121,41 @@ pub const SETTINGS: &[Setting] = &[
         doc: "how often the alert about an empty rotation may repeat (default 15m)",
     },
     Setting { name: "FAIL_POINT", need: Need::TestOnly, doc: "debug builds only: abort at a named point, to test crash repair" },
+    Setting {
+        name: "PUBLISH_STREAMING",
+        need: Need::Optional,
+        doc: "on: publish every finished job for streaming in every region (locators with the same ids and keys); off (default)",
+    },
+    Setting {
+        name: "STREAMING_POLICY",
+        need: Need::Optional,
+        doc: "streaming policy of published locators: one of definitions/media.json or a Predefined_* one (default: the file's defaultStreamingPolicy)",
+    },
+    Setting {
+        name: "DEFINITIONS_CHECK_EVERY",
+        need: Need::Optional,
+        doc: "how often the sweep compares each account's transforms and policies with definitions/media.json (default 15m; 0s = every sweep)",
+    },
+    Setting {
+        name: "PUBLISH_RETRY",
+        need: Need::Optional,
+        doc: "comma-separated waits after each failed try of one region's publication; the last repeats (default 30s,1m,2m,5m,10m,30m,1h)",
+    },
+    Setting {
+        name: "TOKEN_SIGNING_KEY",
+        need: Need::Optional,
+        doc: "base64 symmetric key that verifies viewer tokens in the content key policy; required with PUBLISH_STREAMING=on",
+    },
+    Setting {
+        name: "TRAFFIC_MANAGER_HOST",
+        need: Need::Optional,
+        doc: "host name of key delivery through Traffic Manager; becomes the streaming policy's custom key acquisition URL",
+    },
+    Setting {
+        name: "STREAMING_TRAFFIC_MANAGER_HOST",
+        need: Need::Optional,
+        doc: "host name of the streaming endpoints through Traffic Manager; GetJob gives https URLs on it",
+    },
     Setting {
         name: "SWEEP_SCHEDULE",
         need: Need::Required,
@@ -258,6 +295,27 @@ pub struct Settings {
     pub failover: FailoverSettings,
     /// Debug builds only: the name of a point where the handler aborts, to test crash repair.
     pub fail_point: Option<String>,
+    /// The media definitions with their settings filled in (transforms only while publication is off).
+    pub definitions: Definitions,
+    /// Video-on-demand publication across regions.
+    pub publish: PublishSettings,
+}
+
+/// Video-on-demand publication: streaming locators in every region, and the definitions sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishSettings {
+    /// Whether finished jobs are published (`PUBLISH_STREAMING=on`).
+    pub enabled: bool,
+    /// The streaming policy of new locators.
+    pub streaming_policy: String,
+    /// How often each account's definitions are compared with the file (0 = on every sweep).
+    pub definitions_check_every: Duration,
+    /// Host name viewers stream from (Traffic Manager in front of the streaming endpoints).
+    pub streaming_host: Option<String>,
+    /// Host name of key delivery (Traffic Manager in front of each region's key delivery).
+    pub key_delivery_host: Option<String>,
+    /// Waits between failed tries of one region's publication.
+    pub retry: RetrySchedule,
 }
 
 /// What happens to jobs stuck in a broken region.
@@ -427,7 +485,21 @@ impl Settings {
         // A test-only crash point; ignored by release builds.
         let fail_point = if cfg!(debug_assertions) { get("FAIL_POINT") } else { None };
 
-        Ok(Settings { accounts, storage, table_prefix, transforms, arm_auth, arm_timeout, mru, failover, fail_point })
+        let (definitions, publish) = publication(&get, &transforms)?;
+
+        Ok(Settings {
+            accounts,
+            storage,
+            table_prefix,
+            transforms,
+            arm_auth,
+            arm_timeout,
+            mru,
+            failover,
+            fail_point,
+            definitions,
+            publish,
+        })
     }
 
     /// The configured account with this name (case-insensitive, as Event Grid topics vary in case).
@@ -439,6 +511,93 @@ impl Settings {
     pub fn transform_names(&self) -> BTreeSet<String> {
         self.transforms.keys().cloned().collect()
     }
+}
+
+/// Reads the publication settings and the compiled-in definitions, resolving the settings they refer to.
+fn publication(
+    get: &impl Fn(&str) -> Option<String>,
+    transforms: &BTreeMap<String, usize>,
+) -> Result<(Definitions, PublishSettings), ConfigError> {
+    // The file is compiled in, so a bad file is a build mistake; it still stops start-up with a clear message.
+    let definitions = Definitions::parse(MEDIA_DEFINITIONS).map_err(|e| bad("TRANSFORMS", e.to_string()))?;
+    let mismatches = transform_mismatches(&definitions, transforms);
+    if !mismatches.is_empty() {
+        return Err(bad(
+            "TRANSFORMS",
+            format!(
+                "must list exactly the transforms of definitions/media.json (version {}) with their output counts: {}",
+                definitions.version,
+                mismatches.join("; ")
+            ),
+        ));
+    }
+    let enabled = match get("PUBLISH_STREAMING").as_deref() {
+        None | Some("off") => false,
+        Some("on") => true,
+        Some(other) => return Err(bad("PUBLISH_STREAMING", format!("{other:?} is not one of on, off"))),
+    };
+    let host = |name: &'static str| -> Result<Option<String>, ConfigError> {
+        match get(name) {
+            None => Ok(None),
+            Some(h) => {
+                let valid = h.len() <= 253
+                    && h.split(':').next().is_some_and(|n| !n.is_empty())
+                    && h.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':'));
+                if valid {
+                    Ok(Some(h.to_ascii_lowercase()))
+                } else {
+                    Err(bad(name, format!("{h:?} is not a host name (like media.example.com, without https://)")))
+                }
+            }
+        }
+    };
+    let streaming_host = host("STREAMING_TRAFFIC_MANAGER_HOST")?;
+    let key_delivery_host = host("TRAFFIC_MANAGER_HOST")?;
+    let streaming_policy = get("STREAMING_POLICY").unwrap_or_else(|| definitions.default_streaming_policy.clone());
+    if !definitions.has_streaming_policy(&streaming_policy) {
+        return Err(bad(
+            "STREAMING_POLICY",
+            format!("{streaming_policy:?} is neither in definitions/media.json nor a Predefined_* policy"),
+        ));
+    }
+    let definitions_check_every = match get("DEFINITIONS_CHECK_EVERY") {
+        Some(v) => parse_duration(&v).map_err(|p| bad("DEFINITIONS_CHECK_EVERY", p))?,
+        None => Duration::from_secs(900),
+    };
+    // Every referenced setting is read, so the registry test sees them all, but they are needed only when
+    // the policies are wanted: with publication off only transforms are synced.
+    let referenced = definitions.referenced_settings();
+    let values: BTreeMap<String, Option<String>> = referenced
+        .keys()
+        .map(|name| {
+            // A host name as validated above (lowercase), not as typed.
+            let value = if name == "TRAFFIC_MANAGER_HOST" { key_delivery_host.clone() } else { get(name) };
+            (name.clone(), value)
+        })
+        .collect();
+    let wanted = if enabled { definitions } else { definitions.transforms_only() };
+    let resolved = wanted.resolve(|name| values.get(name).cloned().flatten()).map_err(|missing| {
+        let name = SETTINGS.iter().find(|s| s.name == missing).map_or("PUBLISH_STREAMING", |s| s.name);
+        bad(name, format!("missing; definitions/media.json needs {missing} when PUBLISH_STREAMING=on"))
+    })?;
+    let retry = match get("PUBLISH_RETRY") {
+        None => RetrySchedule::default(),
+        Some(list) => RetrySchedule {
+            delays: list
+                .split(',')
+                .map(|d| parse_duration(d).map_err(|p| bad("PUBLISH_RETRY", p)))
+                .collect::<Result<Vec<_>, _>>()?,
+        },
+    };
+    let publish = PublishSettings {
+        enabled,
+        streaming_policy,
+        definitions_check_every,
+        streaming_host,
+        key_delivery_host,
+        retry,
+    };
+    Ok((resolved, publish))
 }
 
 fn parse_accounts(json: &str, default_stuck_after: Duration) -> Result<Vec<AccountConfig>, ConfigError> {
@@ -564,11 +723,17 @@ mod tests {
         let s = settings(&[
             ("MEDIA_ACCOUNTS", ACCOUNTS),
             ("TABLES_CONNECTION_STRING", "UseDevelopmentStorage=true"),
-            ("TRANSFORMS", "encode, thumbs:2"),
+            ("TRANSFORMS", " encode:1 "),
         ])
         .expect("valid");
         assert_eq!(s.accounts[0].mru_mode, MruMode::Managed);
-        assert_eq!(s.transforms.get("thumbs"), Some(&2));
+        assert_eq!(s.transforms.get("encode"), Some(&1));
+        assert!(!s.publish.enabled);
+        assert!(
+            s.definitions.content_key_policies.is_empty(),
+            "no policies (nor their secrets) while publication is off"
+        );
+        assert_eq!(s.publish.definitions_check_every, Duration::from_secs(900));
         assert_eq!(s.table_prefix, "amsfo");
         assert_eq!(s.arm_auth, ArmAuth::ManagedIdentity { client_id: None });
         assert_eq!(s.account("AMSWE").map(|a| a.region.as_str()), Some("westeurope"));
@@ -604,6 +769,36 @@ mod tests {
         assert_eq!(with("MAX_ATTEMPTS", "x"), Some("MAX_ATTEMPTS"));
         assert_eq!(with("TABLES_ENDPOINT", "https://x.table.core.windows.net"), Some("TABLES_CONNECTION_STRING"));
         assert_eq!(settings(&[("TRANSFORMS", "x")]).err().map(|e| e.setting), Some("MEDIA_ACCOUNTS"));
+        assert_eq!(with("TRANSFORMS", "encode, thumbs:2"), Some("TRANSFORMS"), "thumbs is not in the definitions");
+        assert_eq!(with("TRANSFORMS", "encode:2"), Some("TRANSFORMS"), "encode has one output in the definitions");
+        assert_eq!(with("PUBLISH_STREAMING", "yes"), Some("PUBLISH_STREAMING"));
+        assert_eq!(with("PUBLISH_STREAMING", "on"), Some("TOKEN_SIGNING_KEY"));
+        assert_eq!(with("STREAMING_POLICY", "nope"), Some("STREAMING_POLICY"));
+        assert_eq!(with("DEFINITIONS_CHECK_EVERY", "often"), Some("DEFINITIONS_CHECK_EVERY"));
+        assert_eq!(with("PUBLISH_RETRY", "1s,soon"), Some("PUBLISH_RETRY"));
+        assert_eq!(with("STREAMING_TRAFFIC_MANAGER_HOST", "https://x/"), Some("STREAMING_TRAFFIC_MANAGER_HOST"));
+    }
+
+    #[test]
+    fn publication_on_resolves_the_signing_key_and_the_traffic_manager_hosts() {
+        let s = settings(&[
+            ("MEDIA_ACCOUNTS", ACCOUNTS),
+            ("TABLES_CONNECTION_STRING", "UseDevelopmentStorage=true"),
+            ("TRANSFORMS", "encode"),
+            ("PUBLISH_STREAMING", "on"),
+            ("TOKEN_SIGNING_KEY", "AAAAAAAAAAAAAAAAAAAAAA=="),
+            ("TRAFFIC_MANAGER_HOST", "Keys.Example.com"),
+            ("STREAMING_TRAFFIC_MANAGER_HOST", "media.example.com"),
+            ("PUBLISH_RETRY", "1s, 2m"),
+        ])
+        .expect("valid");
+        assert!(s.publish.enabled);
+        assert_eq!(s.publish.streaming_policy, s.definitions.default_streaming_policy);
+        assert_eq!(s.publish.key_delivery_host.as_deref(), Some("keys.example.com"));
+        assert_eq!(s.publish.retry.delays, vec![Duration::from_secs(1), Duration::from_secs(120)]);
+        let policies = serde_json::to_string(&s.definitions.streaming_policies).expect("json");
+        assert!(policies.contains("https://keys.example.com/?kid={ContentKeyId}"));
+        assert!(!format!("{s:?}").contains("AAAAAAAAAAAAAAAAAAAAAA=="), "settings never print the signing key");
     }
 
     #[test]

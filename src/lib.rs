@@ -9,6 +9,7 @@ pub mod functions;
 pub mod identity;
 pub mod invoke;
 pub mod media;
+pub mod publish;
 pub mod scaling;
 pub mod store;
 pub mod sweep;

@@ -2,7 +2,8 @@
 //! at your records of the jobs", and going further: it re-admits accounts whose cool-down has passed once a
 //! probe succeeds, reads quiet attempts back from Media Services, takes accounts with stuck jobs out of
 //! rotation, moves stuck jobs elsewhere, places pending jobs, lowers MRUs in periodic mode, and says so
-//! when no account is left.
+//! when no account is left. Then it keeps the accounts' definitions in line and moves video-on-demand
+//! publications on (`crate::publish`).
 //!
 //! It is safe beside itself and beside events: every decision is a pure function of rows it just read and
 //! `now`, and every change is a compare-and-swap, so of two sweeps only one removes an account, moves a job
@@ -13,7 +14,7 @@ use crate::domain::sweep::{plan_account, AccountPlan, AccountView, Thresholds};
 use crate::domain::{Alert, AttemptRecord, JobState};
 use crate::store::StoreError;
 use crate::workflow::{cooldown, place_job, reconcile, resubmit_stuck};
-use crate::{scaling, App};
+use crate::{publish, scaling, App};
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
@@ -70,6 +71,9 @@ pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreEr
         warn!(pending, "no account is in rotation");
         report.alerts.push(Alert::rotation_empty(names.len(), pending, now));
     }
+    // Publication last, so it never delays failover: definitions first (locators need their policies).
+    publish::sync_definitions(app, now, &mut report).await?;
+    publish::advance_publications(app, now, &mut report).await?;
     Ok(report)
 }
 
@@ -90,6 +94,8 @@ async fn readmit(app: &App, now: DateTime<Utc>, report: &mut SweepReport) -> Res
             info!(account = %account.name, region = %account.region, "account back in rotation");
             report.log.push(format!("{}: back in rotation", account.name));
             report.alerts.push(Alert::region_readmitted(&account.name, &account.region, out_since, now));
+            // It may have lost or missed definitions while it was out: check it in this sweep.
+            publish::definitions_due(app, account).await?;
         }
     }
     Ok(())
@@ -128,6 +134,8 @@ async fn reconcile_account(
     let quiet = plan(app, account, now).await?.0.reconcile;
     for attempt in &quiet {
         report.alerts.extend(reconcile(app, account, attempt, now).await?);
+        // A lost Finished event: the job's publication starts here instead.
+        report.alerts.extend(publish::after_reconcile(app, account, attempt, now).await?);
     }
     if !quiet.is_empty() {
         report.log.push(format!("{}: read {} quiet job(s) from Media Services", account.name, quiet.len()));

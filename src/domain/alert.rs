@@ -133,4 +133,60 @@ impl Alert {
         alert.job_id = Some(job.job_id.clone());
         alert
     }
+
+    /// A streaming policy in an account differs from its definition; policies cannot be updated in place.
+    pub fn policy_drift(
+        account: &str,
+        region: &str,
+        policy: &str,
+        differences: &[String],
+        now: DateTime<Utc>,
+    ) -> Alert {
+        Alert::new(
+            "PolicyDrift",
+            format!(
+                "streaming policy {policy} in {account} ({region}) differs from definitions/media.json: {}",
+                differences.join("; ")
+            ),
+            &format!(
+                "Streaming policies cannot be updated, and locators keep the policy they were created with. If no locator uses {policy} in {account}, delete it there and the next sweep recreates it from the definitions; otherwise give the changed definition a new name (and STREAMING_POLICY if it is the one in use)."
+            ),
+            now,
+        )
+        .at(account, region)
+    }
+
+    /// A region already holds a different streaming locator under the name a job's publication uses.
+    pub fn publication_conflict(job_id: &str, account: &str, region: &str, reason: &str, now: DateTime<Utc>) -> Alert {
+        let mut alert = Alert::new(
+            "PublicationConflict",
+            format!("job {job_id} cannot be published in {account} ({region}): {reason}"),
+            "Nothing was overwritten. Compare the locator of that name in the account with the job's publication (GET /api/jobs/{jobId}) and remove the stray one if it is not needed; the region stays in Conflict for this job.",
+            now,
+        )
+        .at(account, region);
+        alert.job_id = Some(job_id.to_owned());
+        alert
+    }
+
+    /// A region's publication of a job keeps failing; it is still retried.
+    pub fn publication_failing(
+        job_id: &str,
+        account: &str,
+        region: &str,
+        failures: u32,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Alert {
+        let mut alert = Alert::new(
+            "PublicationFailing",
+            format!("publishing job {job_id} in {account} ({region}) failed {failures} times in a row: {error}"),
+            "It is retried with back-off (PUBLISH_RETRY) and the other regions are not held up. Check Media Services and its storage in that region.",
+            now,
+        )
+        .at(account, region);
+        alert.job_id = Some(job_id.to_owned());
+        alert.counts.insert("failures", u64::from(failures));
+        alert
+    }
 }

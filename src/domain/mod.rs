@@ -3,9 +3,11 @@
 
 pub mod alert;
 pub mod choice;
+pub mod definitions;
 pub mod event;
 pub mod health;
 pub mod mru;
+pub mod publication;
 pub mod records;
 pub mod request;
 pub mod state;

@@ -6,10 +6,10 @@ use super::alerts_output;
 use crate::config::{AccountConfig, ScaleDown};
 use crate::domain::{Incoming, JobEvent, JobState};
 use crate::invoke::{InvokeRequest, InvokeResponse};
-use crate::scaling;
 use crate::store::{AttemptChange, StoreError};
 use crate::workflow::sync_job;
 use crate::App;
+use crate::{publish, scaling};
 use chrono::Utc;
 use std::future::Future;
 use std::pin::Pin;
@@ -68,9 +68,22 @@ async fn apply_to_account(app: &App, account: &AccountConfig, event: JobEvent) -
         .change_attempt(&account.name, &event.job_name, |attempt| attempt.observe(event.state, at, error.clone(), now))
         .await?;
     let ended = matches!(&change, Some(AttemptChange::Applied { after, .. }) if !after.is_active());
-    let (job, alerts) = sync_job(app, change, now).await?;
+    let finished = match &change {
+        Some(AttemptChange::Applied { after, .. } | AttemptChange::Unchanged(after))
+            if after.state == JobState::Finished =>
+        {
+            Some(after.clone())
+        }
+        _ => None,
+    };
+    let (job, mut alerts) = sync_job(app, change, now).await?;
     if ended && app.settings.mru.scale_down == ScaleDown::OnFinal {
         scaling::scale_down_account(app, account).await?;
+    }
+    // After the MRU change, which must not wait on it. Publish where encoded and open the other regions'
+    // rows; a repeated event finds them there.
+    if let (Some(job), Some(attempt)) = (&job, &finished) {
+        alerts.extend(publish::on_job_finished(app, job, attempt, now).await?);
     }
     let mut response = match job {
         None => {

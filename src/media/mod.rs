@@ -1,7 +1,10 @@
-//! Media Services over ARM REST: the only place that talks to Media Services.
+//! Media Services over ARM REST, and the asset containers' Blob REST: the only place that talks to Media
+//! Services and its storage.
 
 pub mod arm;
+pub mod blob;
 pub mod mru;
+pub mod streaming;
 
 pub use arm::{AmsJob, AmsJobOutput, JobSpec, MediaClient, MediaError};
 pub use mru::ReservedUnits;

@@ -6,6 +6,7 @@
 //!   together in one entity group transaction guarded by ETags, so the counter always equals the number of
 //!   active rows, and the sweep reads only the `a|` range.
 //! - `{prefix}Health`: one row holding the health list.
+//! - `{prefix}Publications`: video-on-demand publication per region (see `publications`).
 //!
 //! Every read-modify-write takes a pure `decide` function and retries it on ETag conflicts, so concurrent
 //! writers (duplicate events, parallel submissions, sweeps) serialise on the row instead of losing updates.
@@ -20,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tables::{BatchOp, ETag, Entity, IfMatch, Table, TableError, TableService};
+
+mod publications;
+pub use publications::DefinitionsCheck;
 
 /// How often a compare-and-swap is retried before giving up. Contention is per account or per job, so a
 /// few dozen rounds cover hundreds of concurrent writers.
@@ -144,7 +148,8 @@ pub struct Store {
     jobs: Table,
     attempts: Table,
     health: Table,
-    names: [String; 3],
+    publications: Table,
+    names: [String; 4],
 }
 
 impl Store {
@@ -168,11 +173,17 @@ impl Store {
 
     /// A store on `service` whose tables carry `prefix`.
     pub fn with_service(service: TableService, prefix: &str) -> Store {
-        let names = [format!("{prefix}Jobs"), format!("{prefix}Attempts"), format!("{prefix}Health")];
+        let names = [
+            format!("{prefix}Jobs"),
+            format!("{prefix}Attempts"),
+            format!("{prefix}Health"),
+            format!("{prefix}Publications"),
+        ];
         Store {
             jobs: service.table(&names[0]),
             attempts: service.table(&names[1]),
             health: service.table(&names[2]),
+            publications: service.table(&names[3]),
             service,
             names,
         }
