@@ -141,6 +141,25 @@ impl StackOptions {
     }
 }
 
+/// The token signing key stacks with publication give the handler (a test value, not a secret).
+pub const TEST_TOKEN_SIGNING_KEY: &str = "dGVzdC1zaWduaW5nLWtleS0zMi1ieXRlcy1sb25nISE=";
+
+impl StackOptions {
+    /// The same stack with video-on-demand publication on: a test signing key, definitions checked on every
+    /// sweep, and failed publication steps retried after 200 ms, so tests drive everything with sweeps.
+    pub fn with_publication(mut self) -> StackOptions {
+        for (name, value) in [
+            ("PUBLISH_STREAMING", "on"),
+            ("TOKEN_SIGNING_KEY", TEST_TOKEN_SIGNING_KEY),
+            ("DEFINITIONS_CHECK_EVERY", "0s"),
+            ("PUBLISH_RETRY", "200ms"),
+        ] {
+            self.settings.push((name.to_owned(), value.to_owned()));
+        }
+        self
+    }
+}
+
 /// `MEDIA_ACCOUNTS` for accounts served by the emulator at `arm`; `managed` lists (name, maxMru).
 pub fn accounts_setting(accounts: &[(&str, &str)], managed: &[(&str, u32)], arm: &str) -> String {
     let list: Vec<Value> = accounts
