@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 fn record(line: &Value) {
     if let Ok(path) = std::env::var("ECHO_RECORD_FILE") {
         if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-            let _ = writeln!(f, "{line}");
+            // One write per line: `writeln!` may split a line into several writes, and concurrent
+            // invocations would then interleave their records.
+            let _ = f.write_all(format!("{line}\n").as_bytes());
         }
     }
 }
