@@ -370,6 +370,25 @@ impl AccountCounters {
     }
 }
 
+/// A pending job with no attempt yet, for tests.
+#[cfg(test)]
+pub(crate) fn sample_job(now: DateTime<Utc>) -> JobRecord {
+    JobRecord {
+        job_id: "j".into(),
+        request: "{}".into(),
+        transform: "encode".into(),
+        state: JobState::Pending,
+        attempt: 0,
+        account: None,
+        region: None,
+        attempts: vec![],
+        outputs: vec![],
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,20 +399,7 @@ mod tests {
     }
 
     fn job() -> JobRecord {
-        JobRecord {
-            job_id: "j".into(),
-            request: "{}".into(),
-            transform: "encode".into(),
-            state: JobState::Pending,
-            attempt: 0,
-            account: None,
-            region: None,
-            attempts: vec![],
-            outputs: vec![],
-            last_error: None,
-            created_at: t(0),
-            updated_at: t(0),
-        }
+        sample_job(t(0))
     }
 
     #[test]
@@ -458,15 +464,7 @@ mod tests {
     }
 
     fn any_media_state() -> impl Strategy<Value = JobState> {
-        prop::sample::select(vec![
-            JobState::Queued,
-            JobState::Scheduled,
-            JobState::Processing,
-            JobState::Canceling,
-            JobState::Finished,
-            JobState::Error,
-            JobState::Canceled,
-        ])
+        prop::sample::select(JobState::MEDIA_SERVICES.to_vec())
     }
 
     proptest! {

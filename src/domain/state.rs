@@ -65,19 +65,21 @@ impl JobState {
         (!self.is_final() && incoming.rank() > self.rank()).then_some(incoming)
     }
 
+    /// The states Media Services itself reports.
+    pub const MEDIA_SERVICES: [JobState; 7] = [
+        JobState::Queued,
+        JobState::Scheduled,
+        JobState::Processing,
+        JobState::Canceling,
+        JobState::Finished,
+        JobState::Error,
+        JobState::Canceled,
+    ];
+
     /// Parses a Media Services `JobState` (case-insensitive, as the service models it as an extensible
     /// string). Only the states Media Services itself reports are accepted.
     pub fn from_media_services(s: &str) -> Option<JobState> {
-        const STATES: [JobState; 7] = [
-            JobState::Queued,
-            JobState::Scheduled,
-            JobState::Processing,
-            JobState::Canceling,
-            JobState::Finished,
-            JobState::Error,
-            JobState::Canceled,
-        ];
-        STATES.into_iter().find(|state| state.as_str().eq_ignore_ascii_case(s))
+        Self::MEDIA_SERVICES.into_iter().find(|state| state.as_str().eq_ignore_ascii_case(s))
     }
 
     /// The wire name.

@@ -124,7 +124,7 @@ pub fn plan_account(view: &AccountView<'_>, thresholds: &Thresholds, now: DateTi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::records::JobRecord;
+    use crate::domain::records::sample_job;
     use proptest::prelude::*;
 
     fn t(secs: i64) -> DateTime<Utc> {
@@ -132,20 +132,7 @@ mod tests {
     }
 
     fn attempt(state: JobState, submitted: i64, scheduled: Option<i64>, heard: i64) -> AttemptRecord {
-        let job = JobRecord {
-            job_id: "j".into(),
-            request: "{}".into(),
-            transform: "encode".into(),
-            state: JobState::Pending,
-            attempt: 0,
-            account: None,
-            region: None,
-            attempts: vec![],
-            outputs: vec![],
-            last_error: None,
-            created_at: t(0),
-            updated_at: t(0),
-        };
+        let job = sample_job(t(0));
         let (_, mut a) = job.begin_attempt("a", "r", 1, t(submitted));
         a.state = state;
         a.scheduled_at = scheduled.map(t);
