@@ -10,7 +10,7 @@
 //! or places it, and only that one sends the alert.
 
 use crate::config::{AccountConfig, MruMode, ScaleDown, StuckPolicy};
-use crate::domain::sweep::{plan_account, AccountPlan, AccountView, Thresholds};
+use crate::domain::sweep::{evacuate, plan_account, AccountPlan, AccountView, Thresholds};
 use crate::domain::{Alert, AttemptRecord, JobState};
 use crate::store::StoreError;
 use crate::workflow::{cooldown, place_job, reconcile, resubmit_stuck};
@@ -44,14 +44,8 @@ pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreEr
         plans.push((account, judge_account(app, account, now, &mut report).await?));
     }
     for (account, resubmit) in plans {
-        for attempt in &resubmit {
-            let reason = format!(
-                "waited longer than {}s in {} on {}",
-                account.stuck_after.as_secs(),
-                attempt.state,
-                account.name
-            );
-            report.alerts.extend(resubmit_stuck(app, account, attempt, &reason, now).await?);
+        for (attempt, reason) in &resubmit {
+            report.alerts.extend(resubmit_stuck(app, account, attempt, reason, now).await?);
         }
         if !resubmit.is_empty() {
             report.log.push(format!("{}: moved {} stuck job(s)", account.name, resubmit.len()));
@@ -111,7 +105,12 @@ fn thresholds(app: &App) -> Thresholds {
 }
 
 /// Reads the account's counter row and active attempts, and judges them.
-async fn plan(app: &App, account: &AccountConfig, now: DateTime<Utc>) -> Result<(AccountPlan, u32), StoreError> {
+/// The jobs still waiting to start there, and its jobs in flight are returned alongside the plan.
+async fn plan(
+    app: &App,
+    account: &AccountConfig,
+    now: DateTime<Utc>,
+) -> Result<(AccountPlan, Vec<AttemptRecord>, u32), StoreError> {
     let row = app.store.account(&account.name).await?.value;
     let attempts = app.store.active_attempts(&account.name).await?;
     let view = AccountView {
@@ -121,7 +120,7 @@ async fn plan(app: &App, account: &AccountConfig, now: DateTime<Utc>) -> Result<
         stuck_after: account.stuck_after,
         attempts: &attempts,
     };
-    Ok((plan_account(&view, &thresholds(app), now), row.counters.in_flight()))
+    Ok((plan_account(&view, &thresholds(app), now), evacuate(&view), row.counters.in_flight()))
 }
 
 /// Reads quiet attempts back from Media Services.
@@ -143,23 +142,51 @@ async fn reconcile_account(
     Ok(())
 }
 
-/// Takes the account out of rotation if it has enough stuck jobs; returns the stuck attempts to move now.
+/// Takes the account out of rotation if it has enough stuck jobs; returns the attempts to move now: its stuck
+/// ones, and, under `STUCK_POLICY=resubmit`, every job still waiting to start if it is out of rotation.
 async fn judge_account(
     app: &App,
     account: &AccountConfig,
     now: DateTime<Utc>,
     report: &mut SweepReport,
-) -> Result<Vec<AttemptRecord>, StoreError> {
-    let (plan, in_flight) = plan(app, account, now).await?;
+) -> Result<Vec<(AttemptRecord, String)>, StoreError> {
+    let (plan, waiting, in_flight) = plan(app, account, now).await?;
+    let mut health = None;
     if let Some(reason) = &plan.remove_because {
-        let (_, removal) = app.store.update_health(|h| h.remove(&account.name, reason, now, cooldown(app))).await?;
+        let (after, removal) = app.store.update_health(|h| h.remove(&account.name, reason, now, cooldown(app))).await?;
         if let Some(removal) = removal {
             warn!(account = %account.name, region = %account.region, %reason, until = %removal.until, "account removed from rotation");
             report.log.push(format!("{}: removed ({reason})", account.name));
             report.alerts.push(Alert::region_removed(&account.name, &account.region, &removal, plan.stuck, in_flight));
         }
+        health = Some(after);
     }
-    Ok(plan.resubmit)
+    let stuck_reason = |a: &AttemptRecord| {
+        format!("waited longer than {}s in {} on {}", account.stuck_after.as_secs(), a.state, account.name)
+    };
+    let mut moves: Vec<(AttemptRecord, String)> = plan
+        .resubmit
+        .into_iter()
+        .map(|a| {
+            let reason = stuck_reason(&a);
+            (a, reason)
+        })
+        .collect();
+    if app.settings.failover.stuck_policy == StuckPolicy::Resubmit {
+        let health = match health {
+            Some(health) => health,
+            None => app.store.health().await?,
+        };
+        if health.removed.contains_key(&account.name) {
+            for attempt in waiting {
+                if !moves.iter().any(|(m, _)| m.ams_job_name == attempt.ams_job_name) {
+                    let reason = format!("{} is out of rotation and the job had not started there", account.name);
+                    moves.push((attempt, reason));
+                }
+            }
+        }
+    }
+    Ok(moves)
 }
 
 /// Places every job marked pending; removes markers whose job no longer needs one.

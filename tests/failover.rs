@@ -360,3 +360,22 @@ async fn an_empty_rotation_alerts_once_per_repeat_interval_not_on_every_sweep() 
     assert!(empty[0]["counts"]["pendingJobs"].as_u64() >= Some(1), "{}", empty[0]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_waiting_to_start_on_a_removed_region_move_at_once_without_waiting_to_be_stuck() -> anyhow::Result<()> {
+    let stack = Stack::start(failover(&[("STUCK_AFTER", "3s")])).await?;
+    stack.fault(A, json!({"mode": "stall"})).await?;
+    let old = submit_until_on(&stack, "old", A, 1).await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Lands on A just before the sweep: it has not waited long enough to be stuck itself.
+    let fresh = submit_until_on(&stack, "fresh", A, 1).await?;
+    let fresh_id = fresh.last().cloned().unwrap_or_default();
+    assert!(stack.sweep().await?);
+    assert_eq!(account_status(&stack.status().await?, A)["inRotation"], false);
+    let moved = job(&stack, &fresh_id).await?;
+    assert_eq!(moved["attempts"].as_array().map(Vec::len), Some(2), "moved with the stuck ones: {moved}");
+    assert!(moved["attempts"][0]["error"]["message"].as_str().is_some_and(|m| m.contains("out of rotation")), "{moved}");
+    wait_finished(&stack, &[old, fresh].concat()).await?;
+    stack.assert_counters_exact().await?;
+    Ok(())
+}

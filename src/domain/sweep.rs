@@ -65,6 +65,15 @@ pub struct AccountPlan {
     pub remove_because: Option<String>,
 }
 
+/// Jobs to move off an account that is out of rotation, under `STUCK_POLICY=resubmit`: every one still
+/// waiting to start (Queued or Scheduled), whether or not it has waited `STUCK_AFTER` yet — the account is
+/// already known to be broken, and each minute they wait there is a minute lost and a job that may later
+/// run twice. Jobs Processing there are left to finish (or to be read back when quiet); a `Submitting`
+/// attempt may be a placement still under way, so it is left to the stuck rule.
+pub fn evacuate(view: &AccountView<'_>) -> Vec<AttemptRecord> {
+    view.attempts.iter().filter(|a| matches!(a.state, JobState::Queued | JobState::Scheduled)).cloned().collect()
+}
+
 /// Whether the account's Scheduled waits are its own queue rather than a failure (see the module docs).
 pub fn saturated(view: &AccountView<'_>) -> bool {
     view.managed && view.counters.processing > 0 && view.counters.units > view.mru_current.unwrap_or(0)
@@ -201,6 +210,18 @@ mod tests {
         // Enough MRUs for everything: a wait is not the queue.
         let roomy = AccountView { managed: true, counters, mru_current: Some(2), ..view(&attempts) };
         assert!(plan_account(&roomy, &TH, t(5000)).remove_because.is_some());
+    }
+
+    #[test]
+    fn a_removed_account_is_evacuated_of_jobs_waiting_to_start_but_not_of_running_ones() {
+        let attempts = [
+            attempt(JobState::Submitting, 0, None, 0),
+            attempt(JobState::Queued, 0, None, 0),
+            attempt(JobState::Scheduled, 0, Some(1), 1),
+            attempt(JobState::Processing, 0, Some(1), 1),
+        ];
+        let moved: Vec<JobState> = evacuate(&view(&attempts)).into_iter().map(|a| a.state).collect();
+        assert_eq!(moved, vec![JobState::Queued, JobState::Scheduled]);
     }
 
     #[test]

@@ -174,7 +174,7 @@ fn build_workspace_bins(profile_dir: &Path) -> anyhow::Result<()> {
     let root = workspace_root()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
-    cmd.current_dir(&root).args(["build", "--workspace", "--bins"]);
+    cmd.current_dir(&root).args(["build", "--quiet", "--workspace", "--bins"]);
     if let Some(target_dir) = profile_dir.parent() {
         cmd.arg("--target-dir").arg(target_dir);
     }
