@@ -339,3 +339,38 @@ async fn a_content_key_value_never_reaches_a_table_row_or_a_log_line() -> anyhow
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_locator_name_already_used_for_another_asset_is_reported_as_a_conflict_and_left_alone() -> anyhow::Result<()>
+{
+    let stack = Stack::start(publishing()).await?;
+    ensure!(stack.sweep().await?, "the first sweep failed");
+    // B is down while the job runs, so it runs in A and B's publication waits for the next sweeps.
+    stack.fault(B, json!({"mode": "outage"})).await?;
+    let (status, body, _) = stack.submit(&job_body("vod-conflict")).await?;
+    ensure!(status == 202, "SubmitJob answered {status}: {body}");
+    let asset = finished(&stack, "vod-conflict").await?["outputs"][0].as_str().context("no output")?.to_owned();
+    stack.fault(B, json!({"mode": "healthy"})).await?;
+
+    // Meanwhile someone created a locator of that name in B for another asset.
+    arm_ok(&stack, reqwest::Method::PUT, B, "assets/stray?api-version=2023-01-01", Some(json!({"properties": {}})))
+        .await?;
+    let stray = json!({"properties": {"assetName": "stray", "streamingPolicyName": "Predefined_ClearStreamingOnly"}});
+    let path = format!("streamingLocators/{asset}?api-version=2023-01-01");
+    arm_ok(&stack, reqwest::Method::PUT, B, &path, Some(stray)).await?;
+
+    let job = eventually(LIMIT, "B's publication to be in conflict", || async {
+        ensure!(stack.sweep().await?, "the sweep failed");
+        let job = stack.get_job("vod-conflict").await?.1;
+        Ok((publication(&job, B)["state"] == "Conflict").then_some(job))
+    })
+    .await?;
+    assert_eq!(publication(&job, A)["state"], "Published", "A is not held up by B");
+    assert!(publication(&job, B)["lastError"].as_str().is_some_and(|e| e.contains("stray")), "{job}");
+    let locator = arm_ok(&stack, reqwest::Method::GET, B, &path, None).await?;
+    assert_eq!(locator["properties"]["assetName"], "stray", "the existing locator is not overwritten");
+    let conflicts: Vec<Value> = stack.alerts().into_iter().filter(|a| a["type"] == "PublicationConflict").collect();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!((&conflicts[0]["account"], &conflicts[0]["jobId"]), (&json!(B), &json!("vod-conflict")));
+    Ok(())
+}
