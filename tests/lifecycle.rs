@@ -3,7 +3,6 @@
 
 mod support;
 
-use futures_util::future::join_all;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -81,16 +80,7 @@ async fn a_hundred_jobs_finish_with_exact_counters_while_events_are_duplicated_r
     stack.events(json!({"duplicate": 0.3, "reorder": 0.3, "max_delay_ms": 150})).await?;
     let ids: Vec<String> = (0..100).map(|i| format!("chaos-{i}")).collect();
     for chunk in ids.chunks(10) {
-        let answers = join_all(chunk.iter().map(|id| {
-            let body = job_body(id);
-            let stack = &stack;
-            async move { stack.submit(&body).await }
-        }))
-        .await;
-        for answer in answers {
-            let (status, body, _) = answer?;
-            assert_eq!(status, 202, "{body}");
-        }
+        stack.submit_all(chunk).await?;
         stack.assert_counters_exact().await?;
     }
     wait_all_finished(&stack, &ids).await?;
@@ -107,16 +97,7 @@ async fn fifty_concurrent_submissions_keep_every_counter_equal_to_its_active_att
     // Long phases, so the jobs are still in flight when the counters are checked.
     let stack =
         Stack::start(StackOptions { time_scale: 1.0, phases_ms: (60_000, 60_000, 60_000), ..options() }).await?;
-    let answers = join_all((0..50).map(|i| {
-        let body = job_body(&format!("burst-{i}"));
-        let stack = &stack;
-        async move { stack.submit(&body).await }
-    }))
-    .await;
-    for answer in answers {
-        let (status, body, _) = answer?;
-        assert_eq!(status, 202, "{body}");
-    }
+    stack.submit_all(&(0..50).map(|i| format!("burst-{i}")).collect::<Vec<_>>()).await?;
     stack.assert_counters_exact().await?;
     let status = stack.status().await?;
     let total: u64 = status["accounts"].as_array().into_iter().flatten().filter_map(|a| a["inFlight"].as_u64()).sum();

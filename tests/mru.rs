@@ -5,7 +5,6 @@ mod support;
 
 use ams_failover::config::{AccountConfig, ArmAuth, MruMode};
 use ams_failover::media::{MediaClient, MediaError};
-use futures_util::future::join_all;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -113,16 +112,7 @@ async fn fifty_concurrent_submissions_raise_mrus_to_the_maximum_without_overshoo
             }
         })
     };
-    let answers = join_all((0..50).map(|i| {
-        let body = job_body(&format!("mru-{i}"));
-        let stack = &stack;
-        async move { stack.submit(&body).await }
-    }))
-    .await;
-    for answer in answers {
-        let (status, body, _) = answer?;
-        assert_eq!(status, 202, "{body}");
-    }
+    stack.submit_all(&(0..50).map(|i| format!("mru-{i}")).collect::<Vec<_>>()).await?;
     let units = mru(&stack).await?;
     watcher.abort();
     assert_eq!(units["current"], 10, "MRUs end at min(max, needed): {units}");
@@ -147,16 +137,7 @@ async fn drain_to_floor(mode: &str) -> anyhow::Result<()> {
     let mut opts = managed(5, &[("MRU_SCALE_DOWN", mode), ("MRU_FLOOR", "1")]);
     opts.time_scale = 2.0;
     let stack = Stack::start(opts).await?;
-    let answers = join_all((0..5).map(|i| {
-        let body = job_body(&format!("{mode}-{i}"));
-        let stack = &stack;
-        async move { stack.submit(&body).await }
-    }))
-    .await;
-    for answer in answers {
-        let (status, body, _) = answer?;
-        assert_eq!(status, 202, "{body}");
-    }
+    stack.submit_all(&(0..5).map(|i| format!("{mode}-{i}")).collect::<Vec<_>>()).await?;
     assert_eq!(mru(&stack).await?["current"], 5, "raised for the burst");
     eventually(LIMIT, "every job to finish", || async {
         for i in 0..5 {

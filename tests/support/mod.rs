@@ -46,6 +46,23 @@ impl Stack {
         Ok(Stack { inner, store })
     }
 
+    /// Submits a job for each id, all at once; fails unless every answer is 202. Returns the answers.
+    pub async fn submit_all(&self, ids: &[String]) -> anyhow::Result<Vec<Value>> {
+        let answers = futures_util::future::join_all(ids.iter().map(|id| {
+            let body = job_body(id);
+            async move { self.submit(&body).await }
+        }))
+        .await;
+        answers
+            .into_iter()
+            .map(|answer| {
+                let (status, body, _) = answer?;
+                anyhow::ensure!(status == 202, "SubmitJob answered {status}: {body}");
+                Ok(body)
+            })
+            .collect()
+    }
+
     /// How many rows a table holds.
     pub async fn count_rows(&self, table: &str) -> anyhow::Result<usize> {
         let service = TableService::from_connection_string(&self.azurite.connection_string(), self.http.clone())?;
