@@ -90,7 +90,11 @@ impl AttemptRecord {
         error: Option<ErrorInfo>,
         now: DateTime<Utc>,
     ) -> Option<AttemptRecord> {
-        let state = self.state.advance(state)?;
+        let Some(state) = self.state.advance(state) else {
+            // A Scheduled event that arrives after Processing still tells when the wait began.
+            let late_schedule = state == JobState::Scheduled && self.scheduled_at.is_none() && self.is_active();
+            return late_schedule.then(|| AttemptRecord { scheduled_at: Some(at), last_heard_at: now, ..self.clone() });
+        };
         let mut next = self.clone();
         next.state = state;
         next.last_heard_at = now;
@@ -409,6 +413,15 @@ mod tests {
         let a = a.observe(JobState::Processing, t(9), None, t(10)).expect("advances");
         assert_eq!((a.scheduled_at, a.processing_at, a.last_heard_at), (Some(t(5)), Some(t(9)), t(10)));
         assert_eq!(a.observe(JobState::Scheduled, t(7), None, t(11)), None);
+    }
+
+    #[test]
+    fn a_scheduled_event_overtaken_by_processing_still_records_when_the_wait_began() {
+        let (_, a) = job().begin_attempt("acct", "westeurope", 1, t(0));
+        let a = a.observe(JobState::Processing, t(9), None, t(10)).expect("advances");
+        let a = a.observe(JobState::Scheduled, t(5), None, t(11)).expect("fills in the time");
+        assert_eq!((a.state, a.scheduled_at), (JobState::Processing, Some(t(5))));
+        assert_eq!(a.observe(JobState::Scheduled, t(6), None, t(12)), None, "only once");
     }
 
     #[test]
