@@ -27,4 +27,14 @@ pub struct App {
     pub store: store::Store,
     /// Media Services.
     pub media: media::MediaClient,
+    /// Held while this instance reads MRUs from the service, so a burst that finds the cache stale reads
+    /// the service once instead of once per submission.
+    pub mru_refresh: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl App {
+    /// The shared state of an instance.
+    pub fn new(settings: Arc<config::Settings>, store: store::Store, media: media::MediaClient) -> App {
+        App { settings, store, media, mru_refresh: Arc::default() }
+    }
 }

@@ -35,13 +35,15 @@ pub async fn scale_up_for(
         let cache = match row.value.mru {
             Some(cache) if cache.is_fresh(app.settings.mru.cache_ttl, now) => cache,
             _ => {
-                match read_service(app, account, now).await {
-                    Some(fresh) => {
-                        app.store.set_mru_cache(&account.name, &fresh, row.etag).await?;
+                // One reader per instance: the others wait here and then find the fresh value in the row.
+                let _reading = app.mru_refresh.lock().await;
+                let row = app.store.account(&account.name).await?;
+                if !row.value.mru.as_ref().is_some_and(|c| c.is_fresh(app.settings.mru.cache_ttl, now)) {
+                    let Some(fresh) = read_service(app, account, now).await else { return Ok(false) };
+                    if !app.store.set_mru_cache(&account.name, &fresh, row.etag).await? {
+                        backoff(round).await;
                     }
-                    None => return Ok(false),
                 }
-                backoff(round).await;
                 continue;
             }
         };

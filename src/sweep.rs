@@ -50,6 +50,9 @@ pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreEr
         if !resubmit.is_empty() {
             report.log.push(format!("{}: moved {} stuck job(s)", account.name, resubmit.len()));
         }
+        // A safety net: an increase a submission gave up on (contention, an unreachable MRU endpoint) is made
+        // here; with nothing missing this is one read of the counter row.
+        scaling::scale_up_for(app, account, 0, now).await?;
         if app.settings.mru.scale_down == ScaleDown::Periodic {
             scaling::scale_down_account(app, account).await?;
         }

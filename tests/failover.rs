@@ -374,7 +374,10 @@ async fn jobs_waiting_to_start_on_a_removed_region_move_at_once_without_waiting_
     assert_eq!(account_status(&stack.status().await?, A)["inRotation"], false);
     let moved = job(&stack, &fresh_id).await?;
     assert_eq!(moved["attempts"].as_array().map(Vec::len), Some(2), "moved with the stuck ones: {moved}");
-    assert!(moved["attempts"][0]["error"]["message"].as_str().is_some_and(|m| m.contains("out of rotation")), "{moved}");
+    assert!(
+        moved["attempts"][0]["error"]["message"].as_str().is_some_and(|m| m.contains("out of rotation")),
+        "{moved}"
+    );
     wait_finished(&stack, &[old, fresh].concat()).await?;
     stack.assert_counters_exact().await?;
     Ok(())
