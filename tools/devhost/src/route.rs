@@ -164,24 +164,9 @@ fn parse_segment(text: &str) -> Result<Segment, String> {
     Ok(Segment::Param { name: name.to_string(), optional, default, catch_all })
 }
 
-/// Decodes `%XX` escapes; invalid escapes are kept verbatim.
+/// Decodes `%XX` escapes in one path segment; malformed escapes are kept as they are.
 pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 #[cfg(test)]
