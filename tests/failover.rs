@@ -320,9 +320,9 @@ async fn a_managed_account_saturated_at_its_mru_maximum_is_not_removed() -> anyh
     let mut opts = failover(&[]);
     opts.accounts = vec![(A, "westeurope")];
     opts.managed = vec![(A, 1)];
-    // Each job processes for 3 s (real), longer than STUCK_AFTER: the others wait their turn in Scheduled.
+    // Each job processes for 5 s (real), longer than STUCK_AFTER: the others wait their turn in Scheduled.
     opts.time_scale = 10.0;
-    opts.phases_ms = (500, 500, 30_000);
+    opts.phases_ms = (500, 500, 50_000);
     let stack = Stack::start(opts).await?;
     let ids: Vec<String> = (0..3).map(|i| format!("busy-{i}")).collect();
     for id in &ids {
@@ -333,7 +333,10 @@ async fn a_managed_account_saturated_at_its_mru_maximum_is_not_removed() -> anyh
     let status = stack.status().await?;
     let a = account_status(&status, A);
     assert_eq!(a["inRotation"], true, "waiting for a free unit is not a broken region: {a}");
-    assert_eq!(a["activeByState"]["Scheduled"], 2, "{a}");
+    // The last job has waited in Scheduled longer than STUCK_AFTER by now, behind the one Processing (how
+    // many are still waiting depends on how fast the machine submitted them).
+    assert!(a["activeByState"]["Scheduled"].as_u64() >= Some(1), "{a}");
+    assert_eq!(a["activeByState"]["Processing"], 1, "{a}");
     assert_eq!(a["mru"]["saturated"], true, "{a}");
     assert!(alerts_of(&stack, "RegionRemoved").is_empty());
     let jobs = wait_finished(&stack, &ids).await?;
