@@ -136,16 +136,17 @@ async fn with_the_wait_policy_stuck_jobs_get_a_grace_before_they_move() -> anyho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_removed_region_comes_back_after_its_cooldown_and_fails_again_into_a_longer_one() -> anyhow::Result<()> {
-    let stack = Stack::start(failover(&[])).await?;
+    // A 4 s cool-down: "soon after coming back" is then 8 s, which leaves room for a slow machine.
+    let stack = Stack::start(failover(&[("COOLDOWN", "4s")])).await?;
     stack.fault(A, json!({"mode": "stall"})).await?;
     submit_until_on(&stack, "back", A, 1).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(stack.sweep().await?);
     let first = account_status(&stack.status().await?, A)["removed"].clone();
-    assert_eq!(first["cooldownSecs"], 3, "{first}");
+    assert_eq!(first["cooldownSecs"], 4, "{first}");
 
     // Still broken at the end of the cool-down: the probe succeeds (ARM answers), it comes back, fails again.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(stack.sweep().await?);
     assert_eq!(account_status(&stack.status().await?, A)["inRotation"], true);
     assert_eq!(alerts_of(&stack, "RegionReadmitted").len(), 1);
@@ -153,11 +154,11 @@ async fn a_removed_region_comes_back_after_its_cooldown_and_fails_again_into_a_l
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(stack.sweep().await?);
     let second = account_status(&stack.status().await?, A)["removed"].clone();
-    assert_eq!(second["cooldownSecs"], 6, "failing again soon doubles the cool-down: {second}");
+    assert_eq!(second["cooldownSecs"], 8, "failing again soon doubles the cool-down: {second}");
 
     // Outage: the probe fails, so the account stays out after its cool-down.
     stack.fault(A, json!({"mode": "outage"})).await?;
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
     assert!(stack.sweep().await?);
     assert_eq!(account_status(&stack.status().await?, A)["inRotation"], false, "a failed probe keeps it out");
     stack.fault(A, json!({"mode": "healthy"})).await?;
