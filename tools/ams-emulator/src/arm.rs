@@ -125,6 +125,11 @@ impl ArmError {
     }
 }
 
+/// The 404 for an account the emulator was not started with.
+pub fn unknown_account(name: &str) -> Response {
+    error_response(StatusCode::NOT_FOUND, "ResourceNotFound", &format!("The account '{name}' is not configured."))
+}
+
 /// Renders any ARM-style error body; the control API uses it too.
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()

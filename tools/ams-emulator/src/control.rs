@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::arm::error_response;
+use crate::arm::{error_response, unknown_account};
 use crate::config::MruMode;
 use crate::events::DeliverySettingsPatch;
 use crate::model::{Account, Fault, JobOutput};
@@ -94,11 +94,7 @@ async fn set_fault(State(emulator): State<Arc<Emulator>>, Path(name): Path<Strin
     };
     let mut state = emulator.lock();
     let Some(account) = state.account_mut(&name) else {
-        return error_response(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFound",
-            &format!("The account '{name}' is not configured."),
-        );
+        return unknown_account(&name);
     };
     tracing::info!(account = %account.name, ?fault, "fault set");
     account.fault = fault;
@@ -121,11 +117,7 @@ async fn set_mru(State(emulator): State<Arc<Emulator>>, Path(name): Path<String>
     };
     let mut state = emulator.lock();
     let Some(account) = state.account_mut(&name) else {
-        return error_response(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFound",
-            &format!("The account '{name}' is not configured."),
-        );
+        return unknown_account(&name);
     };
     if account.mru.mode != MruMode::Managed {
         return bad_request(&format!("The account '{}' scales automatically and has no reserved units.", account.name));
@@ -149,11 +141,7 @@ async fn list_jobs(State(emulator): State<Arc<Emulator>>, Query(q): Query<JobsQu
     let wanted = q.account.as_deref().map(str::to_ascii_lowercase);
     if let Some(w) = &wanted {
         if !state.accounts.contains_key(w) {
-            return error_response(
-                StatusCode::NOT_FOUND,
-                "ResourceNotFound",
-                &format!("The account '{w}' is not configured."),
-            );
+            return unknown_account(w);
         }
     }
     let mut jobs = Vec::new();

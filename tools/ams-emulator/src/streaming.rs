@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value};
 
 use crate::arm::{
     apply_fault, created_response, error_response, optional_string, parse_body, properties, query_value, system_data,
-    ArmError,
+    unknown_account, ArmError,
 };
 use crate::model::Account;
 use crate::state::Emulator;
@@ -859,11 +859,7 @@ pub async fn key_delivery(
 ) -> Response {
     let mut state = emulator.lock();
     let Some(a) = state.account_mut(&account) else {
-        return error_response(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFound",
-            &format!("The account '{account}' is not configured."),
-        );
+        return unknown_account(&account);
     };
     if let Err(e @ ArmError::ServiceUnavailable(_)) = apply_fault_outage_only(a) {
         return e.into_response();
