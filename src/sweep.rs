@@ -11,7 +11,7 @@
 
 use crate::config::{AccountConfig, MruMode, ScaleDown, StuckPolicy};
 use crate::domain::sweep::{evacuate, plan_account, AccountPlan, AccountView, Thresholds};
-use crate::domain::{Alert, AttemptRecord, JobState};
+use crate::domain::{Alert, AttemptRecord, HealthRecord, JobState};
 use crate::store::StoreError;
 use crate::workflow::{cooldown, place_job, reconcile, resubmit_stuck};
 use crate::{publish, scaling, App};
@@ -35,14 +35,32 @@ pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreEr
     let mut report = SweepReport::default();
     readmit(app, now, &mut report).await?;
     // Lost events first, so what follows judges the attempts as they really are.
+    let mut judged = Vec::with_capacity(app.settings.accounts.len());
+    let mut reconciled = false;
     for account in &app.settings.accounts {
-        reconcile_account(app, account, now, &mut report).await?;
+        let read = plan(app, account, now).await?;
+        reconciled |= reconcile_account(app, account, &read.plan.reconcile, now, &mut report).await?;
+        judged.push(read);
+    }
+    // Reconciling can change attempts on any account (a vanished job is placed elsewhere): read again then.
+    if reconciled {
+        judged.clear();
+        for account in &app.settings.accounts {
+            judged.push(plan(app, account, now).await?);
+        }
     }
     // Every account's verdict before any job moves, so no job is moved onto an account this sweep removes.
-    let mut plans = Vec::new();
-    for account in &app.settings.accounts {
-        plans.push((account, judge_account(app, account, now, &mut report).await?));
+    for (account, read) in app.settings.accounts.iter().zip(&judged) {
+        remove_if_stuck(app, account, read, now, &mut report).await?;
     }
+    let health = app.store.health().await?;
+    let plans: Vec<_> = app
+        .settings
+        .accounts
+        .iter()
+        .zip(judged)
+        .map(|(account, read)| (account, moves(app, account, read, &health)))
+        .collect();
     for (account, resubmit) in plans {
         for (attempt, reason) in &resubmit {
             report.alerts.extend(resubmit_stuck(app, account, attempt, reason, now).await?);
@@ -107,13 +125,18 @@ fn thresholds(app: &App) -> Thresholds {
     }
 }
 
+/// One account's rows as the sweep judged them.
+struct Judged {
+    /// The verdict on its active attempts.
+    plan: AccountPlan,
+    /// Its jobs still waiting to start (moved if it is out of rotation).
+    waiting: Vec<AttemptRecord>,
+    /// Its jobs in flight, for the removal alert.
+    in_flight: u32,
+}
+
 /// Reads the account's counter row and active attempts, and judges them.
-/// The jobs still waiting to start there, and its jobs in flight are returned alongside the plan.
-async fn plan(
-    app: &App,
-    account: &AccountConfig,
-    now: DateTime<Utc>,
-) -> Result<(AccountPlan, Vec<AttemptRecord>, u32), StoreError> {
+async fn plan(app: &App, account: &AccountConfig, now: DateTime<Utc>) -> Result<Judged, StoreError> {
     let row = app.store.account(&account.name).await?.value;
     let attempts = app.store.active_attempts(&account.name).await?;
     let view = AccountView {
@@ -123,18 +146,22 @@ async fn plan(
         stuck_after: account.stuck_after,
         attempts: &attempts,
     };
-    Ok((plan_account(&view, &thresholds(app), now), evacuate(&view), row.counters.in_flight()))
+    Ok(Judged {
+        plan: plan_account(&view, &thresholds(app), now),
+        waiting: evacuate(&view),
+        in_flight: row.counters.in_flight(),
+    })
 }
 
-/// Reads quiet attempts back from Media Services.
+/// Reads quiet attempts back from Media Services; whether there were any.
 async fn reconcile_account(
     app: &App,
     account: &AccountConfig,
+    quiet: &[AttemptRecord],
     now: DateTime<Utc>,
     report: &mut SweepReport,
-) -> Result<(), StoreError> {
-    let quiet = plan(app, account, now).await?.0.reconcile;
-    for attempt in &quiet {
+) -> Result<bool, StoreError> {
+    for attempt in quiet {
         report.alerts.extend(reconcile(app, account, attempt, now).await?);
         // A lost Finished event: the job's publication starts here instead.
         report.alerts.extend(publish::after_reconcile(app, account, attempt, now).await?);
@@ -142,54 +169,57 @@ async fn reconcile_account(
     if !quiet.is_empty() {
         report.log.push(format!("{}: read {} quiet job(s) from Media Services", account.name, quiet.len()));
     }
+    Ok(!quiet.is_empty())
+}
+
+/// Takes the account out of rotation if it has enough stuck jobs.
+async fn remove_if_stuck(
+    app: &App,
+    account: &AccountConfig,
+    read: &Judged,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> Result<(), StoreError> {
+    let Some(reason) = &read.plan.remove_because else { return Ok(()) };
+    let (_, removal) = app.store.update_health(|h| h.remove(&account.name, reason, now, cooldown(app))).await?;
+    if let Some(removal) = removal {
+        warn!(account = %account.name, region = %account.region, %reason, until = %removal.until, "account removed from rotation");
+        report.log.push(format!("{}: removed ({reason})", account.name));
+        report.alerts.push(Alert::region_removed(
+            &account.name,
+            &account.region,
+            &removal,
+            read.plan.stuck,
+            read.in_flight,
+        ));
+    }
     Ok(())
 }
 
-/// Takes the account out of rotation if it has enough stuck jobs; returns the attempts to move now: its stuck
-/// ones, and, under `STUCK_POLICY=resubmit`, every job still waiting to start if it is out of rotation.
-async fn judge_account(
-    app: &App,
-    account: &AccountConfig,
-    now: DateTime<Utc>,
-    report: &mut SweepReport,
-) -> Result<Vec<(AttemptRecord, String)>, StoreError> {
-    let (plan, waiting, in_flight) = plan(app, account, now).await?;
-    let mut health = None;
-    if let Some(reason) = &plan.remove_because {
-        let (after, removal) = app.store.update_health(|h| h.remove(&account.name, reason, now, cooldown(app))).await?;
-        if let Some(removal) = removal {
-            warn!(account = %account.name, region = %account.region, %reason, until = %removal.until, "account removed from rotation");
-            report.log.push(format!("{}: removed ({reason})", account.name));
-            report.alerts.push(Alert::region_removed(&account.name, &account.region, &removal, plan.stuck, in_flight));
-        }
-        health = Some(after);
-    }
-    let stuck_reason = |a: &AttemptRecord| {
-        format!("waited longer than {}s in {} on {}", account.stuck_after.as_secs(), a.state, account.name)
-    };
-    let mut moves: Vec<(AttemptRecord, String)> = plan
+/// The attempts to move off the account now, with why: its stuck ones, and, under `STUCK_POLICY=resubmit`,
+/// every job still waiting to start if it is out of rotation.
+fn moves(app: &App, account: &AccountConfig, read: Judged, health: &HealthRecord) -> Vec<(AttemptRecord, String)> {
+    let mut moves: Vec<(AttemptRecord, String)> = read
+        .plan
         .resubmit
         .into_iter()
         .map(|a| {
-            let reason = stuck_reason(&a);
+            let reason =
+                format!("waited longer than {}s in {} on {}", account.stuck_after.as_secs(), a.state, account.name);
             (a, reason)
         })
         .collect();
-    if app.settings.failover.stuck_policy == StuckPolicy::Resubmit {
-        let health = match health {
-            Some(health) => health,
-            None => app.store.health().await?,
-        };
-        if health.removed.contains_key(&account.name) {
-            for attempt in waiting {
-                if !moves.iter().any(|(m, _)| m.ams_job_name == attempt.ams_job_name) {
-                    let reason = format!("{} is out of rotation and the job had not started there", account.name);
-                    moves.push((attempt, reason));
-                }
+    let evacuate =
+        app.settings.failover.stuck_policy == StuckPolicy::Resubmit && health.removed.contains_key(&account.name);
+    if evacuate {
+        for attempt in read.waiting {
+            if !moves.iter().any(|(m, _)| m.ams_job_name == attempt.ams_job_name) {
+                let reason = format!("{} is out of rotation and the job had not started there", account.name);
+                moves.push((attempt, reason));
             }
         }
     }
-    Ok(moves)
+    moves
 }
 
 /// Places every job marked pending; removes markers whose job no longer needs one.
