@@ -3,11 +3,13 @@
 //! - PartitionKey = the account published to. RowKey `a|{jobId}` while that region's publication is open,
 //!   `d|{jobId}` once it is Published or in Conflict (moved in one entity group transaction). The sweep reads
 //!   only the `a|` range of each account, so its cost follows open publications, not history.
+//! - RowKey `c|{jobId}`: the claim, written in the same transaction as the first `a|` row and never moved,
+//!   so a repeated event cannot open a second publication after the first has moved to `d|`.
 //! - Partition `~definitions`, RowKey = account: when that account's definitions were last checked.
 //!
 //! Rows hold locator names, locator ids, content key ids and paths: never a content key value or a SAS URL.
 
-use super::{backoff, from_json, to_json, Changed, Store, StoreError, Versioned, MAX_CAS_ROUNDS};
+use super::{backoff, from_json, to_json, to_value, Changed, Store, StoreError, Versioned, MAX_CAS_ROUNDS};
 use crate::domain::publication::PublicationRecord;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -38,6 +40,10 @@ fn done_key(job_id: &str) -> String {
     format!("d|{job_id}")
 }
 
+fn claim_key(job_id: &str) -> String {
+    format!("c|{job_id}")
+}
+
 /// The last check of one account's definitions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -54,12 +60,16 @@ impl Store {
     /// Writes a region's publication unless the job already has one there (open or done). `false` if it
     /// had, so a repeated event changes nothing.
     pub async fn insert_publication(&self, record: &PublicationRecord) -> Result<bool, StoreError> {
-        if self.publications.get::<PublicationRow>(&record.account, &done_key(&record.job_id)).await?.is_some() {
-            return Ok(false);
-        }
-        match self.publications.insert(&record.account, &open_key(&record.job_id), &row(record)).await {
+        // Checking for `d|` and then inserting `a|` would race with a concurrent delivery that publishes and
+        // moves the row in between; the claim row makes "first time" one atomic insert.
+        let claim = serde_json::json!({ "JobId": record.job_id });
+        let ops = vec![
+            BatchOp::Insert { rk: claim_key(&record.job_id), body: claim },
+            BatchOp::Insert { rk: open_key(&record.job_id), body: to_value(&row(record)) },
+        ];
+        match self.publications.transaction(&record.account, ops).await {
             Ok(_) => Ok(true),
-            Err(TableError::AlreadyExists) => Ok(false),
+            Err(TableError::Batch { source, .. }) if matches!(*source, TableError::AlreadyExists) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
