@@ -37,12 +37,8 @@ pub async fn scale_up_for(
             _ => {
                 // One reader per instance: the others wait here and then find the fresh value in the row.
                 let _reading = app.mru_refresh.lock().await;
-                let row = app.store.account(&account.name).await?;
-                if !row.value.mru.as_ref().is_some_and(|c| c.is_fresh(app.settings.mru.cache_ttl, now)) {
-                    let Some(fresh) = read_service(app, account, now).await else { return Ok(false) };
-                    if !app.store.set_mru_cache(&account.name, &fresh, row.etag).await? {
-                        backoff(round).await;
-                    }
+                if !refresh_cache(app, account, now).await? {
+                    return Ok(false);
                 }
                 continue;
             }
@@ -103,6 +99,28 @@ async fn converge(app: &App, account: &AccountConfig, claimed: &MruCache) -> Res
         }
     }
     Ok(())
+}
+
+/// Makes the cached value fresh, reading the service at most once: the counter row changes with every
+/// attempt transaction, so under a burst the write may lose several ETag races, and each is retried with the
+/// value already read rather than by reading the service again. `false` if the service cannot be reached.
+async fn refresh_cache(app: &App, account: &AccountConfig, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    let mut fresh = None;
+    for round in 0..ROUNDS {
+        let row = app.store.account(&account.name).await?;
+        if row.value.mru.as_ref().is_some_and(|c| c.is_fresh(app.settings.mru.cache_ttl, now)) {
+            return Ok(true);
+        }
+        if fresh.is_none() {
+            fresh = read_service(app, account, now).await;
+        }
+        let Some(value) = &fresh else { return Ok(false) };
+        if app.store.set_mru_cache(&account.name, value, row.etag).await? {
+            return Ok(true);
+        }
+        backoff(round).await;
+    }
+    Ok(true)
 }
 
 /// Reads the service's value into a fresh cache entry; `None` (logged) if the endpoint cannot be reached.
