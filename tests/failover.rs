@@ -239,8 +239,7 @@ async fn retriable_errors_are_retried_elsewhere_and_final_errors_fail_the_job_wi
     assert_eq!(failed["attempts"].as_array().map(Vec::len), Some(2));
     assert_eq!(failed["attempts"][1]["account"], B, "the retry goes to another account");
     assert_eq!(failed["lastError"]["code"], "ContentMalformed", "{failed}");
-    let job_failed = alerts_of(&stack, "JobFailed");
-    assert!(job_failed.iter().any(|a| a["jobId"] == on_a.as_str()), "{job_failed:?}");
+    stack.wait_alerts("JobFailed", |a| a["jobId"] == on_a.as_str()).await?;
     stack.assert_counters_exact().await?;
     Ok(())
 }

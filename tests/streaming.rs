@@ -369,7 +369,7 @@ async fn a_locator_name_already_used_for_another_asset_is_reported_as_a_conflict
     assert!(publication(&job, B)["lastError"].as_str().is_some_and(|e| e.contains("stray")), "{job}");
     let locator = arm_ok(&stack, reqwest::Method::GET, B, &path, None).await?;
     assert_eq!(locator["properties"]["assetName"], "stray", "the existing locator is not overwritten");
-    let conflicts: Vec<Value> = stack.alerts().into_iter().filter(|a| a["type"] == "PublicationConflict").collect();
+    let conflicts = stack.wait_alerts("PublicationConflict", |_| true).await?;
     assert_eq!(conflicts.len(), 1, "{conflicts:?}");
     assert_eq!((&conflicts[0]["account"], &conflicts[0]["jobId"]), (&json!(B), &json!("vod-conflict")));
     Ok(())

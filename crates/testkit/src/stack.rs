@@ -363,6 +363,18 @@ impl Stack {
     pub fn alerts(&self) -> Vec<Value> {
         read_jsonl(&self.outputs.join("alerts.jsonl"))
     }
+
+    /// Alerts of type `kind`, once one of them satisfies `wanted`.
+    ///
+    /// An Event Grid invocation writes its job row before it answers, and the host appends the alert only
+    /// after the answer; so an alert raised by an event can trail the job state a test just observed.
+    pub async fn wait_alerts(&self, kind: &str, wanted: impl Fn(&Value) -> bool) -> anyhow::Result<Vec<Value>> {
+        eventually(Duration::from_secs(30), &format!("a {kind} alert"), || async {
+            let alerts: Vec<Value> = self.alerts().into_iter().filter(|a| a["type"] == kind).collect();
+            Ok(alerts.iter().any(&wanted).then_some(alerts))
+        })
+        .await
+    }
 }
 
 /// Reads a JSON-lines file; a missing file means no lines.
