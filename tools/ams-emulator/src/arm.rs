@@ -852,21 +852,12 @@ fn put_job(
     let description = optional_string(props, "description")?;
 
     let job = Job {
-        transform: transform_name,
-        name: name.to_string(),
         input: input.clone(),
         outputs,
         priority,
         description,
         correlation_data,
-        state: JobState::Queued,
-        created: now,
-        last_modified: now,
-        start_time: None,
-        end_time: None,
-        history: vec![(JobState::Queued, now)],
-        phase_elapsed: std::time::Duration::ZERO,
-        progress_reported: false,
+        ..Job::queued(transform_name, name, now)
     };
     let body = job_json(&ctx.account_id(account), &job);
     tracing::info!(account = %account.name, transform = %job.transform, job = %job.name, "job created");

@@ -607,9 +607,6 @@ mod tests {
     fn job(state: JobState) -> Job {
         let t = Utc.with_ymd_and_hms(2018, 10, 12, 16, 12, 18).unwrap();
         Job {
-            transform: "VideoAnalyzerTransform".into(),
-            name: "job-1".into(),
-            input: Value::Null,
             outputs: vec![JobOutput {
                 asset_name: "output-7640689F".into(),
                 label: "VideoAnalyzerPreset_0".into(),
@@ -619,17 +616,10 @@ mod tests {
                 end_time: None,
                 error: None,
             }],
-            priority: "Normal".into(),
-            description: None,
             correlation_data: BTreeMap::from([("testKey1".to_string(), "testValue1".to_string())]),
             state,
-            created: t,
-            last_modified: t,
-            start_time: None,
-            end_time: None,
             history: vec![],
-            phase_elapsed: Duration::ZERO,
-            progress_reported: false,
+            ..Job::queued("VideoAnalyzerTransform", "job-1", t)
         }
     }
 

@@ -304,28 +304,10 @@ impl Parser {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use std::collections::BTreeMap;
-    use std::time::Duration;
 
     fn job(name: &str, state: JobState, minute: u32) -> Job {
         let t = Utc.with_ymd_and_hms(2021, 6, 1, 0, minute, 0).unwrap();
-        Job {
-            transform: "t".into(),
-            name: name.into(),
-            input: serde_json::Value::Null,
-            outputs: vec![],
-            priority: "Normal".into(),
-            description: None,
-            correlation_data: BTreeMap::new(),
-            state,
-            created: t,
-            last_modified: t,
-            start_time: None,
-            end_time: None,
-            history: vec![],
-            phase_elapsed: Duration::ZERO,
-            progress_reported: false,
-        }
+        Job { state, history: vec![], ..Job::queued("t", name, t) }
     }
 
     #[test]

@@ -273,7 +273,6 @@ mod tests {
     use crate::config::Cli;
     use crate::model::{JobOutput, RetryHint};
     use clap::Parser;
-    use std::collections::BTreeMap;
 
     /// Scale 1 and round phase lengths, so `dt` values below read as plain milliseconds.
     fn config() -> Config {
@@ -304,9 +303,6 @@ mod tests {
         account.jobs.insert(
             key.clone(),
             Job {
-                transform: "t".into(),
-                name: name.into(),
-                input: serde_json::Value::Null,
                 outputs: vec![JobOutput {
                     asset_name: "out".into(),
                     label: "BuiltInStandardEncoderPreset_0".into(),
@@ -317,16 +313,7 @@ mod tests {
                     error: None,
                 }],
                 priority: priority.into(),
-                description: None,
-                correlation_data: BTreeMap::new(),
-                state: JobState::Queued,
-                created: now,
-                last_modified: now,
-                start_time: None,
-                end_time: None,
-                history: vec![(JobState::Queued, now)],
-                phase_elapsed: Duration::ZERO,
-                progress_reported: false,
+                ..Job::queued("t", name, now)
             },
         );
         key

@@ -336,6 +336,28 @@ pub struct Job {
 }
 
 impl Job {
+    /// A job of `transform` named `name`, just created at `now`: Queued, with no input or outputs yet,
+    /// Normal priority and no correlation data.
+    pub fn queued(transform: impl Into<String>, name: impl Into<String>, now: DateTime<Utc>) -> Job {
+        Job {
+            transform: transform.into(),
+            name: name.into(),
+            input: Value::Null,
+            outputs: vec![],
+            priority: "Normal".into(),
+            description: None,
+            correlation_data: BTreeMap::new(),
+            state: JobState::Queued,
+            created: now,
+            last_modified: now,
+            start_time: None,
+            end_time: None,
+            history: vec![(JobState::Queued, now)],
+            phase_elapsed: Duration::ZERO,
+            progress_reported: false,
+        }
+    }
+
     /// The `correlationData` object.
     pub fn correlation_json(&self) -> Value {
         Value::Object(self.correlation_data.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
