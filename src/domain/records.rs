@@ -147,6 +147,20 @@ impl AttemptRecord {
         })
     }
 
+    /// Whether this snapshot of an attempt says more than `known`, an earlier-or-later snapshot of the same
+    /// attempt. The attempt row only moves forward, so a snapshot in a higher state is newer; one in the
+    /// same state is newer only if it differs and was heard no earlier. A snapshot that says less (a late or
+    /// repeated delivery, or one re-applied after a lost race) is older and must change nothing.
+    pub fn is_newer_than(&self, known: &AttemptRecord) -> bool {
+        match self.state.rank().cmp(&known.state.rank()) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => {
+                self.state == known.state && self.last_heard_at >= known.last_heard_at && self != known
+            }
+        }
+    }
+
     /// Media Reserved Units the attempt needs: one per output.
     pub fn units(&self) -> u32 {
         u32::try_from(self.output_assets.len()).unwrap_or(u32::MAX)
@@ -245,13 +259,17 @@ impl JobRecord {
     }
 
     /// The job after its attempt changed, or `None` when that changes nothing: the attempt is not the
-    /// current one (a superseded attempt never moves the job), or the job already ended.
+    /// current one (a superseded attempt never moves the job), the job already ended, or the snapshot is
+    /// not newer than what the job already knows of the attempt (a stale snapshot never moves a job back).
     ///
     /// The job follows its current attempt, except when the attempt ended without a result the job can keep:
     /// an attempt that could not be submitted or was superseded, or an error marked `MayRetry` while fewer
     /// than `max_attempts` were made, puts the job back to `Pending`, to be submitted again.
     pub fn observe_attempt(&self, attempt: &AttemptRecord, max_attempts: u32, now: DateTime<Utc>) -> Option<JobRecord> {
         if attempt.number != self.attempt || self.state.is_final() {
+            return None;
+        }
+        if self.attempts.iter().any(|known| known.number == attempt.number && !attempt.is_newer_than(known)) {
             return None;
         }
         let mut job = self.clone();
@@ -474,6 +492,114 @@ mod tests {
         assert_eq!((one.in_flight(), one.units), (1, 2));
         assert_eq!(one.moved(Some(JobState::Queued), Some(JobState::Processing), 2).map(|c| c.units), Ok(2));
         assert_eq!(one.moved(Some(JobState::Queued), None, 2), Ok(AccountCounters::default()));
+    }
+
+    #[test]
+    fn a_stale_snapshot_of_an_attempt_that_sent_the_job_back_to_pending_changes_nothing() {
+        let error = ErrorInfo {
+            code: "ServiceError".into(),
+            message: String::new(),
+            category: "Service".into(),
+            retry: "MayRetry".into(),
+        };
+        let (j, a) = job().begin_attempt("a", "r1", 1, t(0));
+        let scheduled = a.observe(JobState::Scheduled, t(1), None, t(1)).expect("advances");
+        let errored = scheduled.observe(JobState::Error, t(2), Some(error), t(2)).expect("advances");
+        let pending = j.observe_attempt(&errored, 3, t(3)).expect("goes back to pending");
+        assert_eq!(pending.state, JobState::Pending);
+        assert_eq!(pending.observe_attempt(&scheduled, 3, t(4)), None, "the older Scheduled snapshot is stale");
+        let superseded = scheduled.supersede("stuck", t(5)).expect("active");
+        let moved = j.observe_attempt(&superseded, 3, t(5)).expect("goes back to pending");
+        assert_eq!(moved.observe_attempt(&scheduled, 3, t(6)), None);
+    }
+
+    /// The forward chain of snapshots one attempt's row goes through, ending in `end`.
+    fn chain(job: &JobRecord, account: &str, start: i64, end: JobState, retry: &str) -> Vec<AttemptRecord> {
+        let (_, submitting) = job.begin_attempt(account, "r", 1, t(start));
+        let mut chain = vec![submitting];
+        let error =
+            ErrorInfo { code: "E".into(), message: String::new(), category: "Service".into(), retry: retry.into() };
+        let steps: Vec<JobState> = match end {
+            JobState::SubmitFailed | JobState::Superseded => vec![JobState::Queued, JobState::Scheduled],
+            _ => vec![JobState::Queued, JobState::Scheduled, JobState::Processing, end],
+        };
+        for (i, state) in steps.into_iter().enumerate() {
+            let last = chain.last().cloned().unwrap_or_else(|| unreachable!());
+            let at = t(start + 10 * (i as i64 + 1));
+            if let Some(next) = last.observe(state, at, Some(error.clone()), at) {
+                chain.push(next);
+            }
+        }
+        if matches!(end, JobState::Superseded) {
+            let last = chain.last().cloned().unwrap_or_else(|| unreachable!());
+            chain.extend(last.supersede("stuck", t(start + 100)));
+        }
+        chain
+    }
+
+    /// How far the job's knowledge of its current attempt has got; it must never go down.
+    fn progress(job: &JobRecord) -> (u32, u8, Option<DateTime<Utc>>) {
+        let known = job.attempts.iter().find(|a| a.number == job.attempt);
+        (job.attempt, known.map_or(0, |a| a.state.rank()), known.map(|a| a.last_heard_at))
+    }
+
+    fn any_end() -> impl Strategy<Value = (JobState, &'static str)> {
+        prop::sample::select(vec![
+            (JobState::Finished, ""),
+            (JobState::Error, "MayRetry"),
+            (JobState::Error, "DoNotRetry"),
+            (JobState::Canceled, ""),
+            (JobState::Superseded, ""),
+        ])
+    }
+
+    proptest! {
+        /// Event Grid and racing writers hand the job snapshots of its attempts in any order, stale and
+        /// fresh, repeated: the job's state never moves backwards, and it ends where the newest snapshot of
+        /// its newest attempt says.
+        #[test]
+        fn any_interleaving_of_attempt_snapshots_only_moves_the_job_forward(
+            (first_end, first_retry) in any_end(),
+            (second_end, second_retry) in any_end(),
+            order in prop::collection::vec((any::<bool>(), 0usize..8, any::<bool>()), 1..60),
+        ) {
+            let unplaced = job();
+            let first = chain(&unplaced, "a", 0, first_end, first_retry);
+            let mut job = unplaced.begin_attempt("a", "r", 1, t(0)).0;
+            let mut second: Vec<AttemptRecord> = vec![];
+            let mut newest: Option<AttemptRecord> = None;
+            for (pick_second, index, place) in order {
+                // A second attempt exists only once the first has sent the job back to Pending, and the
+                // placement may come late: stale snapshots of the first can arrive before it.
+                if place && job.state == JobState::Pending && job.attempt == 1 && second.is_empty() {
+                    second = chain(&job, "b", 200, second_end, second_retry);
+                    job = job.begin_attempt("b", "r", 1, t(200)).0;
+                    newest = second.first().cloned();
+                }
+                let source = if pick_second && !second.is_empty() { &second } else { &first };
+                let snapshot = &source[index % source.len()];
+                let before = job.clone();
+                if let Some(next) = job.observe_attempt(snapshot, 3, t(300)) {
+                    job = next;
+                }
+                prop_assert!(progress(&job) >= progress(&before), "moved back: {:?} -> {:?}", before.state, job.state);
+                if before.state.is_final() {
+                    prop_assert_eq!(&job, &before);
+                }
+                if snapshot.number == job.attempt && newest.as_ref().is_none_or(|n| snapshot.is_newer_than(n)) {
+                    newest = Some(snapshot.clone());
+                }
+            }
+            // The job says what the newest snapshot of its current attempt says.
+            if let Some(newest) = newest.filter(|n| n.number == job.attempt) {
+                let expected = match newest.state {
+                    JobState::SubmitFailed | JobState::Superseded => JobState::Pending,
+                    JobState::Error if newest.may_retry() && job.attempt < 3 => JobState::Pending,
+                    s => s,
+                };
+                prop_assert_eq!(job.state, expected);
+            }
+        }
     }
 
     fn any_media_state() -> impl Strategy<Value = JobState> {
