@@ -10,16 +10,14 @@
 //! or places it, and only that one sends the alert.
 
 use crate::config::{AccountConfig, MruMode, ScaleDown, StuckPolicy};
-use crate::domain::sweep::{evacuate, plan_account, AccountPlan, AccountView, Thresholds};
+use crate::domain::sweep::{evacuate, plan_account, removable_for_stuck, AccountPlan, AccountView, Thresholds};
 use crate::domain::{Alert, AttemptRecord, HealthRecord, JobState};
-use crate::store::StoreError;
-use crate::workflow::{cooldown, place_job, reconcile, resubmit_stuck};
+use crate::store::{StoreError, SweepSummary};
+use crate::workflow::{cooldown, place_job, reconcile, repair_job, resubmit_stuck, ORPHAN_INDEX_AGE};
 use crate::{publish, scaling, App};
 use chrono::{DateTime, Utc};
+use std::collections::BTreeSet;
 use tracing::{info, warn};
-
-/// A pending marker without its job row is removed only after this long: the job insert may be under way.
-const ORPHAN_MARKER_AGE: chrono::Duration = chrono::Duration::minutes(5);
 
 /// What one sweep did.
 #[derive(Debug, Default)]
@@ -28,6 +26,10 @@ pub struct SweepReport {
     pub alerts: Vec<Alert>,
     /// One line per thing done, for the invocation's log.
     pub log: Vec<String>,
+    /// Open jobs found without an active attempt or a pending marker, and repaired.
+    pub repaired: u32,
+    /// Open jobs in the index when the sweep read it.
+    pub open: u32,
 }
 
 /// Runs one sweep.
@@ -49,17 +51,22 @@ pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreEr
             judged.push(plan(app, account, now).await?);
         }
     }
+    // Every open job is accounted for by an active attempt or a pending marker; repair those that are not.
+    let active: BTreeSet<&str> = judged.iter().flat_map(|j| j.active_jobs.iter().map(String::as_str)).collect();
+    repair_open_jobs(app, &active, now, &mut report).await?;
     // Every account's verdict before any job moves, so no job is moved onto an account this sweep removes.
-    for (account, read) in app.settings.accounts.iter().zip(&judged) {
-        remove_if_stuck(app, account, read, now, &mut report).await?;
-    }
+    let kept = remove_stuck(app, &judged, now, &mut report).await?;
     let health = app.store.health().await?;
     let plans: Vec<_> = app
         .settings
         .accounts
         .iter()
         .zip(judged)
-        .map(|(account, read)| (account, moves(app, account, read, &health)))
+        // An account kept despite stuck jobs is the best there is: its jobs would only move onto it again.
+        .map(|(account, read)| {
+            let moves = if kept.contains(&account.name) { vec![] } else { moves(app, account, read, &health) };
+            (account, moves)
+        })
         .collect();
     for (account, resubmit) in plans {
         for (attempt, reason) in &resubmit {
@@ -75,16 +82,27 @@ pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreEr
             scaling::scale_down_account(app, account).await?;
         }
     }
-    place_pending(app, now, &mut report).await?;
+    let pending = place_pending(app, now, &mut report).await?;
+    let summary = SweepSummary {
+        at: now,
+        repaired: report.repaired,
+        open: report.open,
+        pending: u32::try_from(pending).unwrap_or(u32::MAX),
+    };
+    app.store.record_sweep(&summary).await?;
 
     let names: Vec<&str> = app.settings.accounts.iter().map(|a| a.name.as_str()).collect();
     let repeat = app.settings.failover.alert_repeat;
     let (_, alerted) =
         app.store.update_health(|h| h.alert_empty(names.iter().copied(), now, repeat).map(|n| (n, ()))).await?;
     if alerted.is_some() {
-        let pending = app.store.pending_jobs().await?.len();
         warn!(pending, "no account is in rotation");
         report.alerts.push(Alert::rotation_empty(names.len(), pending, now));
+    }
+    let (_, last) = app.store.update_health(|h| h.alert_last_account(names.iter().copied())).await?;
+    if let Some(account) = last.flatten().and_then(|name| app.settings.account(&name)) {
+        warn!(account = %account.name, region = %account.region, "only one account is left in rotation");
+        report.alerts.push(Alert::last_account(&account.name, &account.region, names.len(), now));
     }
     // Publication last, so it never delays failover: definitions first (locators need their policies).
     publish::sync_definitions(app, now, &mut report).await?;
@@ -133,6 +151,8 @@ struct Judged {
     waiting: Vec<AttemptRecord>,
     /// Its jobs in flight, for the removal alert.
     in_flight: u32,
+    /// The jobs its active attempts belong to.
+    active_jobs: Vec<String>,
 }
 
 /// Reads the account's counter row and active attempts, and judges them.
@@ -150,6 +170,7 @@ async fn plan(app: &App, account: &AccountConfig, now: DateTime<Utc>) -> Result<
         plan: plan_account(&view, &thresholds(app), now),
         waiting: evacuate(&view),
         in_flight: row.counters.in_flight(),
+        active_jobs: attempts.iter().map(|a| a.job_id.clone()).collect(),
     })
 }
 
@@ -172,7 +193,46 @@ async fn reconcile_account(
     Ok(!quiet.is_empty())
 }
 
-/// Takes the account out of rotation if it has enough stuck jobs.
+/// Takes accounts with enough stuck jobs out of rotation, as long as another account in rotation is not
+/// stuck (`removable_for_stuck`): a region is judged against the others, and the last ones stay. Returns
+/// the accounts kept in rotation despite stuck jobs.
+async fn remove_stuck(
+    app: &App,
+    judged: &[Judged],
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> Result<BTreeSet<String>, StoreError> {
+    let mut kept = BTreeSet::new();
+    let stuck: Vec<&str> = app
+        .settings
+        .accounts
+        .iter()
+        .zip(judged)
+        .filter(|(_, read)| read.plan.remove_because.is_some())
+        .map(|(account, _)| account.name.as_str())
+        .collect();
+    if stuck.is_empty() {
+        return Ok(kept);
+    }
+    let health = app.store.health().await?;
+    let in_rotation = health.in_rotation(app.settings.accounts.iter().map(|a| a.name.as_str()));
+    let removable = removable_for_stuck(&in_rotation, &stuck);
+    for (account, read) in app.settings.accounts.iter().zip(judged) {
+        if removable.contains(&account.name.as_str()) {
+            remove_if_stuck(app, account, read, now, report).await?;
+        } else if in_rotation.contains(&account.name.as_str()) && stuck.contains(&account.name.as_str()) {
+            warn!(account = %account.name, region = %account.region, stuck = read.plan.stuck, "jobs look stuck, but no other account in rotation is doing better; the account stays in rotation");
+            report.log.push(format!(
+                "{}: {} stuck job(s), kept: no other account in rotation is doing better",
+                account.name, read.plan.stuck
+            ));
+            kept.insert(account.name.clone());
+        }
+    }
+    Ok(kept)
+}
+
+/// Takes the account out of rotation for its stuck jobs.
 async fn remove_if_stuck(
     app: &App,
     account: &AccountConfig,
@@ -222,28 +282,69 @@ fn moves(app: &App, account: &AccountConfig, read: Judged, health: &HealthRecord
     moves
 }
 
-/// Places every job marked pending; removes markers whose job no longer needs one.
-async fn place_pending(app: &App, now: DateTime<Utc>, report: &mut SweepReport) -> Result<(), StoreError> {
-    let mut placed = 0;
+/// Repairs the open jobs that neither an active attempt (`active`, as this sweep read them) nor a pending
+/// marker accounts for. The index and the attempts are read at different moments, so a job that moved on
+/// in between looks suspect too; `repair_job` reads it and finds it sound. The cost follows open work.
+async fn repair_open_jobs(
+    app: &App,
+    active: &BTreeSet<&str>,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> Result<(), StoreError> {
+    let index = app.store.index().await?;
+    let pending: BTreeSet<&str> = index.pending.iter().map(|(id, _)| id.as_str()).collect();
+    for (job_id, since) in &index.open {
+        if active.contains(job_id.as_str()) || pending.contains(job_id.as_str()) {
+            continue;
+        }
+        let (repair, alerts) = repair_job(app, job_id, *since, now).await?;
+        report.alerts.extend(alerts);
+        if repair.repaired() {
+            report.repaired += 1;
+            report.log.push(format!("{job_id}: repaired ({repair:?})"));
+        }
+    }
+    report.open = u32::try_from(index.open.len()).unwrap_or(u32::MAX);
+    Ok(())
+}
+
+/// Places every job marked pending; removes markers whose job no longer needs one, once it has checked
+/// that the job is accounted for. Returns how many jobs are still waiting.
+async fn place_pending(app: &App, now: DateTime<Utc>, report: &mut SweepReport) -> Result<usize, StoreError> {
+    let (mut placed, mut waiting) = (0, 0);
     for (job_id, since) in app.store.pending_jobs().await? {
         match app.store.get_job(&job_id).await? {
             Some(job) if job.value.state == JobState::Pending => {
                 let placement = place_job(app, job.value, now).await?;
-                if placement.job.state != JobState::Pending {
+                if placement.job.state == JobState::Pending {
+                    waiting += 1;
+                } else {
                     placed += 1;
                 }
-                // Alerts about a still-pending job are left to the empty-rotation alert, which is rate-limited.
-                report.alerts.extend(
-                    placement.alerts.into_iter().filter(|a| a.job_id.is_none() || a.kind != "NoHealthyAccount"),
-                );
+                report.alerts.extend(placement.alerts);
             }
-            Some(_) => app.store.unmark_pending(&job_id).await?,
-            None if since.is_none_or(|s| now - s > ORPHAN_MARKER_AGE) => app.store.unmark_pending(&job_id).await?,
+            Some(_) => {
+                // Claimed, perhaps by an instance that died before recording the attempt: check the job as
+                // soon as its marker is gone, so removing the marker never strands it. (If the job went back to
+                // Pending meanwhile, the check marks it again; a crash in between is caught by the index.)
+                app.store.unmark_pending(&job_id).await?;
+                let (repair, alerts) = repair_job(app, &job_id, since, now).await?;
+                report.alerts.extend(alerts);
+                if repair.repaired() {
+                    report.repaired += 1;
+                    report.log.push(format!("{job_id}: repaired ({repair:?})"));
+                }
+            }
+            None if since.is_none_or(|s| now - s > ORPHAN_INDEX_AGE) => app.store.unmark_pending(&job_id).await?,
             None => {}
         }
     }
     if placed > 0 {
         report.log.push(format!("placed {placed} pending job(s)"));
     }
-    Ok(())
+    if waiting > 0 {
+        warn!(waiting, placed, "jobs are still waiting for an account");
+        report.log.push(format!("{waiting} job(s) still waiting for an account"));
+    }
+    Ok(waiting)
 }

@@ -21,6 +21,26 @@ pub struct Placement {
     pub alerts: Vec<Alert>,
 }
 
+/// Test-only (debug builds, `FAIL_POINT`): dies here, the way an instance recycled in the middle of an
+/// invocation does, so tests can show that every write boundary leaves rows the sweep can finish from.
+pub fn fail_point(app: &App, at: &str) {
+    if app.settings.fail_point.as_deref() == Some(at) {
+        tracing::error!(fail_point = at, "aborting at a fail point");
+        std::process::abort();
+    }
+}
+
+/// The fail points, in the order a job passes them.
+pub const FAIL_POINTS: [&str; 7] = [
+    "after-claim",
+    "after-attempt-row",
+    "after-output-assets",
+    "after-media-job",
+    "before-final-job-update",
+    "move-after-supersede",
+    "repair-after-open",
+];
+
 /// The cool-down rule from the settings.
 pub fn cooldown(app: &App) -> Cooldown {
     Cooldown { base: app.settings.failover.cooldown, max: app.settings.failover.cooldown_max }
@@ -63,16 +83,15 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
         if !stored.changed {
             return Ok(Placement { job: stored.value, alerts });
         }
+        fail_point(app, "after-claim");
         app.store.open_attempt(&attempt).await?;
-        if app.settings.fail_point.as_deref() == Some("after-attempt-row") {
-            // Test-only (debug builds): die between the attempt row and the Media Services job.
-            std::process::abort();
-        }
+        fail_point(app, "after-attempt-row");
         tried.push(account.name.clone());
         let saturated = scaling::scale_up_for(app, account, attempt.units(), now).await?;
 
         match create_in_media_services(app, account, &attempt, &request).await {
             Ok(()) => {
+                fail_point(app, "after-media-job");
                 info!(job_id = %job.job_id, account = %account.name, region = %account.region, ams_job = %attempt.ams_job_name, saturated, "job submitted");
                 if health.accounts.get(&account.name).is_some_and(|a| a.submit_failures > 0) {
                     app.store.update_health(|h| h.submit_succeeded(&account.name).map(|n| (n, ()))).await?;
@@ -150,8 +169,15 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
     }
 
     if job.state == JobState::Pending {
-        warn!(job_id = %job.job_id, tried = ?tried, "no account could take the job; kept as Pending");
-        alerts.push(Alert::job_pending(&job.job_id, &tried, now));
+        // Logged per job only at debug: a sweep retrying many waiting jobs says so in one summary line.
+        tracing::debug!(job_id = %job.job_id, tried = ?tried, "no account could take the job; kept as Pending");
+        let repeat = app.settings.failover.alert_repeat;
+        let (_, alert_due) = app.store.update_health(|h| h.alert_no_account(now, repeat).map(|n| (n, ()))).await?;
+        if alert_due.is_some() {
+            let pending = app.store.pending_jobs().await?.len();
+            warn!(job_id = %job.job_id, tried = ?tried, pending, "no account could take the job; jobs are kept as Pending");
+            alerts.push(Alert::job_pending(&job.job_id, &tried, pending, now));
+        }
     }
     Ok(Placement { job, alerts })
 }
@@ -167,6 +193,7 @@ async fn create_in_media_services(
     for asset in &attempt.output_assets {
         app.media.ensure_asset(account, asset).await?;
     }
+    fail_point(app, "after-output-assets");
     let mut correlation_data: BTreeMap<String, String> = request.correlation_data.clone();
     correlation_data.insert("jobId".to_owned(), attempt.job_id.clone());
     correlation_data.insert("attempt".to_owned(), attempt.number.to_string());
@@ -183,8 +210,8 @@ async fn create_in_media_services(
 /// Brings the logical job in line with one of its attempts after a change. Returns the job as stored (or
 /// `None` when the attempt is unknown) and the alerts its change calls for. Runs even when the attempt
 /// itself did not change, so a crash between the two writes is repaired by the next delivery of the same
-/// event. When the attempt's end sends the job back to Pending, the pending marker is written first, so the
-/// sweep cannot miss it.
+/// event (or by the sweep's repair). When the attempt's end sends the job back to Pending, the store writes
+/// the pending marker first, so the sweep cannot miss it.
 pub async fn sync_job(
     app: &App,
     change: Option<AttemptChange>,
@@ -196,17 +223,8 @@ pub async fn sync_job(
         None => return Ok((None, vec![])),
     };
     let max_attempts = app.settings.failover.max_attempts;
-    let goes_pending = |job: &JobRecord| {
-        job.observe_attempt(&attempt, max_attempts, now).is_some_and(|j| j.state == JobState::Pending)
-    };
-    // Only an attempt that ended without a result can send its job back to Pending; skip the read otherwise.
-    let may_go_pending = matches!(attempt.state, JobState::SubmitFailed | JobState::Superseded | JobState::Error);
-    if may_go_pending {
-        if let Some(current) = app.store.get_job(&attempt.job_id).await? {
-            if goes_pending(&current.value) {
-                app.store.mark_pending(&attempt.job_id, now).await?;
-            }
-        }
+    if !attempt.is_active() {
+        fail_point(app, "before-final-job-update");
     }
     let Some(job) =
         app.store.update_job(&attempt.job_id, |job| job.observe_attempt(&attempt, max_attempts, now)).await?
@@ -236,6 +254,7 @@ pub async fn resubmit_stuck(
         // Another sweep (or an event) got there first; it owns what happens next.
         return Ok(vec![]);
     }
+    fail_point(app, "move-after-supersede");
     info!(job_id = %attempt.job_id, account = %account.name, region = %account.region, ams_job = %attempt.ams_job_name, reason, "moving a stuck job");
     if let Err(error) = app.media.cancel_job(account, &attempt.transform, &attempt.ams_job_name).await {
         warn!(job_id = %attempt.job_id, account = %account.name, region = %account.region, %error, "could not cancel the stuck job; it is superseded anyway");
@@ -302,4 +321,85 @@ pub async fn reconcile(
         alerts.extend(place_job(app, job, now).await?.alerts);
     }
     Ok(alerts)
+}
+
+/// An index row without its job row is removed only after this long: the job insert may be under way.
+pub const ORPHAN_INDEX_AGE: chrono::Duration = chrono::Duration::minutes(5);
+
+/// What the sweep's repair did to one open job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// Nothing was wrong (the job moved on between the sweep's reads).
+    Sound,
+    /// A final job left in the open-jobs index: the index row was removed.
+    Closed,
+    /// A Pending job without its marker: the marker was written.
+    Marked,
+    /// The job's current attempt had ended but the job did not say so: the job was brought in line.
+    Resynced,
+    /// The job was claimed for an attempt whose row was never written: the row was written and the job
+    /// created in Media Services under its deterministic name.
+    Reopened,
+}
+
+impl Repair {
+    /// Whether something was actually broken.
+    pub fn repaired(self) -> bool {
+        !matches!(self, Repair::Sound | Repair::Closed)
+    }
+}
+
+/// Repairs an open job the sweep found with neither an active attempt nor a pending marker (DESIGN
+/// invariant 6), from its own rows: a final job leaves the index, a Pending one gets its marker back, a job
+/// whose attempt ended follows it, and a claim whose attempt row is missing (the instance died between
+/// the two writes) gets the row it would have written. Every step is idempotent and guarded, so several
+/// sweeps, or a placement still under way, may run it at once.
+pub async fn repair_job(
+    app: &App,
+    job_id: &str,
+    indexed_since: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<(Repair, Vec<Alert>), StoreError> {
+    let Some(job) = app.store.get_job(job_id).await?.map(|j| j.value) else {
+        // Indexed before its insert, which may still be under way; long after, the insert never happened (the
+        // caller got no answer), and the index row goes.
+        if indexed_since.is_none_or(|since| now - since > ORPHAN_INDEX_AGE) {
+            app.store.close_job(job_id).await?;
+            return Ok((Repair::Closed, vec![]));
+        }
+        return Ok((Repair::Sound, vec![]));
+    };
+    if job.state.is_final() {
+        app.store.close_job(job_id).await?;
+        return Ok((Repair::Closed, vec![]));
+    }
+    if job.state == JobState::Pending {
+        app.store.mark_pending(job_id, now).await?;
+        return Ok((Repair::Marked, vec![]));
+    }
+    let Some(claimed) = job.attempts.iter().find(|a| a.number == job.attempt).cloned() else {
+        return Err(StoreError::Corrupt(format!("job {job_id} has no record of its attempt {}", job.attempt)));
+    };
+    let Some(account) = app.settings.account(&claimed.account) else {
+        warn!(job_id, account = %claimed.account, "the job's account is no longer configured; it cannot be repaired");
+        return Ok((Repair::Sound, vec![]));
+    };
+    match app.store.get_attempt(&account.name, &claimed.ams_job_name).await? {
+        Some(attempt) if attempt.is_active() => Ok((Repair::Sound, vec![])),
+        Some(ended) => {
+            info!(job_id, account = %account.name, region = %account.region, state = %ended.state, "bringing a job in line with its ended attempt");
+            let (job, mut alerts) = sync_job(app, Some(AttemptChange::Unchanged(ended)), now).await?;
+            if let Some(job) = job.filter(|j| j.state == JobState::Pending) {
+                alerts.extend(place_job(app, job, now).await?.alerts);
+            }
+            Ok((Repair::Resynced, alerts))
+        }
+        None => {
+            warn!(job_id, account = %account.name, region = %account.region, ams_job = %claimed.ams_job_name, "the job was claimed but its attempt was never recorded; recording it now");
+            app.store.open_attempt(&claimed).await?;
+            fail_point(app, "repair-after-open");
+            let alerts = reconcile(app, account, &claimed, now).await?;
+            Ok((Repair::Reopened, alerts))
+        }
+    }
 }

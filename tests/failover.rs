@@ -345,22 +345,64 @@ async fn a_managed_account_saturated_at_its_mru_maximum_is_not_removed() -> anyh
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_empty_rotation_alerts_once_per_repeat_interval_not_on_every_sweep() -> anyhow::Result<()> {
+async fn with_every_account_failing_one_alert_says_how_many_jobs_wait_however_many_are_submitted() -> anyhow::Result<()>
+{
     let stack = Stack::start(failover(&[("COOLDOWN", "1h"), ("COOLDOWN_MAX", "2h")])).await?;
-    stack.fault(A, json!({"mode": "stall"})).await?;
-    stack.fault(B, json!({"mode": "stall"})).await?;
-    submit_until_on(&stack, "empty-a", A, 1).await?;
-    submit_until_on(&stack, "empty-b", B, 1).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    stack.fault(A, json!({"mode": "outage"})).await?;
+    stack.fault(B, json!({"mode": "outage"})).await?;
+    // Failing API calls are evidence: three failed submissions take each account out.
+    for i in 0..10 {
+        let (status, body, _) = stack.submit(&job_body(&format!("nowhere-{i}"))).await?;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["state"], "Pending", "{body}");
+        assert!(
+            body.get("account").is_none() && body.get("region").is_none(),
+            "a Pending job names no account: {body}"
+        );
+    }
     for _ in 0..3 {
         assert!(stack.sweep().await?);
     }
     let status = stack.status().await?;
     assert_eq!(status["accountsInRotation"], 0);
-    let empty: Vec<Value> =
-        alerts_of(&stack, "NoHealthyAccount").into_iter().filter(|a| a["jobId"].is_null()).collect();
-    assert_eq!(empty.len(), 1, "{empty:?}");
-    assert!(empty[0]["counts"]["pendingJobs"].as_u64() >= Some(1), "{}", empty[0]);
+    assert_eq!(status["lastSweep"]["pending"], 10, "{status}");
+    let alerts = alerts_of(&stack, "NoHealthyAccount");
+    assert_eq!(alerts.len(), 1, "one alert per ALERT_REPEAT, not one per job or sweep: {alerts:?}");
+    assert!(alerts[0]["counts"]["pendingJobs"].as_u64() >= Some(1), "{}", alerts[0]);
+    // Once the regions heal and come back, every job is placed.
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_last_account_stays_in_rotation_and_operators_are_told_it_is_the_last() -> anyhow::Result<()> {
+    let stack = Stack::start(failover(&[("STUCK_MIN_JOBS", "1"), ("COOLDOWN", "1h"), ("COOLDOWN_MAX", "2h")])).await?;
+    // A fails its API calls and is removed; B is merely slow: one job waits longer than STUCK_AFTER.
+    stack.fault(A, json!({"mode": "outage"})).await?;
+    stack.fault(B, json!({"mode": "stall"})).await?;
+    let mut ids = Vec::new();
+    while account_status(&stack.status().await?, A)["inRotation"] == true {
+        anyhow::ensure!(ids.len() < 30, "A was never removed");
+        let id = format!("slow-{}", ids.len());
+        let (status, body, _) = stack.submit(&job_body(&id)).await?;
+        assert_eq!((status.as_u16(), &body["account"]), (202, &json!(B)), "{body}");
+        ids.push(id);
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for _ in 0..3 {
+        assert!(stack.sweep().await?);
+    }
+    let status = stack.status().await?;
+    assert_eq!(account_status(&status, B)["inRotation"], true, "nothing better to move to: {status}");
+    assert!(alerts_of(&stack, "RegionRemoved").iter().all(|a| a["account"] == A));
+    let last = alerts_of(&stack, "LastAccountInRotation");
+    assert_eq!(last.len(), 1, "said once: {last:?}");
+    assert_eq!(last[0]["account"], B);
+    // The slow region catches up, and its jobs finish where they are.
+    stack.fault(B, json!({"mode": "healthy"})).await?;
+    let jobs = wait_finished(&stack, &ids).await?;
+    let superseded = jobs.iter().flat_map(|j| j["attempts"].as_array().cloned().unwrap_or_default());
+    assert!(superseded.into_iter().all(|a| a["state"] != "Superseded"), "nothing was moved: {jobs:?}");
+    stack.assert_counters_exact().await?;
     Ok(())
 }
 

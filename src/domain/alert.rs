@@ -54,12 +54,16 @@ impl Alert {
         self
     }
 
-    /// No account could take a job: it is kept as Pending.
-    pub fn job_pending(job_id: &str, tried: &[String], now: DateTime<Utc>) -> Alert {
+    /// No account could take a job: it is kept as Pending, with `pending` jobs waiting in all. Sent once per
+    /// `ALERT_REPEAT`, not once per job.
+    pub fn job_pending(job_id: &str, tried: &[String], pending: usize, now: DateTime<Utc>) -> Alert {
         let reason = if tried.is_empty() {
-            "no Media Services account is in rotation; the job is kept as Pending".to_owned()
+            format!("no Media Services account is in rotation; {pending} job(s) are kept as Pending")
         } else {
-            format!("every account in rotation failed to take the job ({}); it is kept as Pending", tried.join(", "))
+            format!(
+                "every account in rotation failed to take job {job_id} ({}); {pending} job(s) are kept as Pending",
+                tried.join(", ")
+            )
         };
         let mut alert = Alert::new(
             "NoHealthyAccount",
@@ -68,6 +72,20 @@ impl Alert {
             now,
         );
         alert.job_id = Some(job_id.to_owned());
+        alert.counts.insert("pendingJobs", pending as u64);
+        alert
+    }
+
+    /// Only one of several accounts is left in rotation: one more failure and nothing can be encoded.
+    pub fn last_account(account: &str, region: &str, configured: usize, now: DateTime<Utc>) -> Alert {
+        let mut alert = Alert::new(
+            "LastAccountInRotation",
+            format!("only {account} ({region}) of {configured} Media Services accounts is in rotation"),
+            "Every new job goes to this one region. Check GET /api/status for why the others were removed; they come back by themselves after their cool-down once a probe succeeds.",
+            now,
+        )
+        .at(account, region);
+        alert.counts.insert("configured", configured as u64);
         alert
     }
 

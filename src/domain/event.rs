@@ -119,10 +119,21 @@ fn parse_subject(subject: &str) -> Result<(String, String), Unusable> {
         [t, transform, j, job]
             if t.eq_ignore_ascii_case("transforms") && j.eq_ignore_ascii_case("jobs") && !job.is_empty() =>
         {
+            if !is_storable_name(job) {
+                // It cannot be a job this product submitted (its names are Table keys), and trying to look it
+                // up would fail the same way on every delivery.
+                return Err(Unusable(format!("job name {job:?} cannot be a job this product submitted")));
+            }
             Ok(((*transform).to_owned(), (*job).to_owned()))
         }
         _ => Err(Unusable(format!("subject {subject:?} does not name a job"))),
     }
+}
+
+/// Whether a Media Services job name can be part of a Table key (`a|{name}`): none of `/ \ # ?`, no
+/// control characters, and short enough (keys are at most 1 KiB; ours are far shorter).
+fn is_storable_name(name: &str) -> bool {
+    name.len() <= 512 && !name.chars().any(|c| matches!(c, '/' | '\\' | '#' | '?') || c.is_control())
 }
 
 /// Reads `eventTime` with any number of fractional digits, with `Z`, an offset, or no zone (the AMS
@@ -161,6 +172,22 @@ mod tests {
         let Ok(Incoming::Job(job)) = Incoming::parse(&e) else { panic!("expected a job event") };
         assert_eq!((job.account.as_str(), job.job_name.as_str(), job.state), ("amswe", "j-a1", JobState::Finished));
         assert_eq!(job.event_time.map(|t| t.to_rfc3339()), Some("2018-10-12T16:25:56.411549500+00:00".to_owned()));
+    }
+
+    #[test]
+    fn an_event_whose_job_name_cannot_be_a_table_key_is_unusable_not_an_error_to_retry() {
+        let long = format!("transforms/encode/jobs/{}", "x".repeat(1100));
+        for subject in [
+            "transforms/encode/jobs/a?b",
+            "transforms/encode/jobs/a#b",
+            "transforms/encode/jobs/a\\b",
+            "transforms/encode/jobs/a\u{1}b",
+            long.as_str(),
+        ] {
+            let mut e = event("Microsoft.Media.JobFinished", json!({"state": "Finished", "outputs": []}));
+            e["subject"] = json!(subject);
+            assert!(Incoming::parse(&e).is_err(), "{subject:?} must be unusable");
+        }
     }
 
     #[test]

@@ -56,9 +56,13 @@ pub struct HealthRecord {
     /// Per-account memory, by name.
     #[serde(default)]
     pub accounts: BTreeMap<String, AccountHealth>,
-    /// When operators were last told that no account is in rotation.
+    /// When operators were last told that no account takes jobs (the rotation is empty, or every account in
+    /// it failed a job): one such alert per `ALERT_REPEAT`, however many jobs wait.
+    #[serde(default, alias = "emptyAlertedAt", skip_serializing_if = "Option::is_none")]
+    pub no_account_alerted_at: Option<DateTime<Utc>>,
+    /// The account operators were told is the last one in rotation, while it still is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub empty_alerted_at: Option<DateTime<Utc>>,
+    pub last_account_alerted: Option<String>,
 }
 
 fn secs(d: Duration) -> u64 {
@@ -166,9 +170,39 @@ impl HealthRecord {
         now: DateTime<Utc>,
         repeat: Duration,
     ) -> Option<HealthRecord> {
-        let empty = self.in_rotation(configured).is_empty();
-        let quiet = self.empty_alerted_at.is_none_or(|at| now >= after(at, secs(repeat)));
-        (empty && quiet).then(|| HealthRecord { empty_alerted_at: Some(now), ..self.clone() })
+        if !self.in_rotation(configured).is_empty() {
+            return None;
+        }
+        self.alert_no_account(now, repeat)
+    }
+
+    /// The list noting an alert that jobs are waiting because no account took them, if no such alert went
+    /// out within `repeat`; `None` otherwise.
+    pub fn alert_no_account(&self, now: DateTime<Utc>, repeat: Duration) -> Option<HealthRecord> {
+        let quiet = self.no_account_alerted_at.is_none_or(|at| now >= after(at, secs(repeat)));
+        quiet.then(|| HealthRecord { no_account_alerted_at: Some(now), ..self.clone() })
+    }
+
+    /// When more than one account is configured and just one is left in rotation: the list noting it and
+    /// that account, once per time it becomes the last. When more are back, the list forgetting it (with no
+    /// account to alert about). `None` when nothing changes.
+    pub fn alert_last_account<'a>(
+        &self,
+        configured: impl IntoIterator<Item = &'a str>,
+    ) -> Option<(HealthRecord, Option<String>)> {
+        let configured: Vec<&str> = configured.into_iter().collect();
+        let left = self.in_rotation(configured.iter().copied());
+        match left.as_slice() {
+            [last] if configured.len() > 1 && self.last_account_alerted.as_deref() != Some(*last) => {
+                let last = (*last).to_owned();
+                Some((HealthRecord { last_account_alerted: Some(last.clone()), ..self.clone() }, Some(last)))
+            }
+            [_] => None,
+            _ => self
+                .last_account_alerted
+                .is_some()
+                .then(|| (HealthRecord { last_account_alerted: None, ..self.clone() }, None)),
+        }
     }
 }
 
@@ -235,5 +269,25 @@ mod tests {
         assert!(h.alert_empty(["a"], t(30), repeat).is_none());
         assert!(h.alert_empty(["a"], t(61), repeat).is_some());
         assert!(h.alert_empty(["a", "b"], t(100), repeat).is_none(), "b is in rotation");
+    }
+
+    #[test]
+    fn jobs_kept_waiting_alert_once_per_repeat_interval_whatever_their_number() {
+        let repeat = Duration::from_secs(60);
+        let h = HealthRecord::default().alert_no_account(t(0), repeat).expect("first");
+        assert!((1..60).all(|s| h.alert_no_account(t(s), repeat).is_none()));
+        assert!(h.alert_no_account(t(60), repeat).is_some());
+    }
+
+    #[test]
+    fn the_last_account_in_rotation_is_alerted_once_and_forgotten_when_others_come_back() {
+        let (h, _) = HealthRecord::default().remove("a", "stuck", t(0), COOLDOWN).expect("removed");
+        let (h, last) = h.alert_last_account(["a", "b"]).expect("b is the last");
+        assert_eq!(last.as_deref(), Some("b"));
+        assert!(h.alert_last_account(["a", "b"]).is_none(), "said once");
+        let back = h.readmit("a", t(100)).expect("due");
+        let (back, none) = back.alert_last_account(["a", "b"]).expect("forgotten");
+        assert_eq!((none, back.last_account_alerted), (None, None));
+        assert!(HealthRecord::default().alert_last_account(["only"]).is_none(), "one account configured");
     }
 }

@@ -130,6 +130,20 @@ pub fn plan_account(view: &AccountView<'_>, thresholds: &Thresholds, now: DateTi
     plan
 }
 
+/// Of the accounts in rotation, the ones whose stuck jobs may take them out: stuck jobs are evidence
+/// against a region only while another region in rotation is not stuck. When every account in rotation
+/// looks stuck at once (the last one left, or all of them slow together), the likelier cause is load or
+/// something shared, and removing them would stop all encoding: they stay, and only failing API calls
+/// (`SUBMIT_FAILURES_TO_REMOVE`) can take them out.
+pub fn removable_for_stuck<'a>(in_rotation: &[&'a str], stuck: &[&'a str]) -> Vec<&'a str> {
+    let stuck_in_rotation: Vec<&str> = in_rotation.iter().copied().filter(|a| stuck.contains(a)).collect();
+    if stuck_in_rotation.len() < in_rotation.len() {
+        stuck_in_rotation
+    } else {
+        Vec::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,5 +266,14 @@ mod tests {
             prop_assert!(plan.resubmit.len() <= plan.stuck);
             prop_assert_eq!(plan.remove_because.is_some(), plan.stuck >= 1);
         }
+    }
+
+    #[test]
+    fn stuck_accounts_leave_rotation_only_while_another_account_is_not_stuck() {
+        assert_eq!(removable_for_stuck(&["a", "b", "c"], &["a"]), vec!["a"]);
+        assert_eq!(removable_for_stuck(&["a", "b", "c"], &["a", "b"]), vec!["a", "b"]);
+        assert!(removable_for_stuck(&["a", "b"], &["a", "b"]).is_empty(), "all slow together: keep them");
+        assert!(removable_for_stuck(&["b"], &["b"]).is_empty(), "the last account stays");
+        assert!(removable_for_stuck(&["b"], &["a"]).is_empty(), "already out");
     }
 }

@@ -25,6 +25,8 @@ pub fn run(
                 None => HttpResponseData::error(404, "job_not_found", &format!("no job {id}")),
                 Some(job) => {
                     let job = job.value;
+                    // A Pending job is on no account; the one it last tried is in its attempts.
+                    let placed = job.state != JobState::Pending;
                     let attempts: Vec<_> = job
                         .attempts
                         .iter()
@@ -38,7 +40,7 @@ pub fn run(
                         })
                         .collect();
                     let mut body = json!({
-                        "jobId": job.job_id, "state": job.state, "transform": job.transform, "account": job.account, "region": job.region,
+                        "jobId": job.job_id, "state": job.state, "transform": job.transform, "account": placed.then_some(&job.account), "region": placed.then_some(&job.region),
                         "attempt": job.attempt, "attempts": attempts, "outputs": job.outputs, "lastError": job.last_error,
                         "createdAt": job.created_at, "updatedAt": job.updated_at,
                     });

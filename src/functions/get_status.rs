@@ -1,6 +1,6 @@
 //! GetStatus (HTTP `GET /api/status`): for operators, every account's rotation state, in-flight count and
-//! active attempts by state, and MRUs as cached. One read of the health row and one of each counter row; no
-//! scans.
+//! active attempts by state, MRUs as cached, and what the last sweep repaired. One read of each health row
+//! and of each counter row; no scans.
 
 use crate::invoke::{HttpResponseData, InvokeRequest, InvokeResponse};
 use crate::store::StoreError;
@@ -45,7 +45,13 @@ pub fn run(
             }));
         }
         let in_rotation = accounts.iter().filter(|a| a["inRotation"] == json!(true)).count();
-        let res = HttpResponseData::json(200, &json!({ "accountsInRotation": in_rotation, "accounts": accounts }));
+        // What the last sweep found: open jobs, jobs waiting for an account, and open jobs it had to repair
+        // because nothing accounted for them (a crash between two writes).
+        let last_sweep = app.store.last_sweep().await?;
+        let res = HttpResponseData::json(
+            200,
+            &json!({ "accountsInRotation": in_rotation, "accounts": accounts, "lastSweep": last_sweep }),
+        );
         Ok(InvokeResponse::default().output("res", res.to_value()))
     })
 }

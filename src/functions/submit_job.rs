@@ -35,10 +35,10 @@ pub fn run(
     })
 }
 
-/// Records the job durably, then places it. The pending marker is written before the job row, so a job
-/// whose placement is interrupted is found and placed by the sweep.
+/// Records the job durably, then places it. The job is indexed as open and pending before its row is
+/// written, so a job whose placement is interrupted is found and placed by the sweep.
 async fn accept(app: &App, job: JobRecord, now: DateTime<Utc>) -> Result<InvokeResponse, StoreError> {
-    app.store.mark_pending(&job.job_id, now).await?;
+    app.store.index_new_job(&job.job_id, now).await?;
     if !app.store.insert_job(&job).await? {
         // A retry, or a different request reusing the id.
         let existing = app
@@ -49,6 +49,9 @@ async fn accept(app: &App, job: JobRecord, now: DateTime<Utc>) -> Result<InvokeR
             .value;
         if existing.state != JobState::Pending {
             app.store.unmark_pending(&job.job_id).await?;
+        }
+        if existing.state.is_final() {
+            app.store.close_job(&job.job_id).await?;
         }
         let res = if existing.request == job.request {
             accepted(&existing)
@@ -74,10 +77,13 @@ async fn accept(app: &App, job: JobRecord, now: DateTime<Utc>) -> Result<InvokeR
     Ok(response)
 }
 
+/// The 202 answer. A Pending job is on no account, so it names none (the account it last tried is not a
+/// placement).
 fn accepted(job: &JobRecord) -> HttpResponseData {
-    HttpResponseData::json(
-        202,
-        &json!({ "jobId": job.job_id, "state": job.state, "account": job.account, "region": job.region }),
-    )
-    .header("Location", format!("/api/jobs/{}", job.job_id))
+    let body = if job.state == JobState::Pending {
+        json!({ "jobId": job.job_id, "state": job.state })
+    } else {
+        json!({ "jobId": job.job_id, "state": job.state, "account": job.account, "region": job.region })
+    };
+    HttpResponseData::json(202, &body).header("Location", format!("/api/jobs/{}", job.job_id))
 }

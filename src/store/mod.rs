@@ -1,11 +1,17 @@
 //! Table Storage: the only place that reads or writes the product's state.
 //!
-//! - `{prefix}Jobs`: one row per logical job (PartitionKey = job id).
+//! - `{prefix}Jobs`: one row per logical job (PartitionKey = job id), and the `~index` partition: `o|{jobId}`
+//!   for every job that is not final (the open-jobs index) and `p|{jobId}` for every job that needs placing
+//!   (the pending marker). Both are written before the job row can need them and removed only after it no
+//!   longer does, so the sweep finds all open work by reading one partition whose size follows open work,
+//!   not history.
 //! - `{prefix}Attempts`: PartitionKey = account. Row `a|{amsJobName}` while the attempt is active and
 //!   `d|{amsJobName}` once final, plus the account's `counter` row. An attempt row and the counter change
 //!   together in one entity group transaction guarded by ETags, so the counter always equals the number of
-//!   active rows, and the sweep reads only the `a|` range.
-//! - `{prefix}Health`: one row holding the health list.
+//!   active rows, and the sweep reads only the `a|` range. Opening an attempt also inserts `c|{amsJobName}`,
+//!   which never moves: it makes opening idempotent even after the attempt has ended, so a repair that
+//!   opens an attempt a crashed placement never recorded cannot count one twice.
+//! - `{prefix}Health`: one row holding the health list, and one with what the last sweep repaired.
 //! - `{prefix}Publications`: video-on-demand publication per region (see `publications`).
 //!
 //! Every read-modify-write takes a pure `decide` function and retries it on ETag conflicts, so concurrent
@@ -15,6 +21,7 @@ use crate::config::{Settings, StorageConfig};
 use crate::domain::records::CounterUnderflow;
 use crate::domain::HealthRecord;
 use crate::domain::{AccountCounters, AttemptRecord, JobRecord, JobState, MruCache};
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -31,9 +38,11 @@ const MAX_CAS_ROUNDS: u32 = 60;
 const COUNTER_ROW: &str = "counter";
 const HEALTH_PARTITION: &str = "health";
 const HEALTH_ROW: &str = "list";
+const SWEEP_ROW: &str = "sweep";
 const JOB_ROW: &str = "job";
-/// Partition of the Jobs table holding pending markers; job ids cannot start with `~`.
-const PENDING_PARTITION: &str = "~pending";
+/// Partition of the Jobs table holding the open-jobs index and pending markers; job ids cannot start
+/// with `~`.
+const INDEX_PARTITION: &str = "~index";
 
 /// A storage failure, sorted for the caller.
 #[derive(Debug, thiserror::Error)]
@@ -230,9 +239,19 @@ impl Store {
             let Some(next) = decide(&current.value) else {
                 return Ok(Some(Changed { value: current.value, changed: false }));
             };
+            if next.state == JobState::Pending && current.value.state != JobState::Pending {
+                // The marker goes first, so a crash after the write still leaves the job findable.
+                self.mark_pending(job_id, next.updated_at).await?;
+            }
             let row = record_row(&next, next.state);
             match self.jobs.replace(job_id, JOB_ROW, &row, IfMatch::ETag(current.etag)).await {
-                Ok(_) => return Ok(Some(Changed { value: next, changed: true })),
+                Ok(_) => {
+                    if next.state.is_final() {
+                        // After the write: a crash before this leaves an index row the sweep removes.
+                        self.close_job(job_id).await?;
+                    }
+                    return Ok(Some(Changed { value: next, changed: true }));
+                }
                 Err(TableError::PreconditionFailed) => backoff(round).await,
                 Err(e) => return Err(e.into()),
             }
@@ -285,11 +304,13 @@ impl Store {
                     rk: active_key(&attempt.ams_job_name),
                     body: to_value(&record_row(attempt, attempt.state)),
                 },
+                BatchOp::Insert { rk: claim_key(&attempt.ams_job_name), body: json!({ "Job": attempt.job_id }) },
                 counter_op(&next, counters.etag),
             ];
             match self.attempts.transaction(account, ops).await {
                 Ok(_) => return Ok(()),
-                Err(TableError::Batch { index: 0, source }) if matches!(*source, TableError::AlreadyExists) => {
+                // Open now (index 0) or opened once before, perhaps ended since (index 1).
+                Err(TableError::Batch { index: 0 | 1, source }) if matches!(*source, TableError::AlreadyExists) => {
                     return Ok(())
                 }
                 Err(TableError::Batch { source, .. }) if matches!(*source, TableError::PreconditionFailed) => {
@@ -432,37 +453,118 @@ impl Store {
         Err(StoreError::Contention("the health list".to_owned()))
     }
 
-    // ---- pending jobs ----
+    // ---- the open-jobs index and pending markers ----
+
+    /// Indexes a job about to be accepted as open and pending, in one transaction, before its row is
+    /// written: whatever happens after, the sweep finds it.
+    pub async fn index_new_job(&self, job_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let since = json!({ "Since": now.to_rfc3339() });
+        let ops = vec![
+            BatchOp::Upsert { rk: open_key(job_id), body: since.clone() },
+            BatchOp::Upsert { rk: pending_key(job_id), body: since },
+        ];
+        self.jobs.transaction(INDEX_PARTITION, ops).await?;
+        Ok(())
+    }
 
     /// Marks a job as needing placement. Written *before* the job can be Pending, and removed only after
     /// it no longer is, so the sweep finds every pending job without scanning the Jobs table.
-    pub async fn mark_pending(&self, job_id: &str, now: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+    pub async fn mark_pending(&self, job_id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
         let marker = json!({ "Since": now.to_rfc3339() });
-        self.jobs.upsert(PENDING_PARTITION, job_id, &marker).await?;
+        self.jobs.upsert(INDEX_PARTITION, &pending_key(job_id), &marker).await?;
         Ok(())
     }
 
     /// Removes a job's pending marker (a missing one is fine).
     pub async fn unmark_pending(&self, job_id: &str) -> Result<(), StoreError> {
-        match self.jobs.delete(PENDING_PARTITION, job_id, IfMatch::Any).await {
+        self.delete_index_row(&pending_key(job_id)).await
+    }
+
+    /// Takes a final job out of the open-jobs index (a missing row is fine).
+    pub async fn close_job(&self, job_id: &str) -> Result<(), StoreError> {
+        self.delete_index_row(&open_key(job_id)).await
+    }
+
+    async fn delete_index_row(&self, rk: &str) -> Result<(), StoreError> {
+        match self.jobs.delete(INDEX_PARTITION, rk, IfMatch::Any).await {
             Ok(()) | Err(TableError::NotFound) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
 
     /// Jobs marked as needing placement, with when they were marked.
-    pub async fn pending_jobs(&self) -> Result<Vec<(String, Option<chrono::DateTime<chrono::Utc>>)>, StoreError> {
-        let filter = format!("PartitionKey eq {}", tables::filter_string_literal(PENDING_PARTITION));
-        let rows: Vec<Entity<Value>> = self.jobs.query(&filter).await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|row| {
-                let id = row.value.get("RowKey")?.as_str()?.to_owned();
-                let since = row.value.get("Since").and_then(Value::as_str).and_then(|s| s.parse().ok());
-                Some((id, since))
-            })
-            .collect())
+    pub async fn pending_jobs(&self) -> Result<Vec<(String, Option<DateTime<Utc>>)>, StoreError> {
+        Ok(self.index().await?.pending)
     }
+
+    /// The whole index in one query: its size follows open work, not history.
+    pub async fn index(&self) -> Result<JobIndex, StoreError> {
+        let filter = format!("PartitionKey eq {}", tables::filter_string_literal(INDEX_PARTITION));
+        let rows: Vec<Entity<Value>> = self.jobs.query(&filter).await?;
+        let mut index = JobIndex::default();
+        for row in rows {
+            let Some(key) = row.value.get("RowKey").and_then(Value::as_str) else { continue };
+            let since = row.value.get("Since").and_then(Value::as_str).and_then(|s| s.parse().ok());
+            if let Some(id) = key.strip_prefix("o|") {
+                index.open.push((id.to_owned(), since));
+            } else if let Some(id) = key.strip_prefix("p|") {
+                index.pending.push((id.to_owned(), since));
+            }
+        }
+        Ok(index)
+    }
+
+    // ---- sweep results ----
+
+    /// Records what the sweep that ran at `at` repaired, for operators.
+    pub async fn record_sweep(&self, summary: &SweepSummary) -> Result<(), StoreError> {
+        self.health.upsert(HEALTH_PARTITION, SWEEP_ROW, &HealthRow { record: to_json(summary) }).await?;
+        Ok(())
+    }
+
+    /// What the last sweep recorded, if any sweep ran.
+    pub async fn last_sweep(&self) -> Result<Option<SweepSummary>, StoreError> {
+        match self.health.get::<HealthRow>(HEALTH_PARTITION, SWEEP_ROW).await? {
+            Some(row) => Ok(Some(from_json(&row.value.record)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The `~index` partition: open jobs and pending jobs, each with when it was indexed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobIndex {
+    /// Jobs that are not final.
+    pub open: Vec<(String, Option<DateTime<Utc>>)>,
+    /// Jobs that need placing.
+    pub pending: Vec<(String, Option<DateTime<Utc>>)>,
+}
+
+/// What one sweep found, for GetStatus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepSummary {
+    /// When the sweep started.
+    pub at: DateTime<Utc>,
+    /// Open jobs it found breaking the rule that each has an active attempt or a pending marker, and
+    /// repaired.
+    pub repaired: u32,
+    /// Open jobs in the index.
+    pub open: u32,
+    /// Jobs still waiting for an account after it placed what it could.
+    pub pending: u32,
+}
+
+fn open_key(job_id: &str) -> String {
+    format!("o|{job_id}")
+}
+
+fn pending_key(job_id: &str) -> String {
+    format!("p|{job_id}")
+}
+
+fn claim_key(ams_job_name: &str) -> String {
+    format!("c|{ams_job_name}")
 }
 
 fn active_key(ams_job_name: &str) -> String {
