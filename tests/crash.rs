@@ -1,72 +1,222 @@
-//! A crash between writing the attempt row and creating the Media Services job (the test-only fail point
-//! `FAIL_POINT=after-attempt-row`, honoured by debug builds) is repaired by the next sweep: the job is
-//! created under the same deterministic name, runs, and its counters stay exact.
+//! Crash repair at every write boundary. Each test-only fail point (`FAIL_POINT`, honoured by debug builds)
+//! aborts the handler there, the way an instance recycled in the middle of an invocation dies; a new
+//! instance's sweeps then finish the work from the rows left behind: the job ends final, under one Media
+//! Services job per attempt, with exact counters and nothing left in the open-jobs index.
 
 mod support;
 
 use ams_failover::store::Store;
+use ams_failover::workflow::FAIL_POINTS;
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::time::Duration;
 use support::{
-    eventually, http_request, job_body, options, start_emulator, timer_request, Handler, RESOURCE_GROUP, SUBSCRIPTION,
+    assert_counters_exact, assert_no_open_work, eventually, http_request, job_body, options, start_emulator,
+    timer_request, Handler, RESOURCE_GROUP, SUBSCRIPTION,
 };
 use tables::TableService;
+use testkit::stack::Process;
 use testkit::Azurite;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_between_the_attempt_row_and_the_media_services_job_is_repaired_by_the_next_sweep() -> anyhow::Result<()>
-{
-    let azurite = Azurite::start().await?;
-    let emulator = start_emulator(&testkit::workspace_bin("ams-emulator"), &options())?;
-    let http = reqwest::Client::new();
-    for account in ["amswesteurope", "amsnortheurope"] {
-        let url = format!(
-            "{}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Media/mediaServices/{account}/transforms/encode?api-version=2022-07-01",
-            emulator.url
-        );
-        let transform = json!({"properties": {"outputs": [{"preset": {"@odata.type": "#Microsoft.Media.BuiltInStandardEncoderPreset", "presetName": "AdaptiveStreaming"}}]}});
-        http.put(url).json(&transform).send().await?.error_for_status()?;
+const ACCOUNTS: [&str; 2] = ["amswesteurope", "amsnortheurope"];
+
+/// Azurite, the emulator with the transform in both accounts, and a store on a fresh prefix. Events are
+/// not delivered: sweeps read jobs back from Media Services, so nothing but the sweep repairs anything.
+struct Bench {
+    azurite: Azurite,
+    emulator: Process,
+    prefix: String,
+    store: Store,
+    http: reqwest::Client,
+}
+
+impl Bench {
+    async fn start() -> anyhow::Result<Bench> {
+        let azurite = Azurite::start().await?;
+        let emulator = start_emulator(&testkit::workspace_bin("ams-emulator"), &options())?;
+        let http = reqwest::Client::new();
+        for account in ACCOUNTS {
+            let url = format!(
+                "{}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Media/mediaServices/{account}/transforms/encode?api-version=2022-07-01",
+                emulator.url
+            );
+            let transform = json!({"properties": {"outputs": [{"preset": {"@odata.type": "#Microsoft.Media.BuiltInStandardEncoderPreset", "presetName": "AdaptiveStreaming"}}]}});
+            http.put(url).json(&transform).send().await?.error_for_status()?;
+        }
+        let prefix = testkit::unique_prefix();
+        let service = TableService::from_connection_string(&azurite.connection_string(), http.clone())?;
+        let store = Store::with_service(service, &prefix);
+        Ok(Bench { azurite, emulator, prefix, store, http })
     }
-    let prefix = testkit::unique_prefix();
-    let store =
-        Store::with_service(TableService::from_connection_string(&azurite.connection_string(), http.clone())?, &prefix);
 
-    // The first handler dies right after recording the attempt.
-    let mut doomed = Handler::start(&azurite, &emulator.url, &prefix, &[("FAIL_POINT", "after-attempt-row")]).await?;
-    let body = job_body("crashed").to_string();
-    let answer =
-        doomed.invoke("SubmitJob", &http_request("POST", "http://localhost/api/jobs", json!({}), Some(&body))).await;
-    assert!(answer.is_err(), "the handler must die before answering: {answer:?}");
-    assert!(!doomed.exited().await?.success());
+    async fn handler(&self, settings: &[(&str, &str)]) -> anyhow::Result<Handler> {
+        Handler::start(&self.azurite, &self.emulator.url, &self.prefix, settings).await
+    }
 
-    let job = store.get_job("crashed").await?.expect("the job row was written before the crash").value;
-    assert_eq!(job.state.as_str(), "Submitting");
-    let account = job.account.clone().unwrap_or_default();
-    let active = store.active_attempts(&account).await?;
-    assert_eq!(active.len(), 1);
-    assert_eq!(store.counters(&account).await?.value.in_flight(), 1, "counted in flight with its row");
-    let ams: Vec<Value> = http.get(format!("{}/_emulator/jobs", emulator.url)).send().await?.json().await?;
-    assert!(ams.is_empty(), "no Media Services job was created");
+    async fn fault(&self, account: &str, fault: Value) -> anyhow::Result<()> {
+        let url = format!("{}/_emulator/accounts/{account}/fault", self.emulator.url);
+        self.http.post(url).json(&fault).send().await?.error_for_status()?;
+        Ok(())
+    }
 
-    // A new instance's sweep finds the attempt that never heard from Media Services and creates its job.
-    let handler =
-        Handler::start(&azurite, &emulator.url, &prefix, &[("RECONCILE_AFTER", "1s"), ("STUCK_AFTER", "1h")]).await?;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let (status, _, _) = handler.invoke("SweepStuckJobs", &timer_request()).await?;
-    assert_eq!(status, 200);
-    let ams: Vec<Value> = http.get(format!("{}/_emulator/jobs", emulator.url)).send().await?.json().await?;
-    assert_eq!(ams.len(), 1);
-    assert_eq!(ams[0]["name"], "crashed-a1", "the same deterministic name, not a second job");
+    async fn emulator_jobs(&self) -> anyhow::Result<Vec<Value>> {
+        Ok(self.http.get(format!("{}/_emulator/jobs", self.emulator.url)).send().await?.json().await?)
+    }
 
-    // No event endpoint here: later sweeps read the job back as it runs to the end.
-    eventually(Duration::from_secs(60), "the repaired job to finish", || async {
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+    /// Submits `id` to a healthy handler; the 202 body.
+    async fn submit(&self, handler: &Handler, id: &str) -> anyhow::Result<Value> {
+        let body = job_body(id).to_string();
+        let req = http_request("POST", "http://localhost/api/jobs", json!({}), Some(&body));
+        let (status, _, answer) = handler.invoke("SubmitJob", &req).await?;
+        anyhow::ensure!(status == 200, "SubmitJob invocation answered {status}: {answer}");
+        Ok(serde_json::from_str(answer["Outputs"]["res"]["body"].as_str().unwrap_or("null"))?)
+    }
+
+    /// Runs `invoke` on a handler with `FAIL_POINT=point` and checks that it died there without answering.
+    async fn die_at(
+        &self,
+        point: &str,
+        settings: &[(&str, &str)],
+        function: &str,
+        payload: &Value,
+    ) -> anyhow::Result<()> {
+        let mut all = vec![("FAIL_POINT", point)];
+        all.extend_from_slice(settings);
+        let mut doomed = self.handler(&all).await?;
+        let answer = doomed.invoke(function, payload).await;
+        anyhow::ensure!(answer.is_err(), "the handler must die at {point} before answering: {answer:?}");
+        anyhow::ensure!(!doomed.exited().await?.success(), "the handler must abort at {point}");
+        Ok(())
+    }
+
+    /// A new instance sweeps until `id` is final; then every invariant must hold.
+    async fn settles(&self, id: &str) -> anyhow::Result<Value> {
+        let handler = self.handler(&[("RECONCILE_AFTER", "1s"), ("STUCK_AFTER", "1h")]).await?;
+        let job = eventually(Duration::from_secs(60), "the repaired job to end", || async {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            let (status, _, _) = handler.invoke("SweepStuckJobs", &timer_request()).await?;
+            anyhow::ensure!(status == 200, "the sweep failed");
+            let job = self.store.get_job(id).await?.map(|j| j.value);
+            Ok(job.filter(|j| j.state.is_final()))
+        })
+        .await?;
+        assert_eq!(job.state.as_str(), "Finished", "{job:?}");
+        assert_counters_exact(&self.store, &ACCOUNTS).await?;
+        // One more sweep may still be needed to drop index rows of a job that just ended.
         handler.invoke("SweepStuckJobs", &timer_request()).await?;
-        let job = store.get_job("crashed").await?.map(|j| j.value);
-        Ok(job.filter(|j| j.state.as_str() == "Finished"))
+        assert_no_open_work(&self.store).await?;
+        let ams = self.emulator_jobs().await?;
+        let names: Vec<&str> = ams.iter().filter_map(|j| j["name"].as_str()).collect();
+        let unique: BTreeSet<&str> = names.iter().copied().collect();
+        assert_eq!(names.len(), unique.len(), "one Media Services job per attempt: {names:?}");
+        let finished = ams.iter().filter(|j| j["state"] == "Finished").count();
+        assert_eq!(finished, 1, "the job ran to the end exactly once: {ams:?}");
+        Ok(serde_json::to_value(job)?)
+    }
+}
+
+fn submit_payload(id: &str) -> Value {
+    let body = job_body(id).to_string();
+    http_request("POST", "http://localhost/api/jobs", json!({}), Some(&body))
+}
+
+async fn a_crash_during_submission_at(point: &str) -> anyhow::Result<()> {
+    let bench = Bench::start().await?;
+    bench.die_at(point, &[], "SubmitJob", &submit_payload("crashed")).await?;
+    bench.settles("crashed").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_job_claim_is_repaired_by_the_next_sweep() -> anyhow::Result<()> {
+    a_crash_during_submission_at("after-claim").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_attempt_row_is_repaired_by_the_next_sweep() -> anyhow::Result<()> {
+    a_crash_during_submission_at("after-attempt-row").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_output_assets_is_repaired_by_the_next_sweep() -> anyhow::Result<()> {
+    a_crash_during_submission_at("after-output-assets").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_media_services_job_is_repaired_by_the_next_sweep() -> anyhow::Result<()> {
+    a_crash_during_submission_at("after-media-job").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_the_sweep_places_a_pending_job_is_repaired_by_the_next_sweep() -> anyhow::Result<()> {
+    let bench = Bench::start().await?;
+    for account in ACCOUNTS {
+        bench.fault(account, json!({"mode": "outage"})).await?;
+    }
+    let healthy = bench.handler(&[]).await?;
+    let answer = bench.submit(&healthy, "waited").await?;
+    assert_eq!(answer["state"], "Pending", "{answer}");
+    drop(healthy);
+    for account in ACCOUNTS {
+        bench.fault(account, json!({"mode": "healthy"})).await?;
+    }
+    bench.die_at("after-claim", &[], "SweepStuckJobs", &timer_request()).await?;
+    let job = bench.settles("waited").await?;
+    assert!(job["attempts"].as_array().is_some_and(|a| a.iter().any(|t| t["state"] == "SubmitFailed")), "{job}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_the_final_job_update_is_repaired_by_the_next_sweep() -> anyhow::Result<()> {
+    let bench = Bench::start().await?;
+    let healthy = bench.handler(&[]).await?;
+    bench.submit(&healthy, "ending").await?;
+    drop(healthy);
+    eventually(Duration::from_secs(30), "the Media Services job to finish", || async {
+        let jobs = bench.emulator_jobs().await?;
+        Ok(jobs.iter().any(|j| j["state"] == "Finished").then_some(()))
     })
     .await?;
-    assert_eq!(store.counters(&account).await?.value.in_flight(), 0);
-    assert!(store.active_attempts(&account).await?.is_empty());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The sweep reads the finished job back, closes the attempt, and dies before the job row follows.
+    bench.die_at("before-final-job-update", &[("RECONCILE_AFTER", "1s")], "SweepStuckJobs", &timer_request()).await?;
+    let job = bench.store.get_job("ending").await?.map(|j| j.value.state.as_str().to_owned());
+    assert_ne!(job.as_deref(), Some("Finished"), "the job row was left behind");
+    bench.settles("ending").await?;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_the_sweep_moves_a_stuck_job_is_repaired_by_the_next_sweep() -> anyhow::Result<()> {
+    let bench = Bench::start().await?;
+    let healthy = bench.handler(&[]).await?;
+    let answer = bench.submit(&healthy, "stuck").await?;
+    drop(healthy);
+    let account = answer["account"].as_str().unwrap_or_default().to_owned();
+    bench.fault(&account, json!({"mode": "stall"})).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    bench.die_at("move-after-supersede", &[("STUCK_AFTER", "1s")], "SweepStuckJobs", &timer_request()).await?;
+    let job = bench.settles("stuck").await?;
+    let states: Vec<&str> =
+        job["attempts"].as_array().into_iter().flatten().filter_map(|a| a["state"].as_str()).collect();
+    assert_eq!(states, ["Superseded", "Finished"], "{job}");
+    assert_ne!(job["account"], json!(account), "finished on the other account: {job}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_the_sweep_repairs_a_job_is_repaired_by_the_next_sweep() -> anyhow::Result<()> {
+    let bench = Bench::start().await?;
+    bench.die_at("after-claim", &[], "SubmitJob", &submit_payload("twice")).await?;
+    bench.die_at("repair-after-open", &[], "SweepStuckJobs", &timer_request()).await?;
+    bench.settles("twice").await?;
+    Ok(())
+}
+
+#[test]
+fn every_fail_point_has_a_test_here() {
+    let source = include_str!("crash.rs");
+    for point in FAIL_POINTS {
+        assert!(source.contains(&format!("\"{point}\"")), "no test aborts at {point}");
+    }
 }

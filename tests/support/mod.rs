@@ -72,26 +72,40 @@ impl Stack {
 
     /// Checks invariant 1 for every account: the counter row equals the active attempt rows by state.
     pub async fn assert_counters_exact(&self) -> anyhow::Result<()> {
-        for (account, _) in &self.options.accounts {
-            // A consistent snapshot: every change of counts rewrites the counter row in the same transaction as
-            // the attempt rows, so rows read between two reads of an unchanged counter row match it.
-            let (counters, derived) =
-                eventually(Duration::from_secs(30), "a quiet moment to read counters", || async {
-                    let before = self.store.counters(account).await?;
-                    let mut derived = AccountCounters::default();
-                    for attempt in self.store.active_attempts(account).await? {
-                        derived = derived.moved(None, Some(attempt.state), attempt.units())?;
-                    }
-                    let after = self.store.counters(account).await?;
-                    Ok((before.etag == after.etag).then_some((before.value, derived)))
-                })
-                .await?;
-            if counters != derived {
-                bail!("{account}: counter row {counters:?} but active rows give {derived:?}");
-            }
-        }
-        Ok(())
+        let accounts: Vec<&str> = self.options.accounts.iter().map(|(a, _)| *a).collect();
+        assert_counters_exact(&self.store, &accounts).await
     }
+}
+
+/// Checks invariant 1 for each of `accounts`: the counter row equals the active attempt rows by state.
+pub async fn assert_counters_exact(store: &Store, accounts: &[&str]) -> anyhow::Result<()> {
+    for account in accounts {
+        // A consistent snapshot: every change of counts rewrites the counter row in the same transaction as
+        // the attempt rows, so rows read between two reads of an unchanged counter row match it.
+        let (counters, derived) = eventually(Duration::from_secs(30), "a quiet moment to read counters", || async {
+            let before = store.counters(account).await?;
+            let mut derived = AccountCounters::default();
+            for attempt in store.active_attempts(account).await? {
+                derived = derived.moved(None, Some(attempt.state), attempt.units())?;
+            }
+            let after = store.counters(account).await?;
+            Ok((before.etag == after.etag).then_some((before.value, derived)))
+        })
+        .await?;
+        if counters != derived {
+            bail!("{account}: counter row {counters:?} but active rows give {derived:?}");
+        }
+    }
+    Ok(())
+}
+
+/// Checks invariant 6 once the work is done: no job is left in the open-jobs index or marked pending.
+pub async fn assert_no_open_work(store: &Store) -> anyhow::Result<()> {
+    let index = store.index().await?;
+    if !index.open.is_empty() || !index.pending.is_empty() {
+        bail!("open work left: {index:?}");
+    }
+    Ok(())
 }
 
 /// The handler binary run directly, the way the Functions host runs it: `FUNCTIONS_CUSTOMHANDLER_PORT` and
