@@ -114,3 +114,23 @@ async fn with_storage_unreachable_events_ask_for_a_retry_and_http_callers_get_50
     assert_eq!((code, error["error"]["code"].clone()), (503, json!("storage_unavailable")));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_job_name_cannot_be_a_table_key_is_acknowledged_not_retried_for_a_day() -> anyhow::Result<()> {
+    let azurite = Azurite::start().await?;
+    let emulator = start_emulator(&testkit::workspace_bin("ams-emulator"), &options())?;
+    let handler = Handler::start(&azurite, &emulator.url, &testkit::unique_prefix(), &[]).await?;
+    let long = "x".repeat(1100);
+    for job in ["a?b", "a#b", "a\\b", "a\u{7}b", long.as_str()] {
+        let event = json!({
+            "topic": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/media-rg/providers/Microsoft.Media/mediaservices/amswesteurope",
+            "subject": format!("transforms/encode/jobs/{job}"), "eventType": "Microsoft.Media.JobFinished", "eventTime": "2024-01-01T00:00:00Z",
+            "id": "poison", "data": {"previousState": "Processing", "state": "Finished", "outputs": []}, "dataVersion": "1.0", "metadataVersion": "1"
+        });
+        let (status, _, body) =
+            handler.invoke("OnJobStateChange", &json!({"Data": {"eventGridEvent": event}, "Metadata": {}})).await?;
+        assert_eq!(status, StatusCode::OK, "acknowledged, so Event Grid does not redeliver it: {job:?} {body}");
+        assert!(body["Logs"].to_string().contains("unusable event"), "and logged: {body}");
+    }
+    Ok(())
+}
