@@ -5,8 +5,11 @@
 //! - [`wait_for_line`]: wait until a spawned binary announces it is listening.
 //! - [`workspace_bin`]: path of another workspace binary, built on demand.
 //! - [`stack`]: the whole local stack (Azurite, emulator, devhost running the handler) for tests and the drill.
+//! - [`cluster`]: several function app instances on one storage account behind a front door, each of
+//!   which can be killed and restarted, the way Azure Functions scales out and recycles instances.
 
 mod azurite;
+pub mod cluster;
 mod process;
 pub mod stack;
 

@@ -63,6 +63,16 @@ impl Drop for Process {
 }
 
 impl Process {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it has exited (and is reaped).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Stops it now.
     pub fn stop(mut self) {
         let _ = self.child.kill();
