@@ -13,7 +13,7 @@ use crate::config::{AccountConfig, MruMode, ScaleDown, StuckPolicy};
 use crate::domain::sweep::{evacuate, plan_account, removable_for_stuck, AccountPlan, AccountView, Thresholds};
 use crate::domain::{Alert, AttemptRecord, HealthRecord, JobState};
 use crate::store::{StoreError, SweepSummary};
-use crate::workflow::{cooldown, place_job, reconcile, repair_job, resubmit_stuck, ORPHAN_INDEX_AGE};
+use crate::workflow::{cooldown, place_job, reconcile, repair_job, resubmit_stuck, Repair, ORPHAN_INDEX_AGE};
 use crate::{publish, scaling, App};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
@@ -53,7 +53,7 @@ pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreEr
     }
     // Every open job is accounted for by an active attempt or a pending marker; repair those that are not.
     let active: BTreeSet<&str> = judged.iter().flat_map(|j| j.active_jobs.iter().map(String::as_str)).collect();
-    repair_open_jobs(app, &active, now, &mut report).await?;
+    let pending = repair_open_jobs(app, &active, now, &mut report).await?;
     // Every account's verdict before any job moves, so no job is moved onto an account this sweep removes.
     let kept = remove_stuck(app, &judged, now, &mut report).await?;
     let health = app.store.health().await?;
@@ -82,7 +82,7 @@ pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreEr
             scaling::scale_down_account(app, account).await?;
         }
     }
-    let pending = place_pending(app, now, &mut report).await?;
+    let pending = place_pending(app, pending, now, &mut report).await?;
     let summary = SweepSummary {
         at: now,
         repaired: report.repaired,
@@ -285,13 +285,15 @@ fn moves(app: &App, account: &AccountConfig, read: Judged, health: &HealthRecord
 /// Repairs the open jobs that neither an active attempt (`active`, as this sweep read them) nor a pending
 /// marker accounts for. The index and the attempts are read at different moments, so a job that moved on
 /// in between looks suspect too; `repair_job` reads it and finds it sound. The cost follows open work.
+/// Returns the pending markers, with those the repair wrote, for placement.
 async fn repair_open_jobs(
     app: &App,
     active: &BTreeSet<&str>,
     now: DateTime<Utc>,
     report: &mut SweepReport,
-) -> Result<(), StoreError> {
+) -> Result<Vec<(String, Option<DateTime<Utc>>)>, StoreError> {
     let index = app.store.index().await?;
+    let mut marked = Vec::new();
     let pending: BTreeSet<&str> = index.pending.iter().map(|(id, _)| id.as_str()).collect();
     for (job_id, since) in &index.open {
         if active.contains(job_id.as_str()) || pending.contains(job_id.as_str()) {
@@ -303,16 +305,25 @@ async fn repair_open_jobs(
             report.repaired += 1;
             report.log.push(format!("{job_id}: repaired ({repair:?})"));
         }
+        if repair == Repair::Marked {
+            marked.push((job_id.clone(), Some(now)));
+        }
     }
     report.open = u32::try_from(index.open.len()).unwrap_or(u32::MAX);
-    Ok(())
+    Ok(index.pending.into_iter().chain(marked).collect())
 }
 
-/// Places every job marked pending; removes markers whose job no longer needs one, once it has checked
-/// that the job is accounted for. Returns how many jobs are still waiting.
-async fn place_pending(app: &App, now: DateTime<Utc>, report: &mut SweepReport) -> Result<usize, StoreError> {
+/// Places every job marked pending (as the sweep read the markers; one marked since is placed by the next
+/// sweep); removes markers whose job no longer needs one, once it has checked that the job is accounted
+/// for. Returns how many jobs are still waiting.
+async fn place_pending(
+    app: &App,
+    pending: Vec<(String, Option<DateTime<Utc>>)>,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> Result<usize, StoreError> {
     let (mut placed, mut waiting) = (0, 0);
-    for (job_id, since) in app.store.pending_jobs().await? {
+    for (job_id, since) in pending {
         match app.store.get_job(&job_id).await? {
             Some(job) if job.value.state == JobState::Pending => {
                 let placement = place_job(app, job.value, now).await?;
