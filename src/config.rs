@@ -36,6 +36,27 @@ pub struct Setting {
     pub doc: &'static str,
 }
 
+/// What `handler --help` prints: what the binary is, how it is started, and every setting it reads.
+pub fn help() -> String {
+    let mut text = String::from(
+        "handler: the Azure Functions custom handler of ams-failover (SubmitJob, GetJob, GetStatus, \
+         OnJobStateChange, SweepStuckJobs).\n\n\
+         The Functions host (or tools/devhost locally) starts it with no arguments and the app settings in the \
+         environment; it serves the function routes on 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT (default 3000).\n\n\
+         Settings:\n",
+    );
+    for setting in SETTINGS {
+        let need = match setting.need {
+            Need::Required => "required".to_owned(),
+            Need::OneOf(group) => format!("one of the {group} settings"),
+            Need::Optional => "optional".to_owned(),
+            Need::TestOnly => "tests only".to_owned(),
+        };
+        text.push_str(&format!("  {} ({need})\n      {}\n", setting.name, setting.doc));
+    }
+    text
+}
+
 /// Every setting the handler reads. The deployment template and the README are checked against this list
 /// by tests, so a new setting cannot be forgotten in either.
 pub const SETTINGS: &[Setting] = &[
@@ -696,8 +717,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (number, unit) = s.split_at(split);
     let value: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 10m or 2h"))?;
     let scale = match unit.trim() {
+        // A bare number is refused: `10` could mean seconds or minutes, and a wrong guess is a silent
+        // factor of 60 in how soon a region leaves rotation.
+        "" => return Err(format!("{s:?} has no unit; write it as {number}s, {number}m or {number}h")),
         "ms" => 0.001,
-        "" | "s" => 1.0,
+        "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
         "d" => 86_400.0,
@@ -805,8 +829,21 @@ mod tests {
     fn durations_accept_the_usual_units() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("45s"), Ok(Duration::from_secs(45)));
         assert!(parse_duration("10 minutes").is_err());
+    }
+
+    #[test]
+    fn a_duration_without_a_unit_is_refused_with_a_message_that_names_the_setting() {
+        let error = settings(&[
+            ("MEDIA_ACCOUNTS", ACCOUNTS),
+            ("TABLES_CONNECTION_STRING", "UseDevelopmentStorage=true"),
+            ("TRANSFORMS", "encode"),
+            ("STUCK_AFTER", "10"),
+        ])
+        .expect_err("a bare number is not a duration")
+        .to_string();
+        assert!(error.contains("STUCK_AFTER") && error.contains("no unit") && error.contains("10s"), "{error}");
     }
 
     #[test]

@@ -156,6 +156,12 @@ impl HttpResponseData {
         HttpResponseData { status_code, headers, body }
     }
 
+    /// An HTML page with this status.
+    pub fn html(status_code: u16, body: String) -> Self {
+        let headers = BTreeMap::from([("Content-Type".to_owned(), "text/html; charset=utf-8".to_owned())]);
+        HttpResponseData { status_code, headers, body }
+    }
+
     /// A JSON error answer: `{"error": {"code", "message"}}`.
     pub fn error(status_code: u16, code: &str, message: &str) -> Self {
         Self::json(status_code, &serde_json::json!({ "error": { "code": code, "message": message } }))

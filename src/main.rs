@@ -15,6 +15,12 @@ const STORAGE_START_ATTEMPTS: u32 = 10;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The handler takes no arguments: the Functions host starts it with settings in the environment. Someone
+    // trying it by hand asks for help first, and should get it rather than a complaint about a missing setting.
+    if std::env::args().skip(1).any(|arg| matches!(arg.as_str(), "-h" | "--help")) {
+        print!("{}", ams_failover::config::help());
+        return Ok(());
+    }
     telemetry::init();
     let settings = Arc::new(Settings::from_env()?);
     let port: u16 =

@@ -97,6 +97,7 @@ impl fmt::Display for JobId {
 
 /// Media Services job priority.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(expecting = "a priority: Low, Normal or High")]
 pub enum Priority {
     /// Low.
     Low,
@@ -135,9 +136,10 @@ pub struct SubmitRequest {
     pub correlation_data: BTreeMap<String, String>,
 }
 
-/// The body as callers send it, before validation.
+/// The body as callers send it, before validation. The `expecting` texts replace serde's default
+/// "expected struct RawRequest", so an error message describes the body, not this type.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, expecting = "a JSON object with transform and input")]
 struct RawRequest {
     job_id: Option<String>,
     transform: Option<String>,
@@ -147,7 +149,7 @@ struct RawRequest {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, expecting = "an input object with files and optionally baseUri")]
 struct RawInput {
     base_uri: Option<String>,
     files: Option<Vec<String>>,
@@ -319,6 +321,24 @@ mod tests {
         for (body, code) in cases {
             assert_eq!(parse(body).map_err(|e| e.code), Err(code), "body {body}");
         }
+    }
+
+    #[test]
+    fn a_body_of_the_wrong_shape_is_described_without_naming_internal_types() {
+        for body in [
+            "[]",
+            "42",
+            r#"{"transform":"encode","input":[]}"#,
+            r#"{"transform":"encode","input":{"files":["https://x/a"]},"priority":1}"#,
+        ] {
+            let error = parse(body).expect_err(body);
+            assert_eq!(error.code, "malformed_json", "body {body}");
+            for internal in ["RawRequest", "RawInput", "struct", "enum Priority"] {
+                assert!(!error.message.contains(internal), "body {body}: {}", error.message);
+            }
+        }
+        let error = parse("[]").expect_err("an array is not a job request");
+        assert!(error.message.contains("a JSON object with transform and input"), "{}", error.message);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! GetStatus (HTTP `GET /api/status`): for operators, every account's rotation state, in-flight count and
 //! active attempts by state, MRUs as cached, and what the last sweep repaired. One read of each health row
-//! and of each counter row; no scans.
+//! and of each account's counter shards; no scans. With `Accept: text/html` the same answer comes as the
+//! status page ([`super::status_page`]).
 
-use crate::invoke::{HttpResponseData, InvokeRequest, InvokeResponse};
+use crate::invoke::{HttpRequestData, HttpResponseData, InvokeRequest, InvokeResponse};
 use crate::store::StoreError;
 use crate::App;
 use serde_json::json;
@@ -12,7 +13,7 @@ use std::pin::Pin;
 /// Runs one GetStatus invocation.
 pub fn run(
     app: &App,
-    _req: InvokeRequest,
+    req: InvokeRequest,
 ) -> Pin<Box<dyn Future<Output = Result<InvokeResponse, StoreError>> + Send + '_>> {
     Box::pin(async move {
         let health = app.store.health().await?;
@@ -48,10 +49,14 @@ pub fn run(
         // What the last sweep found: open jobs, jobs waiting for an account, and open jobs it had to repair
         // because nothing accounted for them (a crash between two writes).
         let last_sweep = app.store.last_sweep().await?;
-        let res = HttpResponseData::json(
-            200,
-            &json!({ "accountsInRotation": in_rotation, "accounts": accounts, "lastSweep": last_sweep }),
-        );
+        let status = json!({ "accountsInRotation": in_rotation, "accounts": accounts, "lastSweep": last_sweep });
+        let http = HttpRequestData::from_invocation(&req, "req").unwrap_or_default();
+        let accept = http.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("accept")).map(|(_, v)| v.join(","));
+        let res = if super::status_page::wants_html(accept.as_deref()) {
+            HttpResponseData::html(200, super::status_page::render(&status, chrono::Utc::now()))
+        } else {
+            HttpResponseData::json(200, &status)
+        };
         Ok(InvokeResponse::default().output("res", res.to_value()))
     })
 }

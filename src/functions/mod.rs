@@ -4,6 +4,7 @@
 pub mod get_job;
 pub mod get_status;
 pub mod on_job_state_change;
+pub mod status_page;
 pub mod submit_job;
 pub mod sweep_stuck_jobs;
 

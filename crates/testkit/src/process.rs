@@ -107,22 +107,28 @@ where
     }
 }
 
-/// The workspace root: the nearest ancestor of this crate (or of the running
-/// test's package) whose `Cargo.toml` has a `[workspace]` table.
+/// The workspace root, found at run time: the nearest ancestor, with a `Cargo.toml` that has a `[workspace]`
+/// table, of the current directory, else of `$CARGO_MANIFEST_DIR` (which cargo sets when it runs a test or
+/// binary), else of the running executable (a target directory inside the workspace).
+///
+/// Never a path fixed at compile time: a binary built in one checkout and run in another must work on the
+/// checkout it is run in.
 pub fn workspace_root() -> anyhow::Result<PathBuf> {
-    let starts =
-        [Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))), std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from)];
-    for start in starts.into_iter().flatten() {
-        for dir in start.ancestors() {
-            let manifest = dir.join("Cargo.toml");
-            if let Ok(text) = std::fs::read_to_string(&manifest) {
-                if text.lines().any(|l| l.trim() == "[workspace]") {
-                    return Ok(dir.to_path_buf());
-                }
-            }
-        }
-    }
-    bail!("no Cargo.toml with [workspace] above {}", env!("CARGO_MANIFEST_DIR"))
+    let starts = [
+        std::env::current_dir().ok(),
+        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
+        std::env::current_exe().ok(),
+    ];
+    find_workspace_root(starts.iter().flatten().map(PathBuf::as_path))
+        .ok_or_else(|| anyhow!("no Cargo.toml with [workspace] above the current directory or {starts:?}"))
+}
+
+/// The first directory, among the ancestors of each start in turn, whose `Cargo.toml` has a `[workspace]`.
+fn find_workspace_root<'a>(starts: impl IntoIterator<Item = &'a Path>) -> Option<PathBuf> {
+    starts.into_iter().flat_map(Path::ancestors).find_map(|dir| {
+        let text = std::fs::read_to_string(dir.join("Cargo.toml")).ok()?;
+        text.lines().any(|l| l.trim() == "[workspace]").then(|| dir.to_path_buf())
+    })
 }
 
 /// Path of the workspace binary `name`, next to the running test executable
@@ -204,6 +210,19 @@ mod tests {
         let text = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
         assert!(text.contains("[workspace]"));
         assert!(root.join("crates/testkit").is_dir());
+    }
+
+    #[test]
+    fn the_workspace_root_is_looked_up_from_each_start_in_turn_at_run_time() {
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join("Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
+        let nested = other.path().join("a/b");
+        std::fs::create_dir_all(&nested).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        assert_eq!(find_workspace_root([nested.as_path()]), Some(other.path().to_path_buf()));
+        let here = workspace_root().unwrap();
+        assert_eq!(find_workspace_root([outside.path(), here.as_path()]), Some(here.clone()));
+        assert_eq!(find_workspace_root([outside.path()]), None);
     }
 
     #[tokio::test]

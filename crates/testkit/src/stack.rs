@@ -133,6 +133,9 @@ pub struct StackOptions {
     pub settings: Vec<(String, String)>,
     /// Where the children's output goes.
     pub logs: Logs,
+    /// Where devhost writes the output binding messages (`alerts.jsonl`); a temporary folder when `None`.
+    /// A demo points it at its own folder, so its alerts stay next to its report.
+    pub outputs_dir: Option<PathBuf>,
 }
 
 impl StackOptions {
@@ -147,6 +150,7 @@ impl StackOptions {
             app_root,
             settings: Vec::new(),
             logs: Logs::Stderr,
+            outputs_dir: None,
         }
     }
 }
@@ -228,7 +232,7 @@ pub struct Stack {
     pub prefix: String,
     /// Where devhost writes output binding messages.
     pub outputs: PathBuf,
-    _outputs_dir: tempfile::TempDir,
+    _outputs_dir: Option<tempfile::TempDir>,
     /// An HTTP client for callers.
     pub http: reqwest::Client,
     /// How it was started.
@@ -257,28 +261,30 @@ impl Stack {
         }
 
         let prefix = crate::unique_prefix();
-        let outputs_dir = tempfile::tempdir()?;
+        let (outputs, outputs_dir) = match &options.outputs_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                // devhost appends; a demo run again starts with no alerts of the last run.
+                let _ = std::fs::remove_file(dir.join("alerts.jsonl"));
+                (dir.clone(), None)
+            }
+            None => {
+                let dir = tempfile::tempdir()?;
+                (dir.path().to_path_buf(), Some(dir))
+            }
+        };
         let mut cmd = Command::new(devhost_bin);
         cmd.arg("--app-root")
             .arg(&options.app_root)
             .args(["--port", "0", "--handler"])
             .arg(&options.handler)
             .arg("--outputs-dir")
-            .arg(outputs_dir.path());
+            .arg(&outputs);
         cmd.envs(handler_settings(&azurite, &prefix, &options, &emulator.url));
         cmd.envs(options.settings.iter().cloned());
         let devhost = spawn_listening("devhost", cmd, &options.logs)?;
 
-        let stack = Stack {
-            azurite,
-            emulator,
-            devhost,
-            prefix,
-            outputs: outputs_dir.path().to_path_buf(),
-            _outputs_dir: outputs_dir,
-            http,
-            options,
-        };
+        let stack = Stack { azurite, emulator, devhost, prefix, outputs, _outputs_dir: outputs_dir, http, options };
         let endpoint = format!("{}/runtime/webhooks/EventGrid?functionName=OnJobStateChange", stack.devhost.url);
         stack.events(json!({ "endpoint": endpoint })).await?;
         Ok(stack)

@@ -79,7 +79,8 @@ pub struct Args {
     /// region is back (default 30, or 15 with --quick).
     #[arg(long)]
     pub duration: Option<u64>,
-    /// Where report.html, summary.json and the stack's log go (relative to the workspace root).
+    /// Where report.html, summary.json, the stack's log and the alerts go (relative to the workspace root, found
+    /// from the current directory).
     #[arg(long, default_value = ".local/drill")]
     pub out: PathBuf,
     /// Shorter everything: a shorter warm-up, cool-down and tail, for tests.
@@ -273,13 +274,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     options.phases_ms = PHASES_MS;
     options.settings = plan.settings();
     options.logs = Logs::file(&log_path).with_context(|| format!("opening {}", log_path.display()))?;
+    options.outputs_dir = Some(out.clone());
     println!(
         "Failover drill: three regions, a steady stream of jobs; {} stalls, goes down and recovers.",
         ACCOUNTS[faulty].1
     );
     println!(
-        "Starting Azurite, the Media Services emulator and devhost with the handler (logs: {})",
-        log_path.display()
+        "Starting Azurite, the Media Services emulator and devhost with the handler (logs: {}, alerts: {})",
+        log_path.display(),
+        out.join("alerts.jsonl").display()
     );
     let settings: Vec<String> = options.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("  handler    {}", settings.join(" "));

@@ -21,8 +21,9 @@ pub struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
-    /// Where the stack's logs go.
-    #[arg(long, default_value = ".local/drill")]
+    /// Where the stack's log and the alerts go (relative to the workspace root, found from the current
+    /// directory); its own folder, so the failover drill's files stay as they were.
+    #[arg(long, default_value = ".local/lifecycle")]
     out: PathBuf,
 }
 
@@ -37,9 +38,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut options = StackOptions::new(testkit::try_workspace_bin("handler")?, root.clone());
     options.time_scale = args.time_scale;
     options.logs = Logs::file(&log_path)?;
+    options.outputs_dir = Some(out.clone());
     println!(
-        "Starting Azurite, the Media Services emulator and devhost with the handler (logs: {})",
-        log_path.display()
+        "Starting Azurite, the Media Services emulator and devhost with the handler (logs: {}, alerts: {})",
+        log_path.display(),
+        out.join("alerts.jsonl").display()
     );
     let stack = Stack::start(options).await?;
     println!("  functions  {}/api", stack.devhost.url);

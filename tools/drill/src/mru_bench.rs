@@ -31,6 +31,8 @@ const BURST_JOBS: (usize, usize) = (5, 20);
 const BURST_SPAN_SECS: f64 = 5.0;
 /// Quiet emulated seconds between the end of a burst and the start of the next, inclusive range.
 const GAP_SECS: (f64, f64) = (120.0, 300.0);
+/// How often each stack prints a progress line: a replay runs for minutes, and silence looks like a hang.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Sweeps to wait, once every job has ended, for the MRUs to come down before measuring anyway.
 const SETTLE_SWEEPS: u32 = 3;
 
@@ -56,7 +58,8 @@ pub struct Args {
     /// Give up waiting for the jobs after this many real seconds (what ran so far is still measured).
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
-    /// Where the result (result.json), each mode's emulator jobs and the stacks' logs go.
+    /// Where the result (result.json), each mode's emulator jobs, the stacks' logs and each mode's alerts
+    /// (`{mode}/alerts.jsonl`) go, relative to the workspace root found from the current directory.
     #[arg(long, default_value = ".local/mru-bench")]
     pub out: PathBuf,
 }
@@ -306,6 +309,7 @@ async fn replay(
     options.phases_ms = PHASES_MS;
     options.settings = vec![("MRU_SCALE_DOWN".to_owned(), name.to_owned())];
     options.logs = Logs::file(&log_path).with_context(|| format!("opening {}", log_path.display()))?;
+    options.outputs_dir = Some(out.join(name));
     let stack = Arc::new(Stack::start(options).await.with_context(|| format!("starting the {name} stack"))?);
     println!("  [{name}] stack up, replaying");
 
@@ -332,6 +336,7 @@ async fn replay(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let deadline = started + Duration::from_secs(args.timeout_secs);
     let (mut accepted, mut sweeps, mut failed_sweeps, mut settling) = (0, 0, 0, 0);
+    let mut last_progress: Option<Instant> = None;
     let mut lags = Vec::with_capacity(arrivals.len());
     let completed = loop {
         ticker.tick().await;
@@ -349,6 +354,17 @@ async fn replay(
                 Ok(Err(error)) => eprintln!("  [{name}] {error:#}"),
                 Err(error) => eprintln!("  [{name}] a submission did not complete: {error}"),
             }
+        }
+        if last_progress.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
+            last_progress = Some(Instant::now());
+            let jobs = stack.emulator_jobs().await?;
+            let ended = jobs.iter().filter(|j| is_final(&j["state"])).count();
+            let mru = stack.emulator_account(ACCOUNT).await?["mru"]["current"].as_u64().unwrap_or(0);
+            println!(
+                "  [{name}] {:>5.0} s: {accepted}/{} submitted, {ended} ended, {mru} MRUs, {sweeps} sweeps",
+                started.elapsed().as_secs_f64(),
+                arrivals.len()
+            );
         }
         if submissions.is_empty() {
             let jobs = stack.emulator_jobs().await?;

@@ -76,6 +76,9 @@ fn the_quick_failover_drill_loses_no_job_completes_none_twice_and_reports_the_re
     assert!(stdout.contains("jobs lost") && stdout.contains("jobs completed twice"), "{context}");
     assert!(stdout.contains("RegionRemoved") && stdout.contains("RegionReadmitted"), "{context}");
 
+    let alerts = std::fs::read_to_string(out.join("alerts.jsonl")).expect("the drill keeps its alerts in its folder");
+    assert!(alerts.contains("\"RegionRemoved\"") && alerts.contains("\"RegionReadmitted\""), "{alerts}");
+
     let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
     assert!(html.contains("<svg id=\"chart\""), "the report has the chart");
     for marker in ["stall (fault)", "removal", "outage", "recovery", "re-admission"] {
