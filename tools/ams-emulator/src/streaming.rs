@@ -315,15 +315,17 @@ pub fn put_policy(
     name: &str,
     body: &[u8],
     now: DateTime<Utc>,
+    duplicate_status: u16,
 ) -> Result<Response, ArmError> {
     if PREDEFINED_POLICIES.iter().any(|p| p.eq_ignore_ascii_case(name)) {
         return Err(ArmError::BadRequest(format!("'{name}' is a predefined streaming policy name and is reserved.")));
     }
     let key = name.to_ascii_lowercase();
     if account.streaming.policies.contains_key(&key) {
-        return Err(ArmError::Conflict(format!(
-            "A streaming policy named '{name}' already exists; streaming policies cannot be updated."
-        )));
+        return Err(ArmError::Duplicate {
+            status: duplicate_status,
+            message: format!("A streaming policy named '{name}' already exists; streaming policies cannot be updated."),
+        });
     }
     let body = parse_body(body)?;
     let mut props = properties(&body)?.clone();
@@ -603,10 +605,14 @@ pub fn put_locator(
     name: &str,
     body: &[u8],
     now: DateTime<Utc>,
+    duplicate_status: u16,
 ) -> Result<Response, ArmError> {
     let key = name.to_ascii_lowercase();
     if account.streaming.locators.contains_key(&key) {
-        return Err(ArmError::Conflict(format!("A streaming locator named '{name}' already exists.")));
+        return Err(ArmError::Duplicate {
+            status: duplicate_status,
+            message: format!("A streaming locator named '{name}' already exists."),
+        });
     }
     let body = parse_body(body)?;
     let props = properties(&body)?;
