@@ -123,6 +123,8 @@ pub struct StackOptions {
     pub settings: Vec<(String, String)>,
     /// Where the children's output goes.
     pub logs: Logs,
+    /// Extra emulator arguments (e.g. `--copy-ms`, `--duplicate-create-status`).
+    pub emulator_args: Vec<String>,
 }
 
 impl StackOptions {
@@ -137,6 +139,7 @@ impl StackOptions {
             app_root,
             settings: Vec::new(),
             logs: Logs::Stderr,
+            emulator_args: Vec::new(),
         }
     }
 }
@@ -203,6 +206,7 @@ pub fn start_emulator(emulator: &Path, options: &StackOptions) -> anyhow::Result
         let mode = if options.managed.iter().any(|(m, _)| m == name) { "managed" } else { "automatic" };
         cmd.args(["--account", &format!("{name}:{region}:{mode}")]);
     }
+    cmd.args(&options.emulator_args);
     spawn_listening("ams-emulator", cmd, &options.logs)
 }
 
