@@ -287,15 +287,13 @@ async fn create_locators(
         };
         let live = match app.media.create_locator(account, &asset.locator_name, &spec).await? {
             LocatorCreated::Created(live) => live,
-            LocatorCreated::AlreadyExists => match app.media.get_locator(account, &asset.locator_name).await? {
-                Some(live) => live,
-                None => {
-                    return Err(PublishError::Conflict(format!(
-                        "streamingLocatorId {} is already used by another locator in {}",
-                        asset.streaming_locator_id, account.name
-                    )))
-                }
-            },
+            LocatorCreated::Existing(live) => live,
+            LocatorCreated::Refused(error) => {
+                return Err(PublishError::Conflict(format!(
+                    "streaming locator {} (streamingLocatorId {}) was refused in {}: {error}",
+                    asset.locator_name, asset.streaming_locator_id, account.name
+                )))
+            }
         };
         let expected = ExpectedLocator {
             asset_name: &asset.asset,

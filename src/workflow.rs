@@ -115,7 +115,7 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
             }
             Err(error) => {
                 warn!(job_id = %job.job_id, account = %account.name, region = %account.region, %error, "submission failed");
-                if error.is_transient() {
+                if error.is_account_fault() {
                     let reason = error.to_string();
                     let threshold = app.settings.failover.submit_failures_to_remove;
                     let (_, removal) = app
@@ -132,7 +132,7 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
                     code: "SubmitFailed".to_owned(),
                     message: error.to_string(),
                     category: "Account".to_owned(),
-                    retry: if error.is_transient() { "MayRetry" } else { "DoNotRetry" }.to_owned(),
+                    retry: if error.is_account_fault() { "MayRetry" } else { "DoNotRetry" }.to_owned(),
                 };
                 let change = app
                     .store
@@ -146,7 +146,7 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
                         })
                     })
                     .await?;
-                if error.is_transient() {
+                if error.is_account_fault() {
                     // The create may have reached the service before the failure; cancel any job it made so it does
                     // not run unaccounted for. Best effort: the attempt is already closed either way.
                     let _ = app.media.cancel_job(account, &attempt.transform, &attempt.ams_job_name).await;

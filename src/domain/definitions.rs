@@ -27,6 +27,14 @@ pub const PREDEFINED_STREAMING_POLICIES: [&str; 6] = [
 /// Fields the service adds to a stored resource; they never count as drift.
 const SERVER_FIELDS: [&str; 5] = ["created", "lastModified", "policyId", "policyOptionId", "provisioningState"];
 
+/// Fields that hold bytes (`format: byte` in the specs): the service keeps the bytes and answers canonical
+/// base64, so two texts that decode to the same bytes are the same value.
+const BYTE_FIELDS: [&str; 3] = ["keyValue", "ask", "fairPlayPfx"];
+
+/// Fields the service may leave out when it reads a resource back although they were sent: a content key
+/// policy option's `name`. Left out is not drift; a different value still is.
+const UNECHOED_FIELDS: [&str; 1] = ["name"];
+
 /// Defaults the service fills in when a definition leaves them out (transform outputs).
 const SERVER_DEFAULTS: [(&str, &str); 2] = [("onError", "StopProcessingJob"), ("relativePriority", "Normal")];
 
@@ -275,6 +283,7 @@ fn diff(desired: &Value, live: &Value, path: &str, found: &mut Vec<String>) {
             }
         }
         (w, h) if w == h => {}
+        (Value::String(w), Value::String(h)) if BYTE_FIELDS.contains(&last_key(path)) && same_bytes(w, h) => {}
         _ => found.push(format!("{} differs", display(path))),
     }
 }
@@ -284,6 +293,7 @@ fn diff_objects(want: &Map<String, Value>, have: &Map<String, Value>, path: &str
         match have.get(key) {
             Some(h) => diff(w, h, &join(path, key), found),
             None if is_empty(w) => {}
+            None if UNECHOED_FIELDS.contains(&key.as_str()) && !path.is_empty() => {}
             None => found.push(format!("{} is missing", join(path, key))),
         }
     }
@@ -292,6 +302,22 @@ fn diff_objects(want: &Map<String, Value>, have: &Map<String, Value>, path: &str
             found.push(format!("{} is not in the definition", join(path, key)));
         }
     }
+}
+
+/// The last field name of a path such as `options[0].restriction.primaryVerificationKey.keyValue`.
+fn last_key(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+/// Whether two base64 texts (padded or not, standard or URL-safe alphabet) decode to the same bytes.
+fn same_bytes(a: &str, b: &str) -> bool {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    let decode = |s: &str| {
+        let s = s.trim().trim_end_matches('=');
+        STANDARD_NO_PAD.decode(s).or_else(|_| URL_SAFE_NO_PAD.decode(s)).ok()
+    };
+    matches!((decode(a), decode(b)), (Some(x), Some(y)) if x == y)
 }
 
 fn display(path: &str) -> &str {
@@ -322,6 +348,26 @@ pub fn transform_mismatches(definitions: &Definitions, configured: &BTreeMap<Str
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_policy_read_back_in_another_form_has_no_differences() {
+        let desired = json!({"options": [{"name": "clear-key-token", "restriction": {"primaryVerificationKey": {
+            "@odata.type": "#Microsoft.Media.ContentKeyPolicySymmetricTokenKey",
+            "keyValue": "dGVzdC1zaWduaW5nLWtleS0zMi1ieXRlcy1sb25nISE"}}}]});
+        // No option name, canonical padded base64, a server-assigned option id.
+        let live = json!({"options": [{"policyOptionId": "x", "restriction": {"primaryVerificationKey": {
+            "@odata.type": "#Microsoft.Media.ContentKeyPolicySymmetricTokenKey",
+            "keyValue": "dGVzdC1zaWduaW5nLWtleS0zMi1ieXRlcy1sb25nISE="}}}]});
+        assert_eq!(differences(&desired, &live), Vec::<String>::new());
+        let other_key = json!({"options": [{"restriction": {"primaryVerificationKey": {
+            "@odata.type": "#Microsoft.Media.ContentKeyPolicySymmetricTokenKey", "keyValue": "b3RoZXI="}}}]});
+        assert_eq!(
+            differences(&desired, &other_key),
+            vec!["options[0].restriction.primaryVerificationKey.keyValue differs".to_owned()]
+        );
+        let renamed = json!({"options": [{"name": "other", "restriction": live["options"][0]["restriction"]}]});
+        assert_eq!(differences(&desired, &renamed), vec!["options[0].name differs".to_owned()]);
+    }
 
     #[test]
     fn the_compiled_definitions_parse_and_name_their_secrets() {

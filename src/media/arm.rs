@@ -1,7 +1,9 @@
 //! The Media Services ARM client: output assets (api-version 2023-01-01) and jobs (2022-07-01).
 //!
-//! Failures are sorted so callers can choose: a caller fault (4xx) will fail the same way on any account,
-//! a transient one (429, 5xx, timeout, connection error) may succeed on another account or later.
+//! Failures are sorted so callers can choose: a fault of the request (a body the service refuses) fails the
+//! same way on any account; a fault of the account (401/403, a 404 for the account itself, a 409 when it
+//! cannot reach its storage) or a transient one (429, 5xx, timeout, connection error) may succeed on another
+//! account or later.
 
 use crate::config::{AccountConfig, ArmAuth};
 use crate::domain::{ErrorInfo, JobState};
@@ -53,12 +55,77 @@ pub enum MediaError {
     /// 5xx, a timeout, a connection error or an unreadable answer: may work later or elsewhere.
     #[error("transient failure: {0}")]
     Transient(String),
+    /// The account refused or is not there as configured: 401/403 (credentials, role assignments), a 404
+    /// whose code says the subscription, resource group or account itself is missing, or a 409 on an asset
+    /// PUT (the account cannot reach its storage). Another account may take the same request.
+    #[error("refused by the account with {status}: {code}: {message}")]
+    Account {
+        /// HTTP status.
+        status: u16,
+        /// ARM error code.
+        code: String,
+        /// ARM error message.
+        message: String,
+    },
 }
 
 impl MediaError {
-    /// Whether another try (later, or on another account) may succeed.
+    /// Whether another try (later, or on another account) may succeed because the trouble is passing.
     pub fn is_transient(&self) -> bool {
         matches!(self, MediaError::Throttled { .. } | MediaError::Transient(_))
+    }
+
+    /// Whether the failure belongs to the account rather than to the request: it counts against the
+    /// account, and the same request may succeed on another one. Transient failures belong to the account
+    /// too; only [`MediaError::Rejected`] (the service would refuse the request everywhere) and
+    /// [`MediaError::NotFound`] of a child resource do not.
+    pub fn is_account_fault(&self) -> bool {
+        self.is_transient() || matches!(self, MediaError::Account { .. })
+    }
+
+    /// The answer to a job create whose output asset is missing: real Media Services says 400 BadRequest
+    /// "Asset '...' is not found under account '...' when creating job." (MicrosoftDocs/azure-docs#29409),
+    /// not 404. Repairable: create the asset and try again.
+    pub fn is_missing_asset(&self) -> bool {
+        matches!(self, MediaError::Rejected { status: 400, message, .. }
+            if message.starts_with("Asset '") && message.contains("' is not found under account '"))
+    }
+
+    /// Sorts an ARM error answer.
+    fn from_status(status: StatusCode, code: String, message: String, retry_after: Option<Duration>) -> MediaError {
+        match status {
+            StatusCode::TOO_MANY_REQUESTS => MediaError::Throttled { retry_after },
+            StatusCode::NOT_FOUND if account_missing(&code, &message) => {
+                MediaError::Account { status: 404, code, message }
+            }
+            StatusCode::NOT_FOUND => MediaError::NotFound { code, message },
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                MediaError::Account { status: status.as_u16(), code, message }
+            }
+            StatusCode::REQUEST_TIMEOUT => MediaError::Transient(format!("408 {code}: {message}")),
+            s if s.is_server_error() => MediaError::Transient(format!("{} {code}: {message}", s.as_u16())),
+            s => MediaError::Rejected { status: s.as_u16(), code, message },
+        }
+    }
+}
+
+/// Whether a 404 is about the account (or what holds it) rather than a child resource. ARM answers
+/// `SubscriptionNotFound` and `ResourceGroupNotFound` for those scopes, and `ResourceNotFound` naming the
+/// missing parent, "The Resource 'Microsoft.Media/mediaServices/{account}' under resource group ... was not
+/// found.", when the account itself is gone.
+fn account_missing(code: &str, message: &str) -> bool {
+    if code.eq_ignore_ascii_case("SubscriptionNotFound") || code.eq_ignore_ascii_case("ResourceGroupNotFound") {
+        return true;
+    }
+    if !code.eq_ignore_ascii_case("ResourceNotFound") {
+        return false;
+    }
+    const TYPE: &str = "'microsoft.media/mediaservices/";
+    let lower = message.to_ascii_lowercase();
+    match lower.find(TYPE) {
+        // The named resource is the account when nothing follows its name but the closing quote.
+        Some(at) => lower[at + TYPE.len()..].split('\'').next().is_some_and(|name| !name.contains('/')),
+        None => false,
     }
 }
 
@@ -189,7 +256,16 @@ impl MediaClient {
     pub async fn ensure_asset(&self, account: &AccountConfig, asset: &str) -> Result<(), MediaError> {
         let url = format!("{}/assets/{asset}?api-version={ASSETS_API}", base(account));
         let body = json!({ "properties": { "description": "encoding output" } });
-        self.call(Method::PUT, &url, Some(&body)).await.map(drop)
+        match self.call(Method::PUT, &url, Some(&body)).await {
+            Ok(_) => Ok(()),
+            // Names are deterministic and a PUT creates or updates, so a conflict here is not about the name:
+            // Media Services answers 409 when the account cannot reach its storage (MicrosoftDocs/azure-docs
+            // #82473), which is the account's fault.
+            Err(MediaError::Rejected { status: 409, code, message }) => {
+                Err(MediaError::Account { status: 409, code, message })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Creates the job. A job of that name already there (a retry after a lost answer, or a repair after a
@@ -217,12 +293,23 @@ impl MediaClient {
             "priority": spec.priority,
             "correlationData": spec.correlation_data,
         }});
-        match self.call(Method::PUT, &url, Some(&body)).await {
+        let mut answer = self.call(Method::PUT, &url, Some(&body)).await;
+        if answer.as_ref().is_err_and(MediaError::is_missing_asset) {
+            // The output asset went missing between its PUT and the job's (or was never made): make it and
+            // try once more.
+            for asset in &spec.output_assets {
+                self.ensure_asset(account, asset).await?;
+            }
+            answer = self.call(Method::PUT, &url, Some(&body)).await;
+        }
+        match answer {
             Ok(value) => parse_job(value),
-            Err(MediaError::Rejected { status: 409, .. }) => self
-                .get_job(account, transform, name)
-                .await?
-                .ok_or_else(|| MediaError::Transient(format!("job {name} conflicted but cannot be read"))),
+            // The specs document only 201 and a default error for a create, so a job of that name already
+            // there may come back as any 4xx: read it back, and take it only if it is this job.
+            Err(error @ MediaError::Rejected { .. }) => match self.get_job(account, transform, name).await? {
+                Some(existing) if same_job(&existing, spec) => Ok(existing),
+                _ => Err(error),
+            },
             Err(e) => Err(e),
         }
     }
@@ -347,13 +434,7 @@ impl MediaClient {
             };
         }
         let (code, message) = arm_error(&text);
-        Err(match status {
-            StatusCode::TOO_MANY_REQUESTS => MediaError::Throttled { retry_after },
-            StatusCode::NOT_FOUND => MediaError::NotFound { code, message },
-            StatusCode::REQUEST_TIMEOUT => MediaError::Transient(format!("408 {code}: {message}")),
-            s if s.is_server_error() => MediaError::Transient(format!("{} {code}: {message}", s.as_u16())),
-            s => MediaError::Rejected { status: s.as_u16(), code, message },
-        })
+        Err(MediaError::from_status(status, code, message, retry_after))
     }
 }
 
@@ -373,6 +454,14 @@ pub(super) fn base(account: &AccountConfig) -> String {
 
 fn job_url(account: &AccountConfig, transform: &str, name: &str) -> String {
     format!("{}/transforms/{transform}/jobs/{name}?api-version={JOBS_API}", base(account))
+}
+
+/// Whether a job found under the name is the one `spec` describes: same correlation data (which carries
+/// the product's job id and attempt number) and same output assets.
+fn same_job(existing: &AmsJob, spec: &JobSpec) -> bool {
+    let assets: Vec<&str> = existing.outputs.iter().filter_map(|o| o.asset_name.as_deref()).collect();
+    let wanted: Vec<&str> = spec.output_assets.iter().map(String::as_str).collect();
+    existing.correlation_data == spec.correlation_data && assets == wanted
 }
 
 fn parse_job(value: Value) -> Result<AmsJob, MediaError> {
@@ -423,6 +512,43 @@ mod tests {
             "correlationData": {"jobId": "j"}, "lastModified": "2022-10-17T23:14:33.6140749Z"}});
         let parsed = parse_job(job).expect("parses");
         assert_eq!((parsed.state, parsed.outputs[0].asset_name.as_deref()), (JobState::Scheduled, Some("o")));
+    }
+
+    fn sorted(status: u16, code: &str, message: &str) -> MediaError {
+        let status = StatusCode::from_u16(status).expect("status");
+        MediaError::from_status(status, code.to_owned(), message.to_owned(), None)
+    }
+
+    #[test]
+    fn refusals_of_the_account_are_its_fault_and_refusals_of_the_request_are_not() {
+        for (status, code) in [(401, "InvalidAuthenticationToken"), (403, "AuthorizationFailed")] {
+            let error = sorted(status, code, "no");
+            assert!(error.is_account_fault() && !error.is_transient(), "{error:?}");
+        }
+        let bad_body = sorted(400, "BadRequest", "The job requires at least one output.");
+        assert!(!bad_body.is_account_fault());
+        assert!(matches!(bad_body, MediaError::Rejected { status: 400, .. }));
+        assert!(sorted(503, "ServiceUnavailable", "").is_account_fault());
+    }
+
+    #[test]
+    fn a_404_for_the_account_or_its_scope_is_the_accounts_fault_and_one_for_a_child_is_not_found() {
+        let gone = "The Resource 'Microsoft.Media/mediaServices/amswest' under resource group 'rg' was not found.";
+        for (code, message) in
+            [("SubscriptionNotFound", "x"), ("ResourceGroupNotFound", "x"), ("ResourceNotFound", gone)]
+        {
+            assert!(matches!(sorted(404, code, message), MediaError::Account { status: 404, .. }), "{code}");
+        }
+        let child = "The Resource 'Microsoft.Media/mediaServices/amswest/transforms/encode' was not found.";
+        assert!(matches!(sorted(404, "ResourceNotFound", child), MediaError::NotFound { .. }));
+        assert!(matches!(sorted(404, "NotFound", "The job 'j' was not found."), MediaError::NotFound { .. }));
+    }
+
+    #[test]
+    fn the_services_missing_output_asset_answer_is_recognised() {
+        let missing = sorted(400, "BadRequest", "Asset 'out-1' is not found under account 'ams' when creating job.");
+        assert!(missing.is_missing_asset());
+        assert!(!sorted(400, "BadRequest", "The job requires at least one output.").is_missing_asset());
     }
 
     #[test]

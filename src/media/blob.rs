@@ -101,7 +101,12 @@ impl MediaClient {
         let mut marker: Option<String> = None;
         loop {
             let mut url = container.0.clone();
-            url.query_pairs_mut().append_pair("restype", "container").append_pair("comp", "list");
+            // Copy state is in a listing only when asked for (List Blobs: `include=copy`); without it every
+            // blob would look uncopied and every sweep would start its copy again.
+            url.query_pairs_mut()
+                .append_pair("restype", "container")
+                .append_pair("comp", "list")
+                .append_pair("include", "copy");
             if let Some(m) = &marker {
                 url.query_pairs_mut().append_pair("marker", m);
             }
@@ -151,7 +156,7 @@ fn parse_listing(xml: &str) -> (Vec<BlobItem>, Option<String>) {
         let after = &rest[start + "<Blob>".len()..];
         let Some(end) = after.find("</Blob>") else { break };
         let item = &after[..end];
-        if let Some(name) = element(item, "Name") {
+        if let Some(name) = blob_name(item) {
             blobs.push(BlobItem {
                 name,
                 length: element(item, "Content-Length").and_then(|v| v.parse().ok()).unwrap_or(0),
@@ -163,6 +168,18 @@ fn parse_listing(xml: &str) -> (Vec<BlobItem>, Option<String>) {
     }
     let next = element(rest, "NextMarker").filter(|m| !m.is_empty());
     (blobs, next)
+}
+
+/// A listed blob's name. From 2021-02-12 a name XML cannot carry comes as `<Name Encoded="true">` with the
+/// name percent-encoded.
+fn blob_name(item: &str) -> Option<String> {
+    if let Some(name) = element(item, "Name") {
+        return Some(name);
+    }
+    let open = "<Name Encoded=\"true\">";
+    let start = item.find(open)? + open.len();
+    let end = start + item[start..].find("</Name>")?;
+    Some(percent_encoding::percent_decode_str(&unescape(&item[start..end])).decode_utf8_lossy().into_owned())
 }
 
 /// The unescaped text of the first `<tag>...</tag>` in `xml`.
@@ -192,10 +209,12 @@ mod tests {
         let xml = r#"<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="x" ContainerName="c"><Blobs>
             <Blob><Name>dir/a&amp;b.mp4</Name><Properties><Content-Length>12</Content-Length><CopyStatus>pending</CopyStatus>
             <CopySource>http://127.0.0.1:1/blob/s/c/dir/a%26b.mp4</CopySource></Properties></Blob>
-            <Blob><Name>video.ism</Name><Properties><Content-Length>3</Content-Length></Properties></Blob></Blobs>
+            <Blob><Name>video.ism</Name><Properties><Content-Length>3</Content-Length></Properties></Blob>
+            <Blob><Name Encoded="true">a%01b</Name><Properties><Content-Length>1</Content-Length></Properties></Blob></Blobs>
             <NextMarker>video.ismc</NextMarker></EnumerationResults>"#;
         let (blobs, next) = parse_listing(xml);
-        assert_eq!(blobs.len(), 2);
+        assert_eq!(blobs.len(), 3);
+        assert_eq!(blobs[2].name, "a\u{1}b", "an encoded name is decoded");
         assert_eq!(
             (blobs[0].name.as_str(), blobs[0].length, blobs[0].copy_status),
             ("dir/a&b.mp4", 12, Some(CopyStatus::Pending))

@@ -75,8 +75,10 @@ pub struct LocatorSpec<'a> {
 pub enum LocatorCreated {
     /// Created now.
     Created(LiveLocator),
-    /// The name or the id is already taken in the account (locators cannot be updated).
-    AlreadyExists,
+    /// A locator of that name was already there (locators cannot be updated), as it reads back.
+    Existing(LiveLocator),
+    /// Refused with no locator of that name, e.g. the `streamingLocatorId` is used by another locator.
+    Refused(MediaError),
 }
 
 #[derive(Deserialize)]
@@ -186,7 +188,12 @@ impl MediaClient {
         let url = format!("{}/streamingPolicies/{name}?api-version={METADATA_API}", base(account));
         match self.arm(Method::PUT, &url, Some(body)).await {
             Ok(_) => Ok(true),
-            Err(MediaError::Rejected { status: 409, .. }) => Ok(false),
+            // Only 201 and a default error are documented for a create, so a policy of that name may come
+            // back as any 4xx: it exists if it reads back (the caller compares it).
+            Err(error @ MediaError::Rejected { .. }) => match self.streaming_policy_properties(account, name).await? {
+                Some(_) => Ok(false),
+                None => Err(error),
+            },
             Err(e) => Err(e),
         }
     }
@@ -242,7 +249,12 @@ impl MediaClient {
         }
         match self.arm(Method::PUT, &url, Some(&json!({ "properties": properties }))).await {
             Ok(created) => parse_locator(&created).map(LocatorCreated::Created),
-            Err(MediaError::Rejected { status: 409, .. }) => Ok(LocatorCreated::AlreadyExists),
+            // Only 201 and a default error are documented for a create: after any 4xx, a locator that reads
+            // back under the name is the existing one (the caller compares it); otherwise the refusal stands.
+            Err(error @ MediaError::Rejected { .. }) => match self.get_locator(account, name).await? {
+                Some(live) => Ok(LocatorCreated::Existing(live)),
+                None => Ok(LocatorCreated::Refused(error)),
+            },
             Err(e) => Err(e),
         }
     }

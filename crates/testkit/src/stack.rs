@@ -136,6 +136,8 @@ pub struct StackOptions {
     /// Where devhost writes the output binding messages (`alerts.jsonl`); a temporary folder when `None`.
     /// A demo points it at its own folder, so its alerts stay next to its report.
     pub outputs_dir: Option<PathBuf>,
+    /// Extra emulator arguments (e.g. `--copy-ms`, `--duplicate-create-status`).
+    pub emulator_args: Vec<String>,
 }
 
 impl StackOptions {
@@ -151,6 +153,7 @@ impl StackOptions {
             settings: Vec::new(),
             logs: Logs::Stderr,
             outputs_dir: None,
+            emulator_args: Vec::new(),
         }
     }
 }
@@ -217,6 +220,7 @@ pub fn start_emulator(emulator: &Path, options: &StackOptions) -> anyhow::Result
         let mode = if options.managed.iter().any(|(m, _)| m == name) { "managed" } else { "automatic" };
         cmd.args(["--account", &format!("{name}:{region}:{mode}")]);
     }
+    cmd.args(&options.emulator_args);
     spawn_listening("ams-emulator", cmd, &options.logs)
 }
 

@@ -86,6 +86,25 @@ pub enum ArmError {
     /// `throttle` fault.
     #[error("The request was throttled. Retry after {0} seconds.")]
     Throttled(u64),
+    /// A create-only PUT (job, streaming locator, streaming policy) on a name that is taken. The specs
+    /// document only 201 and a default error, so the status is a setting (`--duplicate-create-status`).
+    #[error("{message}")]
+    Duplicate {
+        /// 409 or 400.
+        status: u16,
+        /// What is taken.
+        message: String,
+    },
+    /// `refuse` fault: the status and code chosen for one operation of one account.
+    #[error("{message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// ARM error code.
+        code: String,
+        /// ARM error message.
+        message: String,
+    },
 }
 
 impl ArmError {
@@ -104,11 +123,14 @@ impl ArmError {
             ArmError::Conflict(_) => StatusCode::CONFLICT,
             ArmError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ArmError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            ArmError::Duplicate { status, .. } | ArmError::Refused { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
+            }
         }
     }
 
     /// ARM error code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
         match self {
             ArmError::NoRoute { .. } | ArmError::NotFound { .. } => "NotFound",
             ArmError::MethodNotAllowed(_) => "MethodNotAllowed",
@@ -121,6 +143,9 @@ impl ArmError {
             ArmError::Conflict(_) => "Conflict",
             ArmError::ServiceUnavailable(_) => "ServiceUnavailable",
             ArmError::Throttled(_) => "TooManyRequests",
+            ArmError::Duplicate { status: 409, .. } => "Conflict",
+            ArmError::Duplicate { .. } => "BadRequest",
+            ArmError::Refused { code, .. } => code,
         }
     }
 }
@@ -244,6 +269,16 @@ fn route(
     apply_fault(account)?;
 
     let rest: Vec<&str> = path.rest.iter().map(String::as_str).collect();
+    if let Fault::Refuse { operation, status, code, message } = &account.fault {
+        let this = operation_id(method, &rest);
+        if operation == "*" || this.is_some_and(|op| op.eq_ignore_ascii_case(operation)) {
+            return Err(ArmError::Refused {
+                status: *status,
+                code: code.clone(),
+                message: message.clone().unwrap_or_else(|| format!("The request was refused with {code}.")),
+            });
+        }
+    }
     let ctx = Ctx { emulator, headers, uri, query: &query };
     let account_id = ctx.account_id(account);
     let now = Utc::now();
@@ -276,7 +311,7 @@ fn route(
             _ => Err(ArmError::MethodNotAllowed(method.to_string())),
         },
         [p, name] if is(p, "streamingPolicies") => match *method {
-            Method::PUT => streaming::put_policy(&account_id, account, name, body, now),
+            Method::PUT => streaming::put_policy(&account_id, account, name, body, now, cfg.duplicate_create_status),
             Method::GET => streaming::get_policy(&account_id, account, name),
             Method::DELETE => streaming::delete_policy(account, name),
             _ => Err(ArmError::MethodNotAllowed(method.to_string())),
@@ -302,7 +337,7 @@ fn route(
             _ => Err(ArmError::MethodNotAllowed(method.to_string())),
         },
         [l, name] if is(l, "streamingLocators") => match *method {
-            Method::PUT => streaming::put_locator(&account_id, account, name, body, now),
+            Method::PUT => streaming::put_locator(&account_id, account, name, body, now, cfg.duplicate_create_status),
             Method::GET => streaming::get_locator(&account_id, account, name),
             Method::DELETE => streaming::delete_locator(account, name),
             _ => Err(ArmError::MethodNotAllowed(method.to_string())),
@@ -334,6 +369,44 @@ fn route(
     }
 }
 
+/// The operation id the REST specs give a call (`Jobs_Create`, `Assets_CreateOrUpdate`, ...), which is what
+/// the `refuse` fault names.
+pub(crate) fn operation_id(method: &Method, rest: &[&str]) -> Option<&'static str> {
+    let is = |s: &str, lit: &str| s.eq_ignore_ascii_case(lit);
+    let m = method.as_str();
+    Some(match (m, rest) {
+        ("GET", []) => "Mediaservices_Get",
+        ("PUT", [t, _]) if is(t, "transforms") => "Transforms_CreateOrUpdate",
+        ("GET", [t, _]) if is(t, "transforms") => "Transforms_Get",
+        ("PUT", [a, _]) if is(a, "assets") => "Assets_CreateOrUpdate",
+        ("GET", [a, _]) if is(a, "assets") => "Assets_Get",
+        ("POST", [a, _, x]) if is(a, "assets") && is(x, "listContainerSas") => "Assets_ListContainerSas",
+        ("POST", [a, _, x]) if is(a, "assets") && is(x, "listStreamingLocators") => "Assets_ListStreamingLocators",
+        ("GET", [p]) if is(p, "streamingPolicies") => "StreamingPolicies_List",
+        ("PUT", [p, _]) if is(p, "streamingPolicies") => "StreamingPolicies_Create",
+        ("GET", [p, _]) if is(p, "streamingPolicies") => "StreamingPolicies_Get",
+        ("DELETE", [p, _]) if is(p, "streamingPolicies") => "StreamingPolicies_Delete",
+        ("GET", [p]) if is(p, "contentKeyPolicies") => "ContentKeyPolicies_List",
+        ("PUT", [p, _]) if is(p, "contentKeyPolicies") => "ContentKeyPolicies_CreateOrUpdate",
+        ("GET", [p, _]) if is(p, "contentKeyPolicies") => "ContentKeyPolicies_Get",
+        ("DELETE", [p, _]) if is(p, "contentKeyPolicies") => "ContentKeyPolicies_Delete",
+        ("POST", [p, _, _]) if is(p, "contentKeyPolicies") => "ContentKeyPolicies_GetPolicyPropertiesWithSecrets",
+        ("GET", [l]) if is(l, "streamingLocators") => "StreamingLocators_List",
+        ("PUT", [l, _]) if is(l, "streamingLocators") => "StreamingLocators_Create",
+        ("GET", [l, _]) if is(l, "streamingLocators") => "StreamingLocators_Get",
+        ("DELETE", [l, _]) if is(l, "streamingLocators") => "StreamingLocators_Delete",
+        ("POST", [l, _, x]) if is(l, "streamingLocators") && is(x, "listPaths") => "StreamingLocators_ListPaths",
+        ("POST", [l, _, x]) if is(l, "streamingLocators") && is(x, "listContentKeys") => {
+            "StreamingLocators_ListContentKeys"
+        }
+        ("GET", [t, _, j]) if is(t, "transforms") && is(j, "jobs") => "Jobs_List",
+        ("PUT", [t, _, j, _]) if is(t, "transforms") && is(j, "jobs") => "Jobs_Create",
+        ("GET", [t, _, j, _]) if is(t, "transforms") && is(j, "jobs") => "Jobs_Get",
+        ("POST", [t, _, j, _, x]) if is(t, "transforms") && is(j, "jobs") && is(x, "cancelJob") => "Jobs_CancelJob",
+        _ => return None,
+    })
+}
+
 /// Applies an account's fault to the current call (ARM and the v2 MRU endpoint share it).
 pub(crate) fn apply_fault(account: &mut Account) -> Result<(), ArmError> {
     match &mut account.fault {
@@ -356,7 +429,7 @@ pub(crate) fn apply_fault(account: &mut Account) -> Result<(), ArmError> {
                 None => Err(ArmError::Throttled(secs)),
             }
         }
-        Fault::Healthy | Fault::Stall | Fault::FailJobs { .. } => Ok(()),
+        Fault::Healthy | Fault::Stall | Fault::FailJobs { .. } | Fault::Refuse { .. } => Ok(()),
     }
 }
 
@@ -683,15 +756,49 @@ fn get_asset(ctx: &Ctx, account: &Account, name: &str) -> Result<Response, ArmEr
 
 // ---------------------------------------------------------------- jobs
 
-/// The job as ARM renders it (contracts 4.1).
-pub fn job_json(account_id: &str, job: &Job) -> Value {
+/// How a job's input is shown: the create response echoes it as given, GET and list wrap it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputForm {
+    /// As the create request gave it (`examples/jobs-create.json`).
+    AsGiven,
+    /// Wrapped in `#Microsoft.Media.JobInputs` even for one input (`examples/jobs-get-by-name.json`).
+    Wrapped,
+}
+
+/// A job input as responses show it: `JobInputHttp.baseUri` loses its query string (Encoding.json: "the
+/// query strings will not be returned in service responses to prevent sensitive data exposure"), nested
+/// inputs likewise. `files` are echoed as given: the spec says nothing of them.
+fn shown_input(input: &Value) -> Value {
+    let mut shown = input.clone();
+    if let Some(base) = shown.get_mut("baseUri") {
+        if let Some(plain) = base.as_str().map(|s| s.split('?').next().unwrap_or(s).to_string()) {
+            *base = Value::String(plain);
+        }
+    }
+    if let Some(inputs) = shown.get_mut("inputs").and_then(Value::as_array_mut) {
+        for i in inputs.iter_mut() {
+            *i = shown_input(i);
+        }
+    }
+    shown
+}
+
+/// The job as ARM renders it (contracts 4.1), its input as `form` says.
+pub fn job_json(account_id: &str, job: &Job, form: InputForm) -> Value {
     let mut props = Map::new();
     props.insert("created".into(), arm_time(&job.created).into());
     props.insert("state".into(), job.state.as_str().into());
     if let Some(d) = &job.description {
         props.insert("description".into(), d.clone().into());
     }
-    props.insert("input".into(), job.input.clone());
+    let input = shown_input(&job.input);
+    let input = match form {
+        InputForm::Wrapped if input.get("@odata.type").and_then(Value::as_str) != Some(JOB_INPUTS) => {
+            json!({ "@odata.type": JOB_INPUTS, "inputs": [input] })
+        }
+        _ => input,
+    };
+    props.insert("input".into(), input);
     props.insert("lastModified".into(), arm_time(&job.last_modified).into());
     props.insert("outputs".into(), Value::Array(job.outputs.iter().map(JobOutput::to_arm_json).collect()));
     props.insert("priority".into(), job.priority.clone().into());
@@ -774,9 +881,10 @@ fn put_job(
         .collect();
     let key = (transform.to_ascii_lowercase(), name.to_ascii_lowercase());
     if account.jobs.contains_key(&key) {
-        return Err(ArmError::Conflict(format!(
-            "A job with the name '{name}' already exists under transform '{transform_name}'."
-        )));
+        return Err(ArmError::Duplicate {
+            status: ctx.emulator.config.duplicate_create_status,
+            message: format!("A job with the name '{name}' already exists under transform '{transform_name}'."),
+        });
     }
     let body = parse_body(body)?;
     let props = properties(&body)?;
@@ -802,7 +910,11 @@ fn put_job(
             .filter(|s| !s.is_empty())
             .ok_or_else(|| ArmError::BadRequest(format!("Job output {i} requires 'assetName'.")))?;
         if !account.assets.contains_key(&asset_name.to_ascii_lowercase()) {
-            return Err(ArmError::NotFound { kind: "asset", name: asset_name.to_string() });
+            // As the service answers (MicrosoftDocs/azure-docs#29409): 400, not 404.
+            return Err(ArmError::BadRequest(format!(
+                "Asset '{asset_name}' is not found under account '{}' when creating job.",
+                account.name
+            )));
         }
         let label = match out.get("label") {
             Some(Value::String(l)) if !l.is_empty() => l.clone(),
@@ -859,7 +971,7 @@ fn put_job(
         correlation_data,
         ..Job::queued(transform_name, name, now)
     };
-    let body = job_json(&ctx.account_id(account), &job);
+    let body = job_json(&ctx.account_id(account), &job, InputForm::AsGiven);
     tracing::info!(account = %account.name, transform = %job.transform, job = %job.name, "job created");
     account.jobs.insert(key, job);
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -875,7 +987,7 @@ fn find_job<'a>(account: &'a Account, transform: &str, name: &str) -> Result<&'a
 
 fn get_job(ctx: &Ctx, account: &Account, transform: &str, name: &str) -> Result<Response, ArmError> {
     let job = find_job(account, transform, name)?;
-    Ok(Json(job_json(&ctx.account_id(account), job)).into_response())
+    Ok(Json(job_json(&ctx.account_id(account), job, InputForm::Wrapped)).into_response())
 }
 
 fn cancel_job(
@@ -918,7 +1030,7 @@ fn list_jobs(ctx: &Ctx, account: &Account, transform: &str) -> Result<Response, 
     let page: Vec<(&String, &Job)> = matching.by_ref().take(page_size).map(|((_, jk), job)| (jk, job)).collect();
     let more = matching.next().is_some();
     let mut body = json!({
-        "value": page.iter().map(|(_, job)| job_json(&account_id, job)).collect::<Vec<_>>(),
+        "value": page.iter().map(|(_, job)| job_json(&account_id, job, InputForm::Wrapped)).collect::<Vec<_>>(),
     });
     if more {
         if let Some((last, _)) = page.last() {

@@ -176,7 +176,8 @@ fn route(
         (None, "GET") if qv("restype") == Some("container") && qv("comp") == Some("list") => {
             let storage = find(&mut state, &path.storage)?;
             storage.check_sas(&query, &path.container, None, &[Permission::List], &now).map_err(BlobError::from_sas)?;
-            list_blobs(emulator, storage, &path.container, &query)
+            let version = headers.get("x-ms-version").and_then(|v| v.to_str().ok());
+            list_blobs(emulator, storage, &path.container, &query, version)
         }
         (None, _) => Err(BlobError::new(
             StatusCode::BAD_REQUEST,
@@ -412,11 +413,17 @@ fn list_blobs(
     storage: &Storage,
     container: &str,
     query: &[(String, String)],
+    version: Option<&str>,
 ) -> Result<Response, BlobError> {
     let c = storage.containers.get(container).ok_or_else(|| {
         BlobError::new(StatusCode::NOT_FOUND, "ContainerNotFound", "The specified container does not exist.")
     })?;
     let qv = |k: &str| query.iter().find(|(qk, _)| qk == k).map(|(_, v)| v.as_str());
+    // List Blobs reports copies only when asked (`include=copy`; the parameter is a comma list).
+    let include_copy = qv("include").is_some_and(|i| i.split(',').any(|x| x.trim().eq_ignore_ascii_case("copy")));
+    // From 2021-02-12 a name that is not valid XML is sent percent-encoded with `Encoded="true"`; version
+    // strings are dates, so they compare as text. A request without a version is served as the newest.
+    let encode_names = version.is_none_or(|v| v >= "2021-02-12");
     let prefix = qv("prefix").unwrap_or("");
     let marker = qv("marker").unwrap_or("");
     let max = match qv("maxresults") {
@@ -446,19 +453,19 @@ fn list_blobs(
     xml.push_str("<Blobs>");
     for (name, b) in page {
         xml.push_str(&format!(
-            "<Blob><Name>{}</Name><Properties><Creation-Time>{}</Creation-Time><Last-Modified>{}</Last-Modified>\
+            "<Blob>{}<Properties><Creation-Time>{}</Creation-Time><Last-Modified>{}</Last-Modified>\
              <Etag>{}</Etag><Content-Length>{}</Content-Length><Content-Type>{}</Content-Type><Content-Encoding />\
              <Content-Language /><Content-CRC64 /><Content-MD5 /><Cache-Control /><Content-Disposition />\
              <BlobType>BlockBlob</BlobType><AccessTier>Hot</AccessTier><AccessTierInferred>true</AccessTierInferred>\
              <LeaseStatus>unlocked</LeaseStatus><LeaseState>available</LeaseState><ServerEncrypted>true</ServerEncrypted>",
-            xml_escape(name),
+            name_element(name, encode_names),
             http_time(&b.created),
             http_time(&b.last_modified),
             xml_escape(b.etag.trim_matches('"')),
             b.bytes.len(),
             xml_escape(&b.content_type),
         ));
-        if let Some(copy) = &b.copy {
+        if let Some(copy) = b.copy.as_ref().filter(|_| include_copy) {
             xml.push_str(&format!(
                 "<CopyId>{}</CopyId><CopySource>{}</CopySource><CopyStatus>{}</CopyStatus><CopyProgress>{}</CopyProgress>",
                 copy.id,
@@ -483,6 +490,19 @@ fn list_blobs(
     Ok(resp)
 }
 
+/// The `<Name>` of a listed blob: escaped text, or percent-encoded with `Encoded="true"` when the name has
+/// characters XML 1.0 cannot carry (control characters other than tab, CR and LF, U+FFFE, U+FFFF).
+fn name_element(name: &str, encode: bool) -> String {
+    let invalid =
+        |c: char| matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}');
+    if encode && name.chars().any(invalid) {
+        let encoded = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+        format!("<Name Encoded=\"true\">{encoded}</Name>")
+    } else {
+        format!("<Name>{}</Name>", xml_escape(name))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,6 +519,13 @@ mod tests {
         );
         assert_eq!(parse_path("/blob/s/c"), Some(BlobPath { storage: "s".into(), container: "c".into(), blob: None }));
         assert_eq!(parse_path("/blob/s/"), None);
+    }
+
+    #[test]
+    fn names_that_xml_cannot_carry_are_percent_encoded_and_flagged() {
+        assert_eq!(name_element("a&b.mp4", true), "<Name>a&amp;b.mp4</Name>");
+        assert_eq!(name_element("a\u{1}b", true), "<Name Encoded=\"true\">a%01b</Name>");
+        assert_eq!(name_element("a\u{1}b", false), "<Name>a\u{1}b</Name>");
     }
 
     #[test]

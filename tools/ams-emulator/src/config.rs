@@ -56,6 +56,10 @@ pub struct Cli {
     /// Most jobs per list page; more come through `@odata.nextLink`.
     #[arg(long, default_value_t = 50)]
     pub page_size: usize,
+    /// Status answered to a create-only PUT (job, streaming locator, streaming policy) whose name is taken:
+    /// 409 or 400. The specs document only 201 and a default error, so clients must cope with either.
+    #[arg(long, default_value_t = 409)]
+    pub duplicate_create_status: u16,
     /// Comma-separated event types to deliver (full `Microsoft.Media.X` or short `X`); default all.
     #[arg(long, value_name = "LIST")]
     pub event_types: Option<String>,
@@ -119,6 +123,9 @@ pub enum ConfigError {
     /// Unknown name in `--event-types`.
     #[error("unknown event type '{0}'")]
     BadEventType(String),
+    /// `--duplicate-create-status` other than 400 or 409.
+    #[error("--duplicate-create-status must be 400 or 409, not {0}")]
+    BadDuplicateStatus(u16),
 }
 
 /// Validated configuration.
@@ -146,6 +153,8 @@ pub struct Config {
     pub copy_ms: u64,
     /// Jobs per list page.
     pub page_size: usize,
+    /// Status of a create-only PUT whose name is taken (409 or 400).
+    pub duplicate_create_status: u16,
     /// Event types delivered.
     pub event_types: Vec<EventType>,
     /// `MaxReservableUnits` of managed accounts.
@@ -180,6 +189,9 @@ impl Config {
         if cli.page_size == 0 {
             return Err(ConfigError::BadPageSize);
         }
+        if ![400, 409].contains(&cli.duplicate_create_status) {
+            return Err(ConfigError::BadDuplicateStatus(cli.duplicate_create_status));
+        }
         if let Some(e) = &cli.event_endpoint {
             validate_endpoint(e).map_err(|_| ConfigError::BadEndpoint(e.clone()))?;
         }
@@ -204,6 +216,7 @@ impl Config {
             canceling_ms: cli.canceling_ms,
             copy_ms: cli.copy_ms,
             page_size: cli.page_size,
+            duplicate_create_status: cli.duplicate_create_status,
             event_types,
             max_mru: cli.max_mru,
         })

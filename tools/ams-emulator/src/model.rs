@@ -193,6 +193,30 @@ pub enum Fault {
         #[serde(default)]
         count: Option<u64>,
     },
+    /// One operation (by its REST spec operation id, e.g. `Jobs_Create`, or `*` for every ARM call) answers
+    /// `status` with `code`; everything else works. Models account-local refusals: a 403 from a revoked role
+    /// assignment, a 409 on an asset PUT when the account cannot reach its storage.
+    Refuse {
+        /// Operation id, or `*`.
+        operation: String,
+        /// HTTP status (400-599).
+        #[serde(deserialize_with = "error_status")]
+        status: u16,
+        /// ARM error code.
+        code: String,
+        /// ARM error message; a generic one when absent.
+        #[serde(default)]
+        message: Option<String>,
+    },
+}
+
+fn error_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    let status = <u16 as serde::Deserialize>::deserialize(d)?;
+    if (400..600).contains(&status) {
+        Ok(status)
+    } else {
+        Err(serde::de::Error::custom(format!("status must be 400-599, not {status}")))
+    }
 }
 
 fn default_error_code() -> String {

@@ -66,7 +66,7 @@ impl MruError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    fn code(&self) -> &str {
         match self {
             MruError::NotFound(_) => "ResourceNotFound",
             MruError::MethodNotAllowed(_) => "MethodNotAllowed",

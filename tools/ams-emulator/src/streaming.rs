@@ -315,15 +315,17 @@ pub fn put_policy(
     name: &str,
     body: &[u8],
     now: DateTime<Utc>,
+    duplicate_status: u16,
 ) -> Result<Response, ArmError> {
     if PREDEFINED_POLICIES.iter().any(|p| p.eq_ignore_ascii_case(name)) {
         return Err(ArmError::BadRequest(format!("'{name}' is a predefined streaming policy name and is reserved.")));
     }
     let key = name.to_ascii_lowercase();
     if account.streaming.policies.contains_key(&key) {
-        return Err(ArmError::Conflict(format!(
-            "A streaming policy named '{name}' already exists; streaming policies cannot be updated."
-        )));
+        return Err(ArmError::Duplicate {
+            status: duplicate_status,
+            message: format!("A streaming policy named '{name}' already exists; streaming policies cannot be updated."),
+        });
     }
     let body = parse_body(body)?;
     let mut props = properties(&body)?.clone();
@@ -480,6 +482,7 @@ pub fn put_ckp(
             {
                 r.entry("alternateVerificationKeys").or_insert_with(|| json!([]));
                 r.entry("requiredClaims").or_insert_with(|| json!([]));
+                canonical_key_values(r).map_err(|m| ArmError::BadRequest(format!("Option {i}: {m}")))?;
             }
         }
         // An option keeps its id across updates when its name stays the same.
@@ -510,6 +513,30 @@ pub fn put_ckp(
     let out = ckp_json(account_id, &p);
     account.streaming.content_key_policies.insert(key, p);
     Ok(created_response(created, out))
+}
+
+/// A symmetric token key's `keyValue` is `format: byte` in ContentKeyPolicies.json: the service keeps the
+/// bytes, so it answers canonical padded base64 whatever form was sent (unpadded, URL-safe alphabet).
+fn canonical_key_values(restriction: &mut Map<String, Value>) -> Result<(), String> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let mut keys: Vec<&mut Value> = Vec::new();
+    for (name, value) in restriction.iter_mut() {
+        match (name.as_str(), value) {
+            ("primaryVerificationKey", key) => keys.push(key),
+            ("alternateVerificationKeys", Value::Array(alternates)) => keys.extend(alternates.iter_mut()),
+            _ => {}
+        }
+    }
+    for key in keys {
+        let Some(Value::String(text)) = key.get_mut("keyValue") else { continue };
+        let trimmed = text.trim().trim_end_matches('=');
+        let bytes = STANDARD_NO_PAD
+            .decode(trimmed)
+            .or_else(|_| URL_SAFE_NO_PAD.decode(trimmed))
+            .map_err(|_| "'keyValue' is not base64.".to_string())?;
+        *text = B64.encode(bytes);
+    }
+    Ok(())
 }
 
 fn find_ckp<'a>(account: &'a Account, name: &str) -> Result<&'a ContentKeyPolicy, ArmError> {
@@ -603,10 +630,14 @@ pub fn put_locator(
     name: &str,
     body: &[u8],
     now: DateTime<Utc>,
+    duplicate_status: u16,
 ) -> Result<Response, ArmError> {
     let key = name.to_ascii_lowercase();
     if account.streaming.locators.contains_key(&key) {
-        return Err(ArmError::Conflict(format!("A streaming locator named '{name}' already exists.")));
+        return Err(ArmError::Duplicate {
+            status: duplicate_status,
+            message: format!("A streaming locator named '{name}' already exists."),
+        });
     }
     let body = parse_body(body)?;
     let props = properties(&body)?;

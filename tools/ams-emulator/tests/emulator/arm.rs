@@ -117,6 +117,37 @@ async fn creating_the_same_job_twice_is_a_conflict() {
 }
 
 #[tokio::test]
+async fn a_duplicate_create_answers_the_status_the_emulator_was_started_with() {
+    let emu = Emulator::start_fast(&["--duplicate-create-status", "400"]).await;
+    assert_eq!(emu.submit("east", "encode", "dup").await.status, 201);
+    emu.put(&emu.job_url("east", "encode", "dup"), Emulator::job_body("out-dup", json!({})))
+        .await
+        .assert_arm_error(400, "BadRequest");
+    let locator = format!("{}/streamingLocators/l?api-version=2023-01-01", emu.account_url("east"));
+    let body = json!({"properties": {"assetName": "out-dup", "streamingPolicyName": "Predefined_ClearStreamingOnly"}});
+    assert_eq!(emu.put(&locator, body.clone()).await.status, 201);
+    emu.put(&locator, body).await.assert_arm_error(400, "BadRequest");
+}
+
+#[tokio::test]
+async fn a_job_read_back_has_its_input_wrapped_and_the_base_uri_query_string_removed() {
+    let emu = Emulator::start_fast(&["--processing-ms", "600000"]).await;
+    emu.create_transform("east", "encode").await;
+    emu.create_asset("east", "out").await;
+    let mut body = Emulator::job_body("out", json!({}));
+    body["properties"]["input"]["baseUri"] = json!("https://example.blob.core.windows.net/in/?sv=2022&sig=secret");
+    let created = emu.put(&emu.job_url("east", "encode", "w"), body).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let plain = json!({"@odata.type": "#Microsoft.Media.JobInputHttp",
+        "baseUri": "https://example.blob.core.windows.net/in/", "files": ["video.mp4?sv=1"]});
+    assert_eq!(created.body["properties"]["input"], plain, "the create answer echoes the input unwrapped");
+    let wrapped = json!({"@odata.type": "#Microsoft.Media.JobInputs", "inputs": [plain]});
+    assert_eq!(emu.get(&emu.job_url("east", "encode", "w")).await.body["properties"]["input"], wrapped);
+    let list = emu.get(&format!("{}/transforms/encode/jobs?api-version=2022-07-01", emu.account_url("east"))).await;
+    assert_eq!(list.body["value"][0]["properties"]["input"], wrapped);
+}
+
+#[tokio::test]
 async fn invalid_jobs_are_refused_with_arm_errors() {
     let emu = Emulator::start_fast(&[]).await;
     emu.create_transform("east", "encode").await;
@@ -127,7 +158,13 @@ async fn invalid_jobs_are_refused_with_arm_errors() {
     emu.put(&emu.job_url("east", "nope", "j"), Emulator::job_body("out", json!({})))
         .await
         .assert_arm_error(404, "NotFound");
-    emu.put(&url("j1"), Emulator::job_body("missing-asset", json!({}))).await.assert_arm_error(404, "NotFound");
+    // As the service answers a missing output asset (MicrosoftDocs/azure-docs#29409): 400, not 404.
+    let missing = emu.put(&url("j1"), Emulator::job_body("missing-asset", json!({}))).await;
+    missing.assert_arm_error(400, "BadRequest");
+    assert_eq!(
+        missing.body["error"]["message"],
+        "Asset 'missing-asset' is not found under account 'east' when creating job."
+    );
 
     let mut wrong_type = Emulator::job_body("out", json!({}));
     wrong_type["properties"]["outputs"][0]["@odata.type"] = json!("#Microsoft.Media.JobOutputSomething");

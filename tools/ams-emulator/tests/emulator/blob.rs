@@ -222,6 +222,14 @@ async fn a_copy_from_one_account_to_another_lands_asynchronously_and_is_counted_
 
     let west = account_entry(&emu, "west").await;
     assert_eq!(west["copies"], json!({"copies": 1, "copiesCompleted": 1, "copiedBytes": 10000}));
+
+    // A listing reports the copy only when asked for it with `include=copy`, as List Blobs documents.
+    let plain = raw(&emu, Method::GET, &list_url(&dst_rw[0]), &[], None).await.text();
+    assert!(plain.contains("<Name>copied.mp4</Name>") && !plain.contains("<CopyStatus>"), "{plain}");
+    let with_copy = raw(&emu, Method::GET, &format!("{}&include=metadata,copy", list_url(&dst_rw[0])), &[], None).await;
+    let with_copy = with_copy.text();
+    assert!(with_copy.contains("<CopyStatus>success</CopyStatus>"), "{with_copy}");
+    assert!(with_copy.contains(&format!("<CopyId>{copy_id}</CopyId>")), "{with_copy}");
     assert_eq!(account_entry(&emu, "east").await["copies"]["copies"], 0);
 }
 

@@ -124,6 +124,34 @@ async fn throttling_answers_429_with_retry_after_for_the_given_number_of_calls()
 }
 
 #[tokio::test]
+async fn a_refuse_fault_answers_its_status_and_code_for_one_operation_of_one_account_only() {
+    let emu = Emulator::start_fast(&[]).await;
+    let fault = json!({"mode": "refuse", "operation": "Jobs_Create", "status": 403, "code": "AuthorizationFailed"});
+    assert_eq!(emu.set_fault("east", fault).await.body["fault"]["mode"], "refuse");
+    emu.submit("east", "encode", "j1").await.assert_arm_error(403, "AuthorizationFailed");
+    // The transform and asset PUTs of `submit` went through; so do reads, and the other account.
+    let transform = format!("{}/transforms/encode?api-version=2022-07-01", emu.account_url("east"));
+    assert_eq!(emu.get(&transform).await.status, 200);
+    assert_eq!(emu.submit("west", "encode", "j1").await.status, 201);
+
+    let storage = json!({"mode": "refuse", "operation": "Assets_CreateOrUpdate", "status": 409, "code": "Conflict",
+        "message": "Media Services cannot reach the storage account."});
+    emu.set_fault("west", storage).await;
+    let refused = emu.create_asset("west", "a2").await;
+    refused.assert_arm_error(409, "Conflict");
+    assert_eq!(refused.body["error"]["message"], "Media Services cannot reach the storage account.");
+    emu.set_fault(
+        "west",
+        json!({"mode": "refuse", "operation": "*", "status": 401, "code": "InvalidAuthenticationToken"}),
+    )
+    .await;
+    emu.get(&transform.replace("/east/", "/west/")).await.assert_arm_error(401, "InvalidAuthenticationToken");
+    emu.set_fault("east", json!({"mode": "refuse", "operation": "x", "status": 200, "code": "Ok"}))
+        .await
+        .assert_arm_error(400, "BadRequest");
+}
+
+#[tokio::test]
 async fn fault_requests_for_unknown_accounts_or_modes_are_refused() {
     let emu = Emulator::start_fast(&[]).await;
     emu.set_fault("north", json!({"mode": "outage"})).await.assert_arm_error(404, "ResourceNotFound");
