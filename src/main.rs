@@ -40,9 +40,8 @@ async fn main() -> anyhow::Result<()> {
     let media =
         MediaClient::new(http, &settings.arm_auth, settings.arm_timeout).context("setting up ARM authentication")?;
 
-    let accounts: Vec<&str> = settings.accounts.iter().map(|a| a.name.as_str()).collect();
     let mut attempt = 1;
-    while let Err(error) = store.ensure_ready(accounts.iter().copied()).await {
+    while let Err(error) = store.ensure_ready().await {
         if !error.is_retryable() || attempt >= STORAGE_START_ATTEMPTS {
             return Err(error).context("preparing the tables");
         }
@@ -55,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
         .await
         .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+    let accounts: Vec<&str> = settings.accounts.iter().map(|a| a.name.as_str()).collect();
     tracing::info!(port, accounts = ?accounts, "handler ready");
     axum::serve(listener, functions::router(app)).await.context("serving")?;
     Ok(())

@@ -1,8 +1,8 @@
 //! Media Reserved Unit scaling for managed accounts, around the account's counter row.
 //!
-//! The counter row holds the units in flight and the cached MRU value, so one read answers "does this job
-//! fit?". A change is first claimed in the row (guarded by its ETag, so concurrent submissions serialise and
-//! none loses an increase), then sent to the service. Whoever sends a value reads the row again afterwards and
+//! One query reads the units in flight (the sum of the account's counter shards) and the cached MRU value,
+//! so one read answers "does this job fit?". A change is first claimed in the `mru` row (guarded by its ETag,
+//! so concurrent claims serialise and none loses an increase), then sent to the service. Whoever sends a value reads the row again afterwards and
 //! sends the row's value if it moved meanwhile, so the service always converges to the last claim even when
 //! two updates arrive out of order. A failed update marks the cache stale, so the next caller reads the real
 //! value instead of trusting a claim the service never got.
@@ -32,7 +32,7 @@ pub async fn scale_up_for(
     }
     for round in 0..ROUNDS {
         let row = app.store.account(&account.name).await?;
-        let cache = match row.value.mru {
+        let cache = match row.mru {
             Some(cache) if cache.is_fresh(app.settings.mru.cache_ttl, now) => cache,
             _ => {
                 // One reader per instance: the others wait here and then find the fresh value in the row.
@@ -43,13 +43,13 @@ pub async fn scale_up_for(
                 continue;
             }
         };
-        let units = row.value.counters.units;
+        let units = row.counters.units;
         let ceiling = cache.ceiling(account.max_mru);
         let Some(target) = scale_up(units, need, cache.current, ceiling) else {
             return Ok(saturated(units, cache.current, ceiling));
         };
         let claimed = MruCache { current: target, ..cache.clone() };
-        if app.store.set_mru_cache(&account.name, &claimed, row.etag).await? {
+        if app.store.set_mru_cache(&account.name, &claimed, row.mru_etag).await? {
             info!(account = %account.name, region = %account.region, from = cache.current, to = target, units_in_flight = units, "raising MRUs");
             converge(app, account, &claimed).await?;
             return Ok(saturated(units, target, ceiling));
@@ -69,13 +69,17 @@ pub async fn scale_down_account(app: &App, account: &AccountConfig) -> Result<()
     }
     for round in 0..ROUNDS {
         let row = app.store.account(&account.name).await?;
-        let Some(cache) = row.value.mru else { return Ok(()) };
-        let units = row.value.counters.units;
+        let Some(cache) = row.mru else { return Ok(()) };
+        let units = row.counters.units;
         let Some(target) = scale_down(units, cache.current, app.settings.mru.floor) else { return Ok(()) };
         let claimed = MruCache { current: target, ..cache.clone() };
-        if app.store.set_mru_cache(&account.name, &claimed, row.etag).await? {
+        if app.store.set_mru_cache(&account.name, &claimed, row.mru_etag).await? {
             info!(account = %account.name, region = %account.region, from = cache.current, to = target, units_in_flight = units, "lowering MRUs");
-            return converge(app, account, &claimed).await;
+            converge(app, account, &claimed).await?;
+            // A job counted after the units were read does not move the `mru` row, so this claim cannot see
+            // it: check again, and raise what the lower claim took from a job that has just been counted.
+            scale_up_for(app, account, 0, Utc::now()).await?;
+            return Ok(());
         }
         backoff(round).await;
     }
@@ -93,7 +97,7 @@ async fn converge(app: &App, account: &AccountConfig, claimed: &MruCache) -> Res
             return invalidate(app, account).await;
         }
         let row = app.store.account(&account.name).await?;
-        match row.value.mru {
+        match row.mru {
             Some(cache) if cache.current != sent => sent = cache.current,
             _ => return Ok(()),
         }
@@ -108,14 +112,14 @@ async fn refresh_cache(app: &App, account: &AccountConfig, now: DateTime<Utc>) -
     let mut fresh = None;
     for round in 0..ROUNDS {
         let row = app.store.account(&account.name).await?;
-        if row.value.mru.as_ref().is_some_and(|c| c.is_fresh(app.settings.mru.cache_ttl, now)) {
+        if row.mru.as_ref().is_some_and(|c| c.is_fresh(app.settings.mru.cache_ttl, now)) {
             return Ok(true);
         }
         if fresh.is_none() {
             fresh = read_service(app, account, now).await;
         }
         let Some(value) = &fresh else { return Ok(false) };
-        if app.store.set_mru_cache(&account.name, value, row.etag).await? {
+        if app.store.set_mru_cache(&account.name, value, row.mru_etag).await? {
             return Ok(true);
         }
         backoff(round).await;
@@ -144,9 +148,9 @@ async fn read_service(app: &App, account: &AccountConfig, now: DateTime<Utc>) ->
 /// meanwhile, the writer that changed it decides.
 async fn invalidate(app: &App, account: &AccountConfig) -> Result<(), StoreError> {
     let row = app.store.account(&account.name).await?;
-    if let Some(cache) = row.value.mru {
+    if let Some(cache) = row.mru {
         let stale = MruCache { read_at: DateTime::UNIX_EPOCH, ..cache };
-        app.store.set_mru_cache(&account.name, &stale, row.etag).await?;
+        app.store.set_mru_cache(&account.name, &stale, row.mru_etag).await?;
     }
     Ok(())
 }

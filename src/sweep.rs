@@ -157,7 +157,7 @@ struct Judged {
 
 /// Reads the account's counter row and active attempts, and judges them.
 async fn plan(app: &App, account: &AccountConfig, now: DateTime<Utc>) -> Result<Judged, StoreError> {
-    let row = app.store.account(&account.name).await?.value;
+    let row = app.store.account(&account.name).await?;
     let attempts = app.store.active_attempts(&account.name).await?;
     let view = AccountView {
         managed: account.mru_mode == MruMode::Managed,

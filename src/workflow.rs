@@ -124,7 +124,7 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
                         .await?;
                     if let Some(Some(removal)) = removal {
                         warn!(account = %account.name, region = %account.region, reason = %removal.reason, "account removed from rotation");
-                        let in_flight = app.store.counters(&account.name).await?.value.in_flight();
+                        let in_flight = app.store.counters(&account.name).await?.in_flight();
                         alerts.push(Alert::region_removed(&account.name, &account.region, &removal, 0, in_flight));
                     }
                 }

@@ -25,7 +25,7 @@ async fn a_publication_is_opened_once_even_after_it_was_published_and_moved() ->
         TableService::from_connection_string(&azurite.connection_string(), reqwest::Client::new())?,
         &testkit::unique_prefix(),
     );
-    store.ensure_ready(["amswesteurope"]).await?;
+    store.ensure_ready().await?;
 
     assert!(store.insert_publication(&record("11111111-1111-1111-1111-111111111111")).await?);
     assert!(!store.insert_publication(&record("22222222-2222-2222-2222-222222222222")).await?, "still open");

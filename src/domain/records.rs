@@ -366,6 +366,18 @@ impl AccountCounters {
         Ok(next)
     }
 
+    /// The counts of two shards added up.
+    pub fn plus(&self, other: &AccountCounters) -> AccountCounters {
+        AccountCounters {
+            submitting: self.submitting + other.submitting,
+            queued: self.queued + other.queued,
+            scheduled: self.scheduled + other.scheduled,
+            processing: self.processing + other.processing,
+            canceling: self.canceling + other.canceling,
+            units: self.units + other.units,
+        }
+    }
+
     /// The counts as a map from state name, for operators.
     pub fn by_state(&self) -> BTreeMap<&'static str, u32> {
         [

@@ -19,7 +19,7 @@ pub fn run(
         let health = app.store.health().await?;
         let mut accounts = Vec::with_capacity(app.settings.accounts.len());
         for account in &app.settings.accounts {
-            let row = app.store.account(&account.name).await?.value;
+            let row = app.store.account(&account.name).await?;
             let counters = row.counters;
             let mru = match &row.mru {
                 Some(cache) => {

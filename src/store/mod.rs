@@ -8,7 +8,10 @@
 //! - `{prefix}Attempts`: PartitionKey = account. Row `a|{amsJobName}` while the attempt is active and
 //!   `d|{amsJobName}` once final, plus the account's `counter` row. An attempt row and the counter change
 //!   together in one entity group transaction guarded by ETags, so the counter always equals the number of
-//!   active rows, and the sweep reads only the `a|` range. Opening an attempt also inserts `c|{amsJobName}`,
+//!   active rows, and the sweep reads only the `a|` range. The counter is sharded: `counter|{0..8}`, each
+//!   attempt counted in the shard its name hashes to, so concurrent writers on one account mostly touch
+//!   different rows instead of all racing for one; in flight is the sum, read in one query together with the
+//!   account's `mru` row (the cached MRU value). Opening an attempt also inserts `c|{amsJobName}`,
 //!   which never moves: it makes opening idempotent even after the attempt has ended, so a repair that
 //!   opens an attempt a crashed placement never recorded cannot count one twice.
 //! - `{prefix}Health`: one row holding the health list, and one with what the last sweep repaired.
@@ -35,7 +38,10 @@ pub use publications::DefinitionsCheck;
 /// How often a compare-and-swap is retried before giving up. Contention is per account or per job, so a
 /// few dozen rounds cover hundreds of concurrent writers.
 const MAX_CAS_ROUNDS: u32 = 60;
-const COUNTER_ROW: &str = "counter";
+/// Counter shards per account: enough that a burst of concurrent writers on one account rarely collides,
+/// few enough that reading the sum stays one small query.
+const COUNTER_SHARDS: u32 = 8;
+const MRU_ROW: &str = "mru";
 const HEALTH_PARTITION: &str = "health";
 const HEALTH_ROW: &str = "list";
 const SWEEP_ROW: &str = "sweep";
@@ -125,23 +131,24 @@ struct RecordRow {
     state: String,
 }
 
-/// The counter row: counts as plain columns (merged by attempt transactions) and the MRU cache as JSON
-/// (merged on its own), so neither writer overwrites the other's columns.
+/// The `mru` row: the cached MRU value as JSON.
 #[derive(Serialize, Deserialize)]
-struct CounterRow {
-    #[serde(flatten)]
-    counters: AccountCounters,
-    #[serde(rename = "Mru", default, skip_serializing_if = "Option::is_none")]
-    mru: Option<String>,
+struct MruRow {
+    #[serde(rename = "Mru", default)]
+    mru: String,
 }
 
-/// An account's counter row.
+/// An account's counters (the sum of its shards) and its cached MRU value, read in one query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountRow {
     /// Active attempts by state, and the units they need.
     pub counters: AccountCounters,
     /// The cached MRU value, once read.
     pub mru: Option<MruCache>,
+    /// The `mru` row's version, for a guarded change of the cached value (`None`: never written).
+    pub mru_etag: Option<ETag>,
+    /// Each counter shard's version, so a reader can tell whether two reads saw the same counts.
+    pub shard_etags: Vec<ETag>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -198,14 +205,11 @@ impl Store {
         }
     }
 
-    /// Creates missing tables, each account's counter row and the health row. Safe to run on every start
-    /// and from several instances at once.
-    pub async fn ensure_ready<'a>(&self, accounts: impl IntoIterator<Item = &'a str>) -> Result<(), StoreError> {
+    /// Creates missing tables and the health row. Safe to run on every start and from several instances at
+    /// once. Counter shards and MRU rows are created by their first write, so adding an account needs nothing.
+    pub async fn ensure_ready(&self) -> Result<(), StoreError> {
         for name in &self.names {
             self.service.create_table_if_missing(name).await?;
-        }
-        for account in accounts {
-            insert_if_missing(&self.attempts, account, COUNTER_ROW, &AccountCounters::default()).await?;
         }
         let empty = HealthRow { record: to_json(&HealthRecord::default()) };
         insert_if_missing(&self.health, HEALTH_PARTITION, HEALTH_ROW, &empty).await
@@ -261,35 +265,61 @@ impl Store {
 
     // ---- attempts and counters ----
 
-    /// Reads an account's counters.
-    pub async fn counters(&self, account: &str) -> Result<Versioned<AccountCounters>, StoreError> {
-        let row = self.account(account).await?;
-        Ok(Versioned { value: row.value.counters, etag: row.etag })
+    /// Reads an account's counters: the sum of its shards.
+    pub async fn counters(&self, account: &str) -> Result<AccountCounters, StoreError> {
+        Ok(self.account(account).await?.counters)
     }
 
-    /// Reads an account's counter row: its counters and its cached MRU value.
-    pub async fn account(&self, account: &str) -> Result<Versioned<AccountRow>, StoreError> {
-        let entity: Entity<CounterRow> = self
-            .attempts
-            .get(account, COUNTER_ROW)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("account {account} has no counter row")))?;
-        let mru = match entity.value.mru.as_deref() {
-            Some(text) if !text.is_empty() => Some(from_json(text)?),
-            _ => None,
+    /// Reads an account's counter shards and its cached MRU value, in one query of a fixed, small size.
+    pub async fn account(&self, account: &str) -> Result<AccountRow, StoreError> {
+        let filter = format!(
+            "PartitionKey eq {} and ((RowKey ge 'counter|' and RowKey lt 'counter}}') or RowKey eq '{MRU_ROW}')",
+            tables::filter_string_literal(account)
+        );
+        let rows: Vec<Entity<Value>> = self.attempts.query(&filter).await?;
+        let mut row =
+            AccountRow { counters: AccountCounters::default(), mru: None, mru_etag: None, shard_etags: vec![] };
+        for entity in rows {
+            if entity.value.get("RowKey").and_then(Value::as_str) == Some(MRU_ROW) {
+                let stored: MruRow = serde_json::from_value(entity.value)
+                    .map_err(|e| StoreError::Corrupt(format!("the MRU row of {account}: {e}")))?;
+                row.mru = if stored.mru.is_empty() { None } else { Some(from_json(&stored.mru)?) };
+                row.mru_etag = Some(entity.etag);
+            } else {
+                let shard: AccountCounters = serde_json::from_value(entity.value)
+                    .map_err(|e| StoreError::Corrupt(format!("a counter shard of {account}: {e}")))?;
+                row.counters = row.counters.plus(&shard);
+                row.shard_etags.push(entity.etag);
+            }
+        }
+        Ok(row)
+    }
+
+    /// Stores a new cached MRU value if the `mru` row is still at `etag` (`None`: if it does not exist yet);
+    /// `false` if another writer changed it first (read it again and decide again).
+    pub async fn set_mru_cache(&self, account: &str, cache: &MruCache, etag: Option<ETag>) -> Result<bool, StoreError> {
+        let row = MruRow { mru: to_json(cache) };
+        let written = match etag {
+            Some(etag) => self.attempts.replace(account, MRU_ROW, &row, IfMatch::ETag(etag)).await,
+            None => self.attempts.insert(account, MRU_ROW, &row).await,
         };
-        Ok(Versioned { value: AccountRow { counters: entity.value.counters, mru }, etag: entity.etag })
-    }
-
-    /// Stores a new cached MRU value if the counter row is still at `etag`; `false` if another writer
-    /// changed the row first (read it again and decide again).
-    pub async fn set_mru_cache(&self, account: &str, cache: &MruCache, etag: ETag) -> Result<bool, StoreError> {
-        let patch = json!({ "Mru": to_json(cache) });
-        match self.attempts.merge(account, COUNTER_ROW, &patch, IfMatch::ETag(etag)).await {
+        match written {
             Ok(_) => Ok(true),
-            Err(TableError::PreconditionFailed) => Ok(false),
+            Err(TableError::PreconditionFailed | TableError::AlreadyExists | TableError::NotFound) => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Reads the counter shard that counts `ams_job_name`: its number, and its counts with their version
+    /// (`None` before its first write).
+    async fn shard(
+        &self,
+        account: &str,
+        ams_job_name: &str,
+    ) -> Result<(u32, Option<Versioned<AccountCounters>>), StoreError> {
+        let shard = shard_of(ams_job_name);
+        let row: Option<Entity<AccountCounters>> = self.attempts.get(account, &shard_key(shard)).await?;
+        Ok((shard, row.map(|e| Versioned { value: e.value, etag: e.etag })))
     }
 
     /// Records a new active attempt and counts it in flight, in one transaction. Opening an attempt that
@@ -297,15 +327,16 @@ impl Store {
     pub async fn open_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError> {
         let account = &attempt.account;
         for round in 0..MAX_CAS_ROUNDS {
-            let counters = self.counters(account).await?;
-            let next = counters.value.moved(None, Some(attempt.state), attempt.units())?;
+            let (shard, counters) = self.shard(account, &attempt.ams_job_name).await?;
+            let current = counters.as_ref().map(|c| c.value).unwrap_or_default();
+            let next = current.moved(None, Some(attempt.state), attempt.units())?;
             let ops = vec![
                 BatchOp::Insert {
                     rk: active_key(&attempt.ams_job_name),
                     body: to_value(&record_row(attempt, attempt.state)),
                 },
                 BatchOp::Insert { rk: claim_key(&attempt.ams_job_name), body: json!({ "Job": attempt.job_id }) },
-                counter_op(&next, counters.etag),
+                counter_op(shard, &next, counters.map(|c| c.etag)),
             ];
             match self.attempts.transaction(account, ops).await {
                 Ok(_) => return Ok(()),
@@ -313,13 +344,16 @@ impl Store {
                 Err(TableError::Batch { index: 0 | 1, source }) if matches!(*source, TableError::AlreadyExists) => {
                     return Ok(())
                 }
-                Err(TableError::Batch { source, .. }) if matches!(*source, TableError::PreconditionFailed) => {
+                // The shard changed, or was created, by another writer first.
+                Err(TableError::Batch { source, .. })
+                    if matches!(*source, TableError::PreconditionFailed | TableError::AlreadyExists) =>
+                {
                     backoff(round).await
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(StoreError::Contention(format!("counter of {account}")))
+        Err(StoreError::Contention(format!("a counter shard of {account}")))
     }
 
     /// Reads an attempt, active or done.
@@ -364,7 +398,10 @@ impl Store {
                     .await
                     .map(drop)
             } else {
-                let counters = self.counters(account).await?;
+                let (shard, counters) = self.shard(account, ams_job_name).await?;
+                let counters = counters.ok_or_else(|| {
+                    StoreError::Corrupt(format!("attempt {ams_job_name} on {account} is active but never counted"))
+                })?;
                 // The attempt and the counters are read separately, so another writer may commit between the
                 // two reads. The transaction checks both ETags, so such a torn snapshot can never be written;
                 // if it makes the arithmetic go negative, it is a lost race like any other: read again.
@@ -389,7 +426,7 @@ impl Store {
                         BatchOp::Upsert { rk: done_key(ams_job_name), body: row },
                     ]
                 };
-                ops.push(counter_op(&next, counters.etag));
+                ops.push(counter_op(shard, &next, Some(counters.etag)));
                 self.attempts.transaction(account, ops).await.map(drop)
             };
             match result {
@@ -579,9 +616,24 @@ fn record_row(record: &impl Serialize, state: JobState) -> RecordRow {
     RecordRow { record: to_json(record), state: state.to_string() }
 }
 
-fn counter_op(counters: &AccountCounters, etag: ETag) -> BatchOp {
-    // Merge, not replace: the counter row also carries the MRU cache, which this change must not touch.
-    BatchOp::Merge { rk: COUNTER_ROW.to_owned(), body: to_value(counters), if_match: IfMatch::ETag(etag) }
+/// The shard an attempt is counted in: a stable hash of its name (FNV-1a), so every writer of one attempt
+/// finds the same shard without storing it.
+fn shard_of(ams_job_name: &str) -> u32 {
+    let hash = ams_job_name.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    hash % COUNTER_SHARDS
+}
+
+fn shard_key(shard: u32) -> String {
+    format!("counter|{shard}")
+}
+
+/// The write of a shard's new counts: guarded by its version, or an insert for its first write.
+fn counter_op(shard: u32, counters: &AccountCounters, etag: Option<ETag>) -> BatchOp {
+    let rk = shard_key(shard);
+    match etag {
+        Some(etag) => BatchOp::Replace { rk, body: to_value(counters), if_match: IfMatch::ETag(etag) },
+        None => BatchOp::Insert { rk, body: to_value(counters) },
+    }
 }
 
 /// A lost race on a guarded write: another writer changed the row first, or already made the change.

@@ -80,16 +80,16 @@ impl Stack {
 /// Checks invariant 1 for each of `accounts`: the counter row equals the active attempt rows by state.
 pub async fn assert_counters_exact(store: &Store, accounts: &[&str]) -> anyhow::Result<()> {
     for account in accounts {
-        // A consistent snapshot: every change of counts rewrites the counter row in the same transaction as
-        // the attempt rows, so rows read between two reads of an unchanged counter row match it.
+        // A consistent snapshot: every change of counts rewrites a counter shard in the same transaction as
+        // the attempt rows, so rows read between two reads of unchanged shards match them.
         let (counters, derived) = eventually(Duration::from_secs(30), "a quiet moment to read counters", || async {
-            let before = store.counters(account).await?;
+            let before = store.account(account).await?;
             let mut derived = AccountCounters::default();
             for attempt in store.active_attempts(account).await? {
                 derived = derived.moved(None, Some(attempt.state), attempt.units())?;
             }
-            let after = store.counters(account).await?;
-            Ok((before.etag == after.etag).then_some((before.value, derived)))
+            let after = store.account(account).await?;
+            Ok((before.shard_etags == after.shard_etags).then_some((before.counters, derived)))
         })
         .await?;
         if counters != derived {
