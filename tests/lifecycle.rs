@@ -55,11 +55,9 @@ async fn twenty_jobs_submitted_through_the_host_all_finish_on_both_accounts() ->
         let attempts = job["attempts"].as_array().map(Vec::len);
         assert_eq!(attempts, Some(1), "{job}");
         assert_eq!(job["attempts"][0]["state"], "Finished");
-        // Scheduled may be overtaken by later events (deliveries race); Processing and the end are always known.
-        assert!(
-            job["attempts"][0]["processingAt"].is_string() && job["attempts"][0]["finishedAt"].is_string(),
-            "{job}"
-        );
+        // Scheduled and Processing may be overtaken by the final event (deliveries race, and a final state is
+        // terminal); the end is always known.
+        assert!(job["attempts"][0]["finishedAt"].is_string(), "{job}");
         assert_eq!(job["outputs"], json!([format!("{}-a1-out0", job["jobId"].as_str().unwrap_or_default())]));
     }
 
