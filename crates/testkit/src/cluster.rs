@@ -3,9 +3,7 @@
 //! front door spreads requests (client calls and Event Grid deliveries alike) over the instances that are
 //! up, and any instance's handler can be killed with SIGKILL and the instance started again on its port.
 
-use crate::stack::{
-    handler_settings, spawn_listening, start_emulator, Process, StackOptions, RESOURCE_GROUP, SUBSCRIPTION, TRANSFORM,
-};
+use crate::stack::{handler_settings, spawn_listening, start_emulator, Process, StackOptions};
 use crate::Azurite;
 use anyhow::{bail, Context};
 use axum::body::Bytes;
@@ -108,17 +106,7 @@ impl Cluster {
         let azurite = Azurite::start().await?;
         let emulator = start_emulator(&emulator_bin, &options)?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        for (name, _) in &options.accounts {
-            let url = format!(
-                "{}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Media/mediaServices/{name}/transforms/{TRANSFORM}?api-version=2022-07-01",
-                emulator.url
-            );
-            let body = json!({"properties": {"outputs": [{"preset": {"@odata.type": "#Microsoft.Media.BuiltInStandardEncoderPreset", "presetName": "AdaptiveStreaming"}}]}});
-            let status = http.put(url).json(&body).send().await?.status();
-            if !status.is_success() {
-                bail!("creating the transform in {name} answered {status}");
-            }
-        }
+        crate::stack::create_transforms(&http, &emulator.url, &options.accounts).await?;
         let outputs_dir = tempfile::tempdir()?;
         let mut list = Vec::with_capacity(instances);
         for i in 0..instances {

@@ -243,6 +243,21 @@ pub struct Stack {
     pub options: StackOptions,
 }
 
+/// Creates the test transform in every account of the emulator at `arm`.
+pub async fn create_transforms(http: &reqwest::Client, arm: &str, accounts: &[(&str, &str)]) -> anyhow::Result<()> {
+    for (name, _) in accounts {
+        let url = format!(
+            "{arm}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Media/mediaServices/{name}/transforms/{TRANSFORM}?api-version=2022-07-01"
+        );
+        let body = json!({"properties": {"outputs": [{"preset": {"@odata.type": "#Microsoft.Media.BuiltInStandardEncoderPreset", "presetName": "AdaptiveStreaming"}}]}});
+        let status = http.put(url).json(&body).send().await?.status();
+        if !status.is_success() {
+            bail!("creating the transform in {name} answered {status}");
+        }
+    }
+    Ok(())
+}
+
 impl Stack {
     /// Starts Azurite, the emulator (with the transform in every account) and devhost running the handler,
     /// and points the emulator's events at devhost.
@@ -252,17 +267,7 @@ impl Stack {
         let azurite = Azurite::start().await?;
         let emulator = start_emulator(&emulator_bin, &options)?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        for (name, _) in &options.accounts {
-            let url = format!(
-                "{}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Media/mediaServices/{name}/transforms/{TRANSFORM}?api-version=2022-07-01",
-                emulator.url
-            );
-            let body = json!({"properties": {"outputs": [{"preset": {"@odata.type": "#Microsoft.Media.BuiltInStandardEncoderPreset", "presetName": "AdaptiveStreaming"}}]}});
-            let status = http.put(url).json(&body).send().await?.status();
-            if !status.is_success() {
-                bail!("creating the transform in {name} answered {status}");
-            }
-        }
+        create_transforms(&http, &emulator.url, &options.accounts).await?;
 
         let prefix = crate::unique_prefix();
         let (outputs, outputs_dir) = match &options.outputs_dir {
