@@ -3,6 +3,7 @@
 
 use crate::domain::definitions::{transform_mismatches, Definitions, MEDIA_DEFINITIONS};
 use crate::domain::publication::RetrySchedule;
+use crate::domain::Provider;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -63,7 +64,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "MEDIA_ACCOUNTS",
         need: Need::Required,
-        doc: "JSON array of accounts: name, region, subscriptionId, resourceGroup, armEndpoint (default https://management.azure.com), mruMode (managed|automatic, default automatic), maxMru (default 10), mruEndpoint (default: discovered from ARM), stuckAfter (default STUCK_AFTER)",
+        doc: "JSON array of accounts: name, region, provider (ams, default), subscriptionId, resourceGroup, armEndpoint (default https://management.azure.com), mruMode (managed|automatic, default automatic), maxMru (default 10), mruEndpoint (default: discovered from ARM), stuckAfter (default STUCK_AFTER)",
     },
     Setting {
         name: "TABLES_CONNECTION_STRING",
@@ -224,6 +225,8 @@ pub struct AccountConfig {
     pub name: String,
     /// Azure region, e.g. `westeurope`.
     pub region: String,
+    /// The service behind the account (`ams` unless set).
+    pub provider: Provider,
     /// Subscription id.
     pub subscription_id: String,
     /// Resource group.
@@ -255,6 +258,7 @@ impl AccountConfig {
 struct RawAccount {
     name: String,
     region: String,
+    provider: Option<String>,
     subscription_id: String,
     resource_group: String,
     arm_endpoint: Option<String>,
@@ -649,6 +653,13 @@ fn parse_accounts(json: &str, default_stuck_after: Duration) -> Result<Vec<Accou
                     ));
                 }
             }
+            let provider = match &a.provider {
+                Some(p) => p.parse::<Provider>().map_err(|e| bad(S, format!("account {:?}: {e}", a.name)))?,
+                None => Provider::Ams,
+            };
+            if provider != Provider::Ams {
+                return Err(bad(S, format!("account {:?}: provider {provider} is not supported yet", a.name)));
+            }
             let arm_endpoint = parse_url(a.arm_endpoint.as_deref().unwrap_or(DEFAULT_ARM_ENDPOINT))
                 .map_err(|p| bad(S, format!("account {:?}: armEndpoint {p}", a.name)))?;
             let mru_endpoint = match &a.mru_endpoint {
@@ -666,6 +677,7 @@ fn parse_accounts(json: &str, default_stuck_after: Duration) -> Result<Vec<Accou
                 mru_endpoint,
                 name: a.name,
                 region: a.region,
+                provider,
                 subscription_id: a.subscription_id,
                 resource_group: a.resource_group,
                 arm_endpoint,

@@ -17,6 +17,7 @@ fn account(name: &str, arm: &str) -> anyhow::Result<AccountConfig> {
     Ok(AccountConfig {
         name: name.to_owned(),
         region: "westeurope".to_owned(),
+        provider: Default::default(),
         subscription_id: SUBSCRIPTION.to_owned(),
         resource_group: RESOURCE_GROUP.to_owned(),
         arm_endpoint: arm.parse()?,

@@ -41,6 +41,7 @@ fn account_named(emulator: &Process, name: &str) -> anyhow::Result<AccountConfig
     Ok(AccountConfig {
         name: name.to_owned(),
         region: "westeurope".to_owned(),
+        provider: Default::default(),
         subscription_id: SUBSCRIPTION.to_owned(),
         resource_group: RESOURCE_GROUP.to_owned(),
         arm_endpoint: url::Url::parse(&emulator.url)?,

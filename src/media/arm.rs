@@ -234,7 +234,7 @@ impl TryFrom<RawJob> for AmsJob {
 
 /// The ARM client. Cheap to clone; one HTTP connection pool for all accounts.
 #[derive(Clone, Debug)]
-pub struct MediaClient {
+pub struct ArmClient {
     pub(super) http: reqwest::Client,
     pub(super) credential: Option<Arc<dyn TokenCredential>>,
     pub(super) timeout: Duration,
@@ -242,14 +242,14 @@ pub struct MediaClient {
     pub(super) mru_endpoints: Arc<std::sync::Mutex<BTreeMap<String, url::Url>>>,
 }
 
-impl MediaClient {
+impl ArmClient {
     /// A client that authenticates per `auth` and gives each call `timeout`.
     pub fn new(http: reqwest::Client, auth: &ArmAuth, timeout: Duration) -> azure_core::Result<Self> {
         let credential = match auth {
             ArmAuth::ManagedIdentity { client_id } => Some(crate::identity::managed_identity(client_id.as_deref())?),
             ArmAuth::None => None,
         };
-        Ok(MediaClient { http, credential, timeout, mru_endpoints: Arc::default() })
+        Ok(ArmClient { http, credential, timeout, mru_endpoints: Arc::default() })
     }
 
     /// Creates the output asset if it does not exist (an existing one is fine: names are deterministic).

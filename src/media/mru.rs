@@ -3,7 +3,7 @@
 //! (api-version 2015-10-01, `apiEndpoints` with major version 2), calls carry a token for
 //! `https://rest.media.azure.net`, and updates PUT the whole `EncodingReservedUnitType`.
 
-use super::arm::{base, MediaClient, Request};
+use super::arm::{base, ArmClient, Request};
 use super::MediaError;
 use crate::config::AccountConfig;
 use reqwest::Method;
@@ -43,7 +43,7 @@ fn default_max() -> u32 {
     25
 }
 
-impl MediaClient {
+impl ArmClient {
     /// The account's v2 endpoint (ending in `/`): the configured one, else discovered once from ARM.
     pub async fn mru_endpoint(&self, account: &AccountConfig) -> Result<Url, MediaError> {
         if let Some(url) = &account.mru_endpoint {

@@ -4,7 +4,7 @@
 //!
 //! Secrets stay out of `Debug` output: SAS URLs and content key values print as `<redacted>`.
 
-use super::arm::{base, MediaClient, Request};
+use super::arm::{base, ArmClient, Request};
 use super::MediaError;
 use crate::config::AccountConfig;
 use crate::domain::publication::{ContentKeyRef, LiveLocator, LocatorPaths};
@@ -114,7 +114,7 @@ fn parse_locator(value: &Value) -> Result<LiveLocator, MediaError> {
     })
 }
 
-impl MediaClient {
+impl ArmClient {
     async fn arm(&self, method: Method, url: &str, body: Option<&Value>) -> Result<Value, MediaError> {
         self.send(&Request { method, url, body, scope: ARM_SCOPE, headers: &[] }).await
     }

@@ -138,6 +138,8 @@ pub struct StackOptions {
     pub outputs_dir: Option<PathBuf>,
     /// Extra emulator arguments (e.g. `--copy-ms`, `--duplicate-create-status`).
     pub emulator_args: Vec<String>,
+    /// Accounts (by name) that speak as another provider than Azure Media Services (`rms`, `mkio`).
+    pub providers: Vec<(&'static str, &'static str)>,
 }
 
 impl StackOptions {
@@ -154,7 +156,29 @@ impl StackOptions {
             logs: Logs::Stderr,
             outputs_dir: None,
             emulator_args: Vec::new(),
+            providers: Vec::new(),
         }
+    }
+
+    /// The provider account `name` speaks as (`ams` unless [`StackOptions::providers`] says otherwise).
+    pub fn provider_of(&self, name: &str) -> &'static str {
+        self.providers.iter().find(|(n, _)| *n == name).map_or("ams", |(_, p)| p)
+    }
+
+    /// The same stack with every account speaking as `provider`.
+    pub fn on_provider(mut self, provider: &'static str) -> StackOptions {
+        self.providers = self.accounts.iter().map(|(name, _)| (*name, provider)).collect();
+        self
+    }
+}
+
+/// The provider the provider-parameterised suites (lifecycle, failover, streaming) run on: `TEST_PROVIDER`,
+/// `ams` when unset. `./dev test` runs those suites once per provider.
+pub fn test_provider() -> &'static str {
+    match std::env::var("TEST_PROVIDER").as_deref() {
+        Ok("rms") => "rms",
+        Ok("mkio") => "mkio",
+        _ => "ams",
     }
 }
 
@@ -177,14 +201,19 @@ impl StackOptions {
     }
 }
 
-/// `MEDIA_ACCOUNTS` for accounts served by the emulator at `arm`; `managed` lists (name, maxMru).
-pub fn accounts_setting(accounts: &[(&str, &str)], managed: &[(&str, u32)], arm: &str) -> String {
-    let list: Vec<Value> = accounts
+/// `MEDIA_ACCOUNTS` for `options`' accounts served by the emulator at `arm`.
+pub fn accounts_setting(options: &StackOptions, arm: &str) -> String {
+    let list: Vec<Value> = options
+        .accounts
         .iter()
         .map(|(name, region)| {
             let mut account = json!({"name": name, "region": region, "subscriptionId": SUBSCRIPTION,
                    "resourceGroup": RESOURCE_GROUP, "armEndpoint": arm, "mruMode": "automatic"});
-            if let Some((_, max)) = managed.iter().find(|(m, _)| m == name) {
+            let provider = options.provider_of(name);
+            if provider != "ams" {
+                account["provider"] = json!(provider);
+            }
+            if let Some((_, max)) = options.managed.iter().find(|(m, _)| m == name) {
                 account["mruMode"] = json!("managed");
                 account["maxMru"] = json!(max);
             }
@@ -197,7 +226,7 @@ pub fn accounts_setting(accounts: &[(&str, &str)], managed: &[(&str, u32)], arm:
 /// The handler's settings for a stack on `azurite` and the emulator at `arm`, on top of `local.settings.json`.
 pub fn handler_settings(azurite: &Azurite, prefix: &str, options: &StackOptions, arm: &str) -> Vec<(String, String)> {
     vec![
-        ("MEDIA_ACCOUNTS".into(), accounts_setting(&options.accounts, &options.managed, arm)),
+        ("MEDIA_ACCOUNTS".into(), accounts_setting(options, arm)),
         ("TABLES_CONNECTION_STRING".into(), azurite.connection_string()),
         ("TABLE_PREFIX".into(), prefix.to_owned()),
         ("TRANSFORMS".into(), TRANSFORM.into()),
@@ -218,7 +247,8 @@ pub fn start_emulator(emulator: &Path, options: &StackOptions) -> anyhow::Result
         .args(["--processing-ms", &options.phases_ms.2.to_string()]);
     for (name, region) in &options.accounts {
         let mode = if options.managed.iter().any(|(m, _)| m == name) { "managed" } else { "automatic" };
-        cmd.args(["--account", &format!("{name}:{region}:{mode}")]);
+        let provider = options.provider_of(name);
+        cmd.args(["--account", &format!("{name}:{region}:{mode}:{provider}")]);
     }
     cmd.args(&options.emulator_args);
     spawn_listening("ams-emulator", cmd, &options.logs)

@@ -19,9 +19,11 @@ pub struct Cli {
     /// TCP port on 127.0.0.1 (0 picks a free port).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
-    /// A Media Services account as NAME:REGION[:managed|automatic]; repeat for several accounts.
+    /// A media account as NAME:REGION[:managed|automatic[:ams|rms|mkio]]; repeat for several accounts.
     /// `managed` accounts have reserved units (MRUs) that gate concurrency; `automatic` (the default) scale alone.
-    #[arg(long = "account", value_name = "NAME:REGION[:MODE]", required = true)]
+    /// The last part is the provider the account speaks as: Azure Media Services (`ams`, the default), Ravnur
+    /// Media Services (`rms`) or MediaKind MK.IO (`mkio`).
+    #[arg(long = "account", value_name = "NAME:REGION[:MODE[:PROVIDER]]", required = true)]
     pub accounts: Vec<String>,
     /// Most reserved units a managed account may set (`MaxReservableUnits`; 25 is the documented default quota).
     #[arg(long, default_value_t = 25)]
@@ -74,6 +76,31 @@ pub struct AccountSpec {
     pub region: String,
     /// How the account's encoding concurrency is governed.
     pub mru_mode: MruMode,
+    /// The service the account speaks as.
+    pub provider: Provider,
+}
+
+/// The service an emulated account speaks as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// Azure Media Services: ARM paths, no token check (local only), Event Grid system-topic events.
+    #[default]
+    Ams,
+    /// Ravnur Media Services: the same ARM paths, a token endpoint, events as an Event Grid custom topic.
+    Rms,
+    /// MediaKind MK.IO: its own paths, tokens, errors, rate limits and webhooks.
+    Mkio,
+}
+
+impl Provider {
+    /// Parses the optional fourth part of `--account`.
+    fn parse(s: &str) -> Option<Provider> {
+        [("ams", Provider::Ams), ("rms", Provider::Rms), ("mkio", Provider::Mkio)]
+            .into_iter()
+            .find(|(name, _)| s.eq_ignore_ascii_case(name))
+            .map(|(_, p)| p)
+    }
 }
 
 /// Whether an account has reserved units to manage (contracts 5.3).
@@ -102,8 +129,8 @@ impl MruMode {
 /// Why the command line cannot be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    /// `--account` without `NAME:REGION[:managed|automatic]`.
-    #[error("--account expects NAME:REGION[:managed|automatic], got '{0}'")]
+    /// `--account` without `NAME:REGION[:managed|automatic[:ams|rms|mkio]]`.
+    #[error("--account expects NAME:REGION[:managed|automatic[:ams|rms|mkio]], got '{0}'")]
     BadAccount(String),
     /// The same account twice (names are case-insensitive).
     #[error("account '{0}' is given twice")]
@@ -167,18 +194,20 @@ impl Config {
         let mut accounts: Vec<AccountSpec> = Vec::new();
         for raw in &cli.accounts {
             let parts: Vec<&str> = raw.split(':').map(str::trim).collect();
-            let (name, region, mru_mode) = match parts.as_slice() {
-                [n, r] => (*n, *r, Some(MruMode::Automatic)),
-                [n, r, m] => (*n, *r, MruMode::parse(m)),
-                _ => ("", "", None),
+            let (name, region, mru_mode, provider) = match parts.as_slice() {
+                [n, r] => (*n, *r, Some(MruMode::Automatic), Some(Provider::Ams)),
+                [n, r, m] => (*n, *r, MruMode::parse(m), Some(Provider::Ams)),
+                [n, r, m, p] => (*n, *r, MruMode::parse(m), Provider::parse(p)),
+                _ => ("", "", None, None),
             };
-            let mru_mode = mru_mode
+            let (mru_mode, provider) = mru_mode
+                .zip(provider)
                 .filter(|_| !name.is_empty() && !region.is_empty())
                 .ok_or_else(|| ConfigError::BadAccount(raw.clone()))?;
             if accounts.iter().any(|a| a.name.eq_ignore_ascii_case(name)) {
                 return Err(ConfigError::DuplicateAccount(name.to_string()));
             }
-            accounts.push(AccountSpec { name: name.to_string(), region: region.to_string(), mru_mode });
+            accounts.push(AccountSpec { name: name.to_string(), region: region.to_string(), mru_mode, provider });
         }
         if accounts.is_empty() {
             return Err(ConfigError::NoAccount);
@@ -258,7 +287,12 @@ mod tests {
         let c = Config::from_cli(&cli(&["--account", "east:eastus", "--account", "west:westus"])).unwrap();
         assert_eq!(
             c.accounts[1],
-            AccountSpec { name: "west".into(), region: "westus".into(), mru_mode: MruMode::Automatic }
+            AccountSpec {
+                name: "west".into(),
+                region: "westus".into(),
+                mru_mode: MruMode::Automatic,
+                provider: Provider::Ams
+            }
         );
         assert_eq!(c.event_types.len(), EventType::ALL.len());
     }
@@ -271,6 +305,22 @@ mod tests {
         assert_eq!(modes, [MruMode::Managed, MruMode::Automatic, MruMode::Automatic]);
         assert_eq!(c.max_mru, 25);
         assert!(Config::from_cli(&cli(&["--account", "a:r:sometimes"])).is_err());
+    }
+
+    #[test]
+    fn an_account_may_name_its_provider_after_its_mode_and_defaults_to_media_services() {
+        let c = Config::from_cli(&cli(&[
+            "--account",
+            "a:r:automatic:mkio",
+            "--account",
+            "b:r:managed:RMS",
+            "--account",
+            "c:r",
+        ]))
+        .unwrap();
+        let providers: Vec<Provider> = c.accounts.iter().map(|a| a.provider).collect();
+        assert_eq!(providers, [Provider::Mkio, Provider::Rms, Provider::Ams]);
+        assert!(Config::from_cli(&cli(&["--account", "a:r:automatic:bitmovin"])).is_err());
         assert!(Config::from_cli(&cli(&["--account", "a:r:managed:x"])).is_err());
         assert!(Config::from_cli(&cli(&["--account", "a::managed"])).is_err());
     }
