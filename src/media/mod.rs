@@ -1,5 +1,5 @@
-//! Media Services over ARM REST, and the asset containers' Blob REST: the only place that talks to Media
-//! Services and its storage.
+//! Media Services over ARM REST, and the asset containers' blob calls through `azure_storage_blob`: the only
+//! place that talks to Media Services and its storage.
 
 pub mod arm;
 pub mod blob;
