@@ -19,7 +19,7 @@ use crate::domain::publication::{
     ALERT_AFTER_FAILURES,
 };
 use crate::domain::{Alert, AttemptRecord, JobRecord, JobState};
-use crate::media::blob::{blob_url, without_query, BlobItem, CopyStatus};
+use crate::media::blob::{BlobItem, CopyStatus};
 use crate::media::streaming::{ContentKey, LocatorCreated, LocatorSpec, SasPermissions};
 use crate::media::MediaError;
 use crate::store::{DefinitionsCheck, StoreError};
@@ -244,8 +244,7 @@ async fn sync_content(
         let present: BTreeMap<String, BlobItem> =
             app.media.list_blobs(&to).await?.into_iter().map(|b| (b.name.clone(), b)).collect();
         for blob in &wanted {
-            let source_url = without_query(&blob_url(&from, &blob.name));
-            let ours = |b: &&BlobItem| b.copy_source.as_deref() == Some(source_url.as_str());
+            let ours = |b: &&BlobItem| b.copied_from(&from, &blob.name);
             match present.get(&blob.name).filter(ours).map(|b| (b.copy_status, b.length)) {
                 Some((Some(CopyStatus::Pending), _)) => landed = false,
                 Some((Some(CopyStatus::Success), length)) if length == blob.length => {}

@@ -2,14 +2,18 @@
 //! create answered with 409 or with 400 is read back and taken only if it is the same resource; a job
 //! whose output asset is missing (400, not 404) gets the asset and is created; refusals of the account
 //! (401/403, a 409 on an asset PUT, a 404 for the account itself) are the account's fault and are told apart
-//! from refusals of the request and from a child resource that does not exist.
+//! from refusals of the request and from a child resource that does not exist. The blob calls of
+//! publication on the SAS URLs the service issues list copy state (asked for with `include=copy`) and names
+//! Storage sends percent-encoded, start copies once (a second one onto a pending copy is refused with 409
+//! `PendingCopyOperation`, a refusal of the request) and read a blob's properties.
 //!
 //! Every call goes over HTTP to the real emulator binary; nothing is stubbed.
 
 mod support;
 
 use ams_failover::config::{AccountConfig, ArmAuth, MruMode};
-use ams_failover::media::streaming::{LocatorCreated, LocatorSpec};
+use ams_failover::media::blob::CopyStatus;
+use ams_failover::media::streaming::{LocatorCreated, LocatorSpec, SasPermissions};
 use ams_failover::media::{JobSpec, MediaClient, MediaError};
 use anyhow::{ensure, Context};
 use serde_json::{json, Value};
@@ -185,5 +189,91 @@ async fn an_account_that_is_not_there_fails_the_probe_and_its_jobs_have_not_vani
     let wrong_group = AccountConfig { resource_group: "elsewhere-rg".to_owned(), ..account.clone() };
     let probe = media.probe(&wrong_group, TRANSFORM).await;
     assert!(matches!(probe, Err(MediaError::Account { status: 404, .. })), "{probe:?}");
+    Ok(())
+}
+
+/// Writes `bytes` to `blob` of `asset`'s container with a SAS from listContainerSas, as an encoder would.
+async fn upload(emulator: &Process, asset: &str, blob: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let expiry = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let sas_url = format!(
+        "{}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Media/mediaServices/{ACCOUNT}/assets/{asset}/listContainerSas?api-version=2023-01-01",
+        emulator.url
+    );
+    let sas: Value = http
+        .post(sas_url)
+        .json(&json!({"permissions": "ReadWrite", "expiryTime": expiry}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut url = url::Url::parse(sas["assetContainerSasUrls"][0].as_str().context("no SAS URL")?)?;
+    url.path_segments_mut().map_err(|_| anyhow::anyhow!("not a base URL"))?.extend(blob.split('/'));
+    let status = http.put(url).header("x-ms-blob-type", "BlockBlob").body(bytes.to_vec()).send().await?.status();
+    ensure!(status == 201, "uploading {blob:?} answered {status}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn blob_calls_list_copy_state_and_encoded_names_start_each_copy_once_and_read_properties() -> anyhow::Result<()> {
+    // 40 emulated seconds at scale 20: each copy stays pending for 2 s.
+    let (emulator, media, account) = emulator(&["--copy-ms", "40000"]).await?;
+    let (source, target) = ("blobs-src", "blobs-dst");
+    media.ensure_asset(&account, source).await?;
+    media.ensure_asset(&account, target).await?;
+    // A name in a virtual directory, one with XML's special characters, and one XML cannot carry, which
+    // Storage lists percent-encoded with `Encoded="true"`.
+    let names = ["dir/video 1.mp4", "a&b<c>.ism", "ctl\u{1}name.mp4"];
+    for (i, name) in names.iter().enumerate() {
+        upload(&emulator, source, name, &vec![7u8; 10 + i]).await?;
+    }
+    let expiry = chrono::Utc::now() + chrono::Duration::hours(1);
+    let from = media.container_sas(&account, source, SasPermissions::Read, expiry).await?;
+    let to = media.container_sas(&account, target, SasPermissions::ReadWrite, expiry).await?;
+
+    let mut wanted = media.list_blobs(&from).await?;
+    wanted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut expected: Vec<(String, u64)> =
+        names.iter().enumerate().map(|(i, n)| (n.to_string(), 10 + i as u64)).collect();
+    expected.sort();
+    assert_eq!(wanted.iter().map(|b| (b.name.clone(), b.length)).collect::<Vec<_>>(), expected);
+    assert!(wanted.iter().all(|b| b.copy_status.is_none() && b.copy_source.is_none()), "{wanted:?}");
+    assert!(media.list_blobs(&to).await?.is_empty());
+
+    for blob in &wanted {
+        media.start_copy(&from, &to, &blob.name).await?;
+    }
+    let copying = media.list_blobs(&to).await?;
+    assert_eq!(copying.len(), names.len());
+    for blob in &copying {
+        assert_eq!(blob.copy_status, Some(CopyStatus::Pending), "{blob:?}");
+        assert!(blob.copied_from(&from, &blob.name), "{blob:?}");
+        assert!(!blob.copied_from(&to, &blob.name), "{blob:?}");
+    }
+    // A copy started again while the first is pending is refused by the service, not by the account.
+    let again =
+        media.start_copy(&from, &to, names[0]).await.err().context("a second copy onto a pending one started")?;
+    assert!(
+        matches!(&again, MediaError::Rejected { status: 409, code, .. } if code == "PendingCopyOperation"),
+        "{again:?}"
+    );
+    assert!(!again.is_account_fault());
+    assert!(!again.to_string().contains("sig="), "{again}");
+
+    let head = media.head_blob(&to, names[0]).await?.context("the copy target is there")?;
+    assert_eq!(head.copy_status, Some(CopyStatus::Pending));
+    assert!(head.copied_from(&from, names[0]), "{head:?}");
+    assert_eq!(media.head_blob(&to, "missing.mp4").await?, None);
+
+    let landed = support::eventually(Duration::from_secs(30), "the copies to land", || async {
+        let listed = media.list_blobs(&to).await?;
+        Ok(listed.iter().all(|b| b.copy_status == Some(CopyStatus::Success)).then_some(listed))
+    })
+    .await?;
+    let mut landed: Vec<(String, u64)> = landed.into_iter().map(|b| (b.name, b.length)).collect();
+    landed.sort();
+    assert_eq!(landed, expected, "every blob landed at its length");
+    let head = media.head_blob(&to, names[2]).await?.context("the copy target is there")?;
+    assert_eq!((head.copy_status, head.length), (Some(CopyStatus::Success), 12));
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! Media Services and its successors, and the asset containers' Blob REST: the only place that talks to a
-//! media service and its storage.
+//! Media Services and its successors, and the asset containers' blob calls (through `azure_storage_blob`):
+//! the only place that talks to a media service and its storage.
 //!
 //! [`MediaClient`] is the one interface the rest of the product uses. Each account names its provider, and
 //! the client hands the call to the wire that provider speaks: [`arm::ArmClient`] for Azure Media Services

@@ -1,8 +1,11 @@
 // Conformance of the Media Services emulator, judged by Microsoft's generated SDKs: @azure/arm-mediaservices
-// for ARM, @azure/storage-blob on the SAS URLs the emulator issues, and @azure/eventgrid's
-// EventGridDeserializer on every event it delivers (the envelope typed, isSystemEvent for its type, the data
-// checked under its wire names, since the deserializer leaves data as sent). Each operation must meet the SDK's own expectations:
-// status codes, response models, typed errors.
+// for ARM, @azure/storage-blob on the SAS URLs the emulator issues, and @azure/eventgrid on every event it
+// delivers: EventGridDeserializer types the envelope, isSystemEvent knows its type, and the data is checked
+// against the model the SDK declares for that type (its TypeScript interface in the package's .d.ts files and
+// the generated mapper with the same properties under their wire names: every required property present,
+// every property of the declared type, enum values among the declared ones, nothing the model does not have).
+// The deserializer leaves data as sent, so without that check a misspelt or mistyped field would pass. Each
+// operation must meet the SDK's own expectations: status codes, response models, typed errors.
 //
 // Run by `./dev test` as `node --test tools/ams-emulator/conformance/`. Without configuration it starts
 // target/debug/ams-emulator (or AMS_EMULATOR_BIN) on a free port. To judge a real AMS-compatible service,
@@ -17,7 +20,9 @@ import { spawn } from "node:child_process";
 import { createServer } from "node:http";
 import { once } from "node:events";
 import { randomUUID, randomBytes } from "node:crypto";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { createRequire } from "node:module";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { AzureMediaServices } from "@azure/arm-mediaservices";
 import { ContainerClient } from "@azure/storage-blob";
@@ -257,7 +262,8 @@ test("blobs on the issued SAS URLs: upload, list with and without copy state, cr
 
   const readable = await sasContainer(a, source, "Read");
   const to = await sasContainer(b, dest, "ReadWrite");
-  const poller = await to.getBlobClient("dir/video.mp4").beginCopyFromURL(readable.getBlobClient("dir/video.mp4").url);
+  // The poller waits 15 s between polls by default; the emulator's copies land in milliseconds.
+  const poller = await to.getBlobClient("dir/video.mp4").beginCopyFromURL(readable.getBlobClient("dir/video.mp4").url, { intervalInMs: 200 });
   const copied = await poller.pollUntilDone();
   assert.equal(copied.copyStatus, "success");
   const props = await to.getBlobClient("dir/video.mp4").getProperties();
@@ -280,53 +286,251 @@ test("blobs on the issued SAS URLs: upload, list with and without copy state, cr
   await rejectsWith(to.getBlobClient("missing.mp4").getProperties(), 404);
 });
 
-test("every delivered event deserializes with the SDK as a known system event with the data its type carries", { skip: real && "events need an endpoint the service can call" }, async () => {
-  const [a] = target.accounts;
-  await ensureTransform(a);
-  const asset = `conform-ev-${run}`;
-  const job = `conform-ev-job-${run}`;
-  await target.client.assets.createOrUpdate(target.rg, a, asset, {});
-  await target.client.jobs.create(target.rg, a, transform, job, {
+// The SDK's own description of each system event's data. `SystemEventNameToEventData` in predicates.d.ts
+// names the TypeScript interface of each event type's data; generated/models/index.d.ts declares those
+// interfaces; generated/models/mappers.js is the generated model of the same interfaces with each property's
+// wire name, type, requiredness and allowed enum values, and the discriminators of polymorphic ones.
+const eventgridDist = path.join(path.dirname(createRequire(import.meta.url).resolve("@azure/eventgrid/package.json")), "dist/esm");
+const sdkTypes = {
+  eventData: Object.fromEntries(
+    [...readFileSync(path.join(eventgridDist, "predicates.d.ts"), "utf8").matchAll(/"(Microsoft\.Media\.Job\w+)": (\w+);/g)]
+      .map((m) => [m[1], m[2]]),
+  ),
+  interfaces: declaredInterfaces(readFileSync(path.join(eventgridDist, "generated/models/index.d.ts"), "utf8")),
+  mappers: await import(pathToFileURL(path.join(eventgridDist, "generated/models/mappers.js"))),
+};
+
+/** The interfaces of a .d.ts file: name -> { parents, props: name -> { optional, type } } (top-level members). */
+function declaredInterfaces(dts) {
+  const found = new Map();
+  for (const m of dts.matchAll(/export interface (\w+)(?: extends ([\w, ]+))? \{\n/g)) {
+    const props = new Map();
+    let depth = 1;
+    for (const line of dts.slice(m.index + m[0].length).split("\n")) {
+      if (depth === 1) {
+        const p = line.match(/^\s*(?:readonly\s+)?([A-Za-z_$][\w$]*)(\?)?:\s*(.*?);?$/);
+        if (p) props.set(p[1], { optional: Boolean(p[2]), type: p[3] });
+      }
+      depth += (line.match(/\{/g) ?? []).length - (line.match(/\}/g) ?? []).length;
+      if (depth <= 0) break;
+    }
+    found.set(m[1], { parents: m[2] ? m[2].split(",").map((x) => x.trim()) : [], props });
+  }
+  return found;
+}
+
+/** Every member of a declared interface, its parents' included. */
+function declaredMembers(name) {
+  const declared = sdkTypes.interfaces.get(name);
+  assert.ok(declared, `the SDK declares interface ${name}`);
+  const members = new Map();
+  for (const parent of declared.parents) for (const [k, v] of declaredMembers(parent)) members.set(k, v);
+  for (const [k, v] of declared.props) members.set(k, v);
+  return members;
+}
+
+/** The generated mapper of a class, checked to have exactly the members its interface declares, and which
+ * members are required: those the mapper requires and those the interface does not mark optional (the two
+ * differ: `MediaJobOutputStateChangeEventData.output` is required by its interface only). */
+function modelOf(className) {
+  const mapper = sdkTypes.mappers[className];
+  assert.ok(mapper?.type?.modelProperties, `the SDK has a model for ${className}`);
+  const declared = declaredMembers(className);
+  const modelled = mapper.type.modelProperties;
+  assert.deepEqual(Object.keys(modelled).sort(), [...declared.keys()].sort(), `${className}: the model has the declared members`);
+  const required = new Set(Object.keys(modelled).filter((m) => modelled[m].required || !declared.get(m).optional));
+  return { mapper, required };
+}
+
+/** Where `value` departs from the SDK's mapper `type`, as "path: why" lines. */
+function departures(value, type, at) {
+  const problems = [];
+  const wrong = (why) => problems.push(`${at}: ${why} (${JSON.stringify(value)})`);
+  switch (type.name) {
+    case "String":
+      if (typeof value !== "string") wrong("not a string");
+      break;
+    case "Number":
+      if (typeof value !== "number" || !Number.isFinite(value)) wrong("not a number");
+      break;
+    case "Boolean":
+      if (typeof value !== "boolean") wrong("not a boolean");
+      break;
+    case "DateTime":
+      if (typeof value !== "string" || Number.isNaN(Date.parse(value))) wrong("not a date-time");
+      break;
+    case "Enum":
+      if (!type.allowedValues.includes(value)) wrong(`not one of ${type.allowedValues.join(", ")}`);
+      break;
+    case "Sequence":
+      if (!Array.isArray(value)) wrong("not an array");
+      else value.forEach((v, i) => problems.push(...departures(v, type.element.type, `${at}[${i}]`)));
+      break;
+    case "Dictionary":
+      if (typeof value !== "object" || value === null || Array.isArray(value)) wrong("not an object");
+      else for (const [k, v] of Object.entries(value)) problems.push(...departures(v, type.value.type, `${at}.${k}`));
+      break;
+    case "Composite": {
+      if (typeof value !== "object" || value === null || Array.isArray(value)) {
+        wrong("not an object");
+        break;
+      }
+      let { mapper, required } = modelOf(type.className);
+      const discriminator = mapper.type.polymorphicDiscriminator;
+      if (discriminator) {
+        // A polymorphic model: the discriminator's value picks the subtype whose model applies.
+        const kind = value[discriminator.serializedName.replace(/\\\./g, ".")];
+        const subtype = sdkTypes.mappers.discriminators[`${mapper.type.uberParent}.${kind}`];
+        if (!subtype) {
+          wrong(`no ${mapper.type.uberParent} subtype is discriminated by ${JSON.stringify(kind)}`);
+          break;
+        }
+        ({ mapper, required } = modelOf(subtype.type.className));
+      }
+      const wireNames = new Set();
+      for (const [member, property] of Object.entries(mapper.type.modelProperties)) {
+        const wire = property.serializedName.replace(/\\\./g, ".");
+        wireNames.add(wire);
+        const v = value[wire];
+        // An optional member may be absent or null (the service's samples send "error": null).
+        if (v === undefined || v === null) {
+          if (required.has(member) && !property.nullable) problems.push(`${at}.${wire}: required by ${mapper.type.className}.${member}, missing`);
+          continue;
+        }
+        problems.push(...departures(v, property.type, `${at}.${wire}`));
+      }
+      if (!mapper.type.additionalProperties) {
+        for (const key of Object.keys(value)) {
+          if (!wireNames.has(key)) problems.push(`${at}.${key}: not a member of ${mapper.type.className}`);
+        }
+      }
+      break;
+    }
+    default:
+      wrong(`the check does not know mapper type ${type.name}`);
+  }
+  return problems;
+}
+
+/** Where an event's data departs from the model the SDK declares for its type. */
+function dataDepartures(event) {
+  const dataType = sdkTypes.eventData[event.eventType];
+  if (!dataType) return [`${event.eventType}: the SDK declares no data type for it`];
+  return departures(event.data, { name: "Composite", className: dataType }, "data");
+}
+
+test("the model check refuses data with a misspelt, mistyped, missing or extra field", () => {
+  const good = {
+    eventType: "Microsoft.Media.JobFinished",
+    data: {
+      previousState: "Processing", state: "Finished", correlationData: { jobId: "j" },
+      outputs: [{ "@odata.type": "#Microsoft.Media.JobOutputAsset", assetName: "a", error: null, label: "l", progress: 100, state: "Finished" }],
+    },
+  };
+  assert.deepEqual(dataDepartures(good), []);
+  const broken = (change) => {
+    const e = structuredClone(good);
+    change(e.data);
+    return dataDepartures(e);
+  };
+  assert.match(broken((d) => { d.previousstate = d.previousState; delete d.previousState; }).join("\n"), /previousState: required.*\n.*previousstate: not a member/);
+  assert.match(broken((d) => { d.outputs[0].progress = "100"; }).join(), /outputs\[0\]\.progress: not a number/);
+  assert.match(broken((d) => { d.state = "Done"; }).join(), /data\.state: not one of/);
+  assert.match(broken((d) => { d.correlationData = { jobId: 1 }; }).join(), /correlationData\.jobId: not a string/);
+  assert.match(broken((d) => { delete d.outputs[0]["@odata.type"]; }).join(), /no MediaJobOutput subtype/);
+  assert.match(broken((d) => { delete d.outputs[0].assetName; }).join(), /outputs\[0\]\.assetName: required/);
+  assert.match(broken((d) => { d.outputs[0].error = { code: "ServiceError", message: "m", category: "Service", retry: "Maybe", details: [] }; }).join(), /error\.retry: not one of/);
+});
+
+/** Sets an emulated account's fault through the control API. */
+async function setFault(account, fault) {
+  const res = await fetch(`${emulator.url}/_emulator/accounts/${account}/fault`, {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(fault),
+  });
+  assert.equal(res.status, 200, await res.text());
+}
+
+async function createJob(account, name) {
+  const asset = `${name}-out`;
+  await target.client.assets.createOrUpdate(target.rg, account, asset, {});
+  await target.client.jobs.create(target.rg, account, transform, name, {
     input: { odataType: "#Microsoft.Media.JobInputHttp", files: ["https://media.example/in/movie.mp4"] },
     outputs: [{ odataType: "#Microsoft.Media.JobOutputAsset", assetName: asset }],
-    correlationData: { jobId: job },
+    correlationData: { jobId: name },
   });
+}
+
+async function jobState(account, name) {
+  return (await target.client.jobs.get(target.rg, account, transform, name)).state;
+}
+
+/** The state a job or output is in once the specific event of `eventType` is raised. */
+const stateOf = { Scheduled: "Scheduled", Processing: "Processing", Canceling: "Canceling", Finished: "Finished", Canceled: "Canceled", Errored: "Error" };
+
+test("every delivered event deserializes with the SDK as a known system event with the data its type declares", { skip: real && "events need an endpoint the service can call" }, async () => {
+  const [a, b] = target.accounts;
+  await ensureTransform(a);
+  await ensureTransform(b);
+  // One job of each ending: Finished in a; Canceled in b, held in Scheduled by a stall so the cancel cannot
+  // come too late; Error in b, whose jobs fail at the end of processing.
+  const finished = `conform-ev-done-${run}`;
+  const canceled = `conform-ev-cancel-${run}`;
+  const errored = `conform-ev-error-${run}`;
+  await createJob(a, finished);
+  await setFault(b, { mode: "stall" });
+  await createJob(b, canceled);
+  await eventually("the job to be held in Scheduled", async () => (await jobState(b, canceled)) === "Scheduled");
+  await target.client.jobs.cancelJob(target.rg, b, transform, canceled);
+  await eventually("the job to be cancelled", async () => (await jobState(b, canceled)) === "Canceled");
+  await setFault(b, { mode: "fail-jobs" });
+  await createJob(b, errored);
+  await eventually("the job to fail", async () => (await jobState(b, errored)) === "Error");
+  await setFault(b, { mode: "healthy" });
+  await eventually("the first job to finish", async () => (await jobState(a, finished)) === "Finished");
+
   const deserializer = new EventGridDeserializer();
-  const events = await eventually("the job's Finished event", async () => {
-    const all = [];
-    for (const d of delivered) all.push(...(await deserializer.deserializeEventGridEvents(d.body)));
-    const mine = all.filter((e) => e.subject.endsWith(`/jobs/${job}`));
-    return mine.some((e) => e.eventType === "Microsoft.Media.JobFinished") && { all, mine };
+  const ends = { [finished]: "Microsoft.Media.JobFinished", [canceled]: "Microsoft.Media.JobCanceled", [errored]: "Microsoft.Media.JobErrored" };
+  const all = await eventually("each job's final event", async () => {
+    const events = [];
+    for (const d of delivered) events.push(...(await deserializer.deserializeEventGridEvents(d.body)));
+    const done = Object.entries(ends).every(([job, type]) => events.some((e) => e.subject.endsWith(`/jobs/${job}`) && e.eventType === type));
+    return done && events;
   });
+
   const seen = new Set();
-  for (const e of events.all) {
+  const problems = [];
+  for (const e of all) {
     assert.ok(isSystemEvent(e.eventType, e), `${e.eventType} is a known system event`);
     assert.ok(e.eventTime instanceof Date, "eventTime is typed as a date");
     assert.equal(typeof e.id, "string");
     assert.equal(e.dataVersion.length > 0, true);
     seen.add(e.eventType);
-    if (e.eventType === "Microsoft.Media.JobStateChange") {
-      assert.ok(["Queued", "Scheduled", "Processing", "Finished", "Canceling", "Canceled", "Error"].includes(e.data.state));
-      assert.equal(typeof e.data.correlationData, "object");
+    problems.push(...dataDepartures(e).map((p) => `${e.eventType} ${e.subject}: ${p}`));
+    // What the model cannot say: the specific events carry the state they are named after, and output
+    // events report their output, with an error on failed outputs.
+    const kind = e.eventType.replace(/^Microsoft\.Media\.Job(Output)?/, "");
+    const output = e.eventType.startsWith("Microsoft.Media.JobOutput");
+    if (stateOf[kind]) {
+      assert.equal(output ? e.data.output.state : e.data.state, stateOf[kind], `${e.eventType} carries its state`);
     }
-    if (e.eventType === "Microsoft.Media.JobFinished" || e.eventType === "Microsoft.Media.JobCanceled") {
-      assert.ok(Array.isArray(e.data.outputs), "final events carry outputs");
-      for (const o of e.data.outputs) {
-        // The deserializer types the envelope; data stays as sent, so it is checked under its wire names.
-        assert.equal(o["@odata.type"], "#Microsoft.Media.JobOutputAsset", "outputs carry their discriminator");
-        assert.equal(typeof o.progress, "number");
-      }
+    const outputs = output ? (e.data.output ? [e.data.output] : []) : (e.data.outputs ?? []);
+    for (const o of outputs) {
+      if (o.state === "Error") assert.ok(o.error?.code, `${e.eventType}: a failed output carries its error`);
+      if (o.state === "Finished") assert.equal(o.progress, 100, `${e.eventType}: a finished output is at 100`);
     }
-    if (e.eventType === "Microsoft.Media.JobOutputProgress") {
-      assert.equal(typeof e.data.progress, "number");
-      assert.equal(typeof e.data.jobCorrelationData, "object");
+    const job = e.subject.split("/jobs/")[1];
+    if (ends[job]) {
+      const correlation = e.data.correlationData ?? e.data.jobCorrelationData;
+      assert.deepEqual(correlation, { jobId: job }, `${e.eventType} carries the job's correlation data`);
     }
   }
+  assert.deepEqual(problems, [], "every event's data is as the SDK declares its type");
   for (const d of delivered) {
     assert.equal(d.headers["aeg-event-type"], "Notification");
     assert.match(d.headers["content-type"], /^application\/json/);
   }
-  for (const t of ["JobStateChange", "JobScheduled", "JobProcessing", "JobFinished", "JobOutputStateChange", "JobOutputFinished"]) {
-    assert.ok(seen.has(`Microsoft.Media.${t}`), `a ${t} event was delivered`);
-  }
+  // Every job event type the SDK knows was delivered and checked.
+  const jobEvents = Object.keys(sdkTypes.eventData);
+  assert.ok(jobEvents.length >= 15, `the SDK declares the job events: ${jobEvents}`);
+  assert.deepEqual(jobEvents.filter((t) => !seen.has(t)), [], "a delivered event of every job event type");
 });

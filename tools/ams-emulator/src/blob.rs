@@ -138,6 +138,9 @@ pub async fn handle(
 ) -> Response {
     let head = method == Method::HEAD;
     let version = headers.get("x-ms-version").and_then(|v| v.to_str().ok()).unwrap_or(SERVICE_VERSION).to_string();
+    // Storage answers a client's request id back on every response, errors included, so a client can match
+    // its logs to the service's; Microsoft's SDKs send one with every call.
+    let client_request_id = headers.get("x-ms-client-request-id").cloned();
     let mut resp = match route(&emulator, &method, &uri, &headers, body) {
         Ok(r) => r,
         Err(e) => {
@@ -151,6 +154,9 @@ pub async fn handle(
         insert(h, "x-ms-request-id", &uuid::Uuid::new_v4().to_string());
     }
     insert(h, "date", &http_time(&Utc::now()));
+    if let Some(id) = client_request_id {
+        h.insert(HeaderName::from_static("x-ms-client-request-id"), id);
+    }
     resp
 }
 
@@ -343,6 +349,17 @@ fn copy_blob(
                 StatusCode::NOT_FOUND,
                 "ContainerNotFound",
                 "The specified container does not exist.",
+            ));
+        }
+        // Storage refuses a second copy onto a destination whose copy has not landed (Copy Blob; Blob service
+        // error codes: 409 PendingCopyOperation); a client that restarts copies must be seen to fail.
+        let pending =
+            dest.containers.get(&path.container).and_then(|c| c.blobs.get(blob)).and_then(|b| b.copy.as_ref());
+        if pending.is_some_and(|c| c.status == CopyStatus::Pending) {
+            return Err(BlobError::new(
+                StatusCode::CONFLICT,
+                "PendingCopyOperation",
+                "There is currently a pending copy operation.",
             ));
         }
     }

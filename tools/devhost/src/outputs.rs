@@ -30,7 +30,7 @@ pub struct OutputWriter {
 /// four, padding allowed, non-zero trailing bits tolerated.
 fn dotnet_base64(s: &str) -> Option<Vec<u8>> {
     let cleaned: String = s.chars().filter(|c| !matches!(c, ' ' | '\t' | '\r' | '\n')).collect();
-    if cleaned.len() % 4 != 0 {
+    if !cleaned.len().is_multiple_of(4) {
         return None;
     }
     let engine = base64::engine::GeneralPurpose::new(

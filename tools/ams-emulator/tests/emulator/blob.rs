@@ -116,6 +116,14 @@ async fn an_asset_is_a_container_that_its_sas_can_write_read_and_list() {
     raw(&emu, Method::GET, &blob_url(&urls[0], "missing.mp4"), &[], None)
         .await
         .assert_storage_error(404, "BlobNotFound");
+    // A client's request id comes back on every answer, errors included.
+    let ids = [("x-ms-client-request-id", "client-1")];
+    assert_eq!(
+        raw(&emu, Method::GET, &list_url(&urls[0]), &ids, None).await.header("x-ms-client-request-id"),
+        "client-1"
+    );
+    let missing = raw(&emu, Method::HEAD, &blob_url(&urls[0], "missing.mp4"), &ids, None).await;
+    assert_eq!((missing.status, missing.header("x-ms-client-request-id")), (404, "client-1"));
     let rwd = container_sas(&emu, "east", "in", "ReadWriteDelete", &in_hours(23)).await;
     assert!(rwd[0].contains("sp=rwdl"));
     assert_eq!(raw(&emu, Method::DELETE, &blob_url(&rwd[0], "dir/source.mp4"), &[], None).await.status, 202);
@@ -231,6 +239,27 @@ async fn a_copy_from_one_account_to_another_lands_asynchronously_and_is_counted_
     assert!(with_copy.contains("<CopyStatus>success</CopyStatus>"), "{with_copy}");
     assert!(with_copy.contains(&format!("<CopyId>{copy_id}</CopyId>")), "{with_copy}");
     assert_eq!(account_entry(&emu, "east").await["copies"]["copies"], 0);
+}
+
+#[tokio::test]
+async fn a_copy_onto_a_blob_whose_copy_is_still_pending_is_refused_with_409_pending_copy_operation() {
+    // An emulated hour is 18 s real at scale 200: the first copy is still pending when the second comes.
+    let emu = Emulator::start_fast(&["--copy-ms", "3600000"]).await;
+    emu.create_asset("east", "src").await;
+    emu.create_asset("west", "dst").await;
+    let src_rw = container_sas(&emu, "east", "src", "ReadWrite", &in_hours(1)).await;
+    put_blob(&emu, &blob_url(&src_rw[0], "v.mp4"), b"v").await;
+    let dst_rw = container_sas(&emu, "west", "dst", "ReadWrite", &in_hours(1)).await;
+    let (source, dest) = (blob_url(&src_rw[0], "v.mp4"), blob_url(&dst_rw[0], "v.mp4"));
+
+    let first = raw(&emu, Method::PUT, &dest, &[("x-ms-copy-source", &source)], None).await;
+    assert_eq!((first.status, first.header("x-ms-copy-status")), (202, "pending"), "{}", first.text());
+    raw(&emu, Method::PUT, &dest, &[("x-ms-copy-source", &source)], None)
+        .await
+        .assert_storage_error(409, "PendingCopyOperation");
+    let head = raw(&emu, Method::HEAD, &dest, &[], None).await;
+    assert_eq!(head.header("x-ms-copy-id"), first.header("x-ms-copy-id"), "the pending copy goes on");
+    assert_eq!(account_entry(&emu, "west").await["copies"]["copies"], 1, "the refused copy is not counted");
 }
 
 #[tokio::test]
