@@ -262,6 +262,13 @@ impl AccountConfig {
     pub fn events_topic(&self) -> String {
         self.event_topic.clone().unwrap_or_else(|| self.resource_path())
     }
+
+    /// Whether the product scales this account's reserved units: it asked for that (`mruMode: managed`)
+    /// and the provider has reserved units at all. Start-up refuses the first without the second; this
+    /// check keeps the rules right even for an account built some other way.
+    pub fn scales_mru(&self) -> bool {
+        self.mru_mode == MruMode::Managed && self.provider.capabilities().reserved_units
+    }
 }
 
 /// An API key and the setting it was read from. The key never prints.
@@ -1065,12 +1072,15 @@ mod tests {
     }
 
     #[test]
-    fn an_ams_account_keeps_its_own_resource_id_as_its_events_topic() {
+    fn an_ams_account_keeps_its_own_resource_id_as_its_events_topic_and_scales_mrus_only_when_managed() {
         let s = with_accounts(ACCOUNTS, &[]).expect("valid");
         let account = &s.accounts[0];
         assert_eq!(account.events_topic(), account.resource_path());
         let topic = "/subscriptions/S/resourceGroups/RG/providers/Microsoft.Media/mediaservices/AMSWE";
         assert_eq!(s.account_for_topic(topic).map(|a| a.name.as_str()), Some("amswe"));
+        assert!(account.scales_mru());
+        let rms = AccountConfig { provider: Provider::Rms, ..account.clone() };
+        assert!(!rms.scales_mru(), "no reserved units, whatever mruMode says");
     }
 
     #[test]
