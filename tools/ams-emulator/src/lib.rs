@@ -5,7 +5,8 @@
 //! transforms, assets, jobs and VOD publication (`arm`, `streaming`), blob
 //! storage behind the assets (`storage`, `blob`, `outputs`), AMS job events delivered the way Event
 //! Grid delivers them (`events`), a job lifecycle driven by one ticker
-//! (`lifecycle`), Media Reserved Units through the v2 endpoint (`mru`), plus a
+//! (`lifecycle`), Media Reserved Units through the v2 endpoint (`mru`), Ravnur's
+//! token endpoint and bearer check for `rms` accounts (`rms`), plus a
 //! control API for fault injection and inspection (`control`).
 
 pub mod arm;
@@ -18,6 +19,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod mru;
 pub mod outputs;
+pub mod rms;
 pub mod state;
 pub mod storage;
 pub mod streaming;
@@ -26,7 +28,7 @@ pub mod timefmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -36,6 +38,8 @@ pub use state::Emulator;
 /// The full HTTP surface: control API, the v2 MRU endpoints, everything else goes to ARM.
 pub fn router(emulator: Arc<Emulator>) -> Router {
     control::router()
+        .merge(rms::control_router())
+        .route(rms::TOKEN_PATH, post(rms::token))
         .route(&format!("{}{{*rest}}", mru::PREFIX), any(mru::handle))
         .route(&format!("{}{{*rest}}", blob::PREFIX), any(blob::handle))
         .route(&format!("{}{{account}}", streaming::KEY_DELIVERY_PREFIX), get(streaming::key_delivery))

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::config::Config;
 use crate::events::{Dispatcher, EventSource};
 use crate::model::{Account, Job, Mru};
+use crate::rms::RmsAuth;
 
 /// All accounts, keyed by lowercase name (account names are case-insensitive).
 #[derive(Debug, Default)]
@@ -31,6 +32,8 @@ pub struct Emulator {
     pub dispatcher: Dispatcher,
     /// `http://127.0.0.1:PORT` as bound; URLs the emulator hands out (v2 endpoints, SAS URLs) start with it.
     pub base_url: String,
+    /// The tokens of Ravnur accounts: issued, checked and expired on demand.
+    pub rms: RmsAuth,
     state: Mutex<State>,
 }
 
@@ -46,7 +49,8 @@ impl Emulator {
             })
             .collect();
         let dispatcher = Dispatcher::new(config.event_endpoint.clone(), config.event_types.clone(), config.time_scale);
-        Arc::new(Emulator { config, dispatcher, base_url, state: Mutex::new(State { accounts }) })
+        let rms = RmsAuth::new(&config.rms_api_key, config.rms_token_ttl);
+        Arc::new(Emulator { config, dispatcher, base_url, rms, state: Mutex::new(State { accounts }) })
     }
 
     /// Locks the state. A poisoned lock is recovered: each critical section
@@ -55,8 +59,11 @@ impl Emulator {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Event topic and subject for a job of `account`.
+    /// Event topic and subject for a job of `account`: the subject is the same for every provider, the topic
+    /// is the account's own or its custom topic ([`Config::event_topic`]).
     pub fn event_source(&self, account: &Account, job: &Job) -> EventSource {
-        EventSource::new(&self.config.subscription, &self.config.resource_group, &account.name, job)
+        let mut source = EventSource::new(&self.config.subscription, &self.config.resource_group, &account.name, job);
+        source.topic = self.config.event_topic(&account.name);
+        source
     }
 }

@@ -9,4 +9,5 @@ mod delivery;
 mod faults;
 mod lifecycle;
 mod mru;
+mod rms;
 mod streaming;
