@@ -766,7 +766,30 @@ fn parse_accounts(
                 api_key,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(distinct_event_topics)
+}
+
+/// Refuses two accounts whose events come from one topic: a job event's subject names the transform and the
+/// job but not the account, so events of a custom topic shared by two accounts (one Ravnur instance serving
+/// both) could not be told apart.
+fn distinct_event_topics(accounts: Vec<AccountConfig>) -> Result<Vec<AccountConfig>, ConfigError> {
+    for (i, a) in accounts.iter().enumerate() {
+        let topic = a.events_topic();
+        if let Some(b) =
+            accounts[..i].iter().find(|b| crate::domain::event::same_resource_id(&b.events_topic(), &topic))
+        {
+            return Err(bad(
+                "MEDIA_ACCOUNTS",
+                format!(
+                    "accounts {:?} and {:?} have the same eventTopic {topic:?}: their events could not be told \
+                     apart, so give each account its own RMS instance (and topic)",
+                    b.name, a.name
+                ),
+            ));
+        }
+    }
+    Ok(accounts)
 }
 
 /// The fields only some providers take: Ravnur's API key (from the setting `apiKeySetting` names) and the
@@ -1058,6 +1081,21 @@ mod tests {
             r#"[{{"name":"rmswe","region":"r","provider":"rms","subscriptionId":"s","resourceGroup":"rg","eventTopic":"{RMS_TOPIC}"}}]"#
         ));
         assert!(no_endpoint.contains("armEndpoint"), "{no_endpoint}");
+    }
+
+    #[test]
+    fn two_accounts_cannot_share_one_custom_topic() {
+        let account = |name: &str, topic: &str| {
+            format!(
+                r#"{{"name":"{name}","region":"r","provider":"rms","subscriptionId":"s","resourceGroup":"rg","armEndpoint":"https://rms.abc.ravnur.net","eventTopic":"{topic}"}}"#
+            )
+        };
+        let accounts =
+            format!("[{},{}]", account("rmsone", RMS_TOPIC), account("rmstwo", &RMS_TOPIC.to_ascii_uppercase()));
+        let error = with_accounts(&accounts, &[("RMS_API_KEY_RMSONE", "k"), ("RMS_API_KEY_RMSTWO", "k")])
+            .expect_err("one topic, two accounts")
+            .to_string();
+        assert!(error.contains("rmsone") && error.contains("rmstwo") && error.contains("same eventTopic"), "{error}");
     }
 
     #[test]
