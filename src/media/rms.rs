@@ -115,6 +115,7 @@ pub fn token_url(endpoint: &Url) -> Result<Url, MediaError> {
 /// One account's token: fetched when needed, shared by its concurrent calls.
 pub struct TokenSource {
     account: String,
+    region: String,
     url: Url,
     subscription_id: String,
     api_key: ApiKey,
@@ -139,6 +140,7 @@ impl TokenSource {
         })?;
         Ok(TokenSource {
             account: account.name.clone(),
+            region: account.region.clone(),
             url: token_url(&account.arm_endpoint)?,
             subscription_id: account.subscription_id.clone(),
             api_key,
@@ -215,7 +217,7 @@ impl TokenSource {
                 )));
             }
             let cached = CachedToken::fetched(token.to_owned(), now);
-            tracing::info!(account = %self.account, usable_until = %cached.usable_until, "got an RMS token");
+            tracing::info!(account = %self.account, region = %self.region, usable_until = %cached.usable_until, "got an RMS token");
             return Ok(cached);
         }
         let (code, message) = arm_error(&text);
