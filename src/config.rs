@@ -64,7 +64,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "MEDIA_ACCOUNTS",
         need: Need::Required,
-        doc: "JSON array of accounts: name, region, provider (ams, default), subscriptionId, resourceGroup, armEndpoint (default https://management.azure.com), mruMode (managed|automatic, default automatic), maxMru (default 10), mruEndpoint (default: discovered from ARM), stuckAfter (default STUCK_AFTER)",
+        doc: "JSON array of accounts: name, region, provider (ams, default, or rms), subscriptionId, resourceGroup, armEndpoint (default https://management.azure.com; rms: required, the instance's API endpoint), mruMode (managed|automatic, default automatic; managed only where the provider has reserved units, so never on rms), maxMru (default 10), mruEndpoint (default: discovered from ARM), stuckAfter (default STUCK_AFTER); rms accounts also: apiKeySetting (the app setting holding the instance's API key, a Key Vault reference in Azure; default RMS_API_KEY_<NAME>, the account name in capitals) and eventTopic (required: resource id of the instance's Event Grid custom topic eg-topic-<suffix>, by which events are matched to the account)",
     },
     Setting {
         name: "TABLES_CONNECTION_STRING",
@@ -241,6 +241,11 @@ pub struct AccountConfig {
     pub mru_endpoint: Option<Url>,
     /// How long a job may wait in Scheduled here before it counts as stuck (`STUCK_AFTER` unless set).
     pub stuck_after: Duration,
+    /// The Event Grid topic the account's events come from when it is not the account itself: Ravnur
+    /// publishes to a custom topic in its own resource group (`eventTopic`).
+    pub event_topic: Option<String>,
+    /// The API key the account's token is requested with (Ravnur), read from the setting it names.
+    pub api_key: Option<ApiKey>,
 }
 
 impl AccountConfig {
@@ -250,6 +255,45 @@ impl AccountConfig {
             "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Media/mediaServices/{}",
             self.subscription_id, self.resource_group, self.name
         )
+    }
+
+    /// The `topic` of this account's events: its custom topic when it has one, else the account's own
+    /// resource id (the Media Services system topic).
+    pub fn events_topic(&self) -> String {
+        self.event_topic.clone().unwrap_or_else(|| self.resource_path())
+    }
+
+    /// Whether the product scales this account's reserved units: it asked for that (`mruMode: managed`)
+    /// and the provider has reserved units at all. Start-up refuses the first without the second; this
+    /// check keeps the rules right even for an account built some other way.
+    pub fn scales_mru(&self) -> bool {
+        self.mru_mode == MruMode::Managed && self.provider.capabilities().reserved_units
+    }
+}
+
+/// An API key and the setting it was read from. The key never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// The app setting that holds it (in Azure a Key Vault reference), for messages.
+    pub setting: String,
+    value: String,
+}
+
+impl ApiKey {
+    /// A key read from `setting`.
+    pub fn new(setting: impl Into<String>, value: impl Into<String>) -> ApiKey {
+        ApiKey { setting: setting.into(), value: value.into() }
+    }
+
+    /// The key itself, for the one request that sends it.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKey({}: <redacted>)", self.setting)
     }
 }
 
@@ -266,6 +310,8 @@ struct RawAccount {
     max_mru: Option<u32>,
     mru_endpoint: Option<String>,
     stuck_after: Option<String>,
+    api_key_setting: Option<String>,
+    event_topic: Option<String>,
 }
 
 /// Where the Table Storage state lives.
@@ -448,6 +494,7 @@ impl Settings {
                 bad("MEDIA_ACCOUNTS", r#"missing; a JSON array like [{"name":"amswe","region":"westeurope","subscriptionId":"...","resourceGroup":"media"}]"#)
             })?,
             failover.stuck_after,
+            &get,
         )?;
 
         let storage = match (get("TABLES_CONNECTION_STRING"), get("TABLES_ENDPOINT")) {
@@ -530,6 +577,12 @@ impl Settings {
     /// The configured account with this name (case-insensitive, as Event Grid topics vary in case).
     pub fn account(&self, name: &str) -> Option<&AccountConfig> {
         self.accounts.iter().find(|a| a.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The configured account whose events come from `topic` (resource ids compared case-insensitively, as
+    /// Event Grid does not keep their case).
+    pub fn account_for_topic(&self, topic: &str) -> Option<&AccountConfig> {
+        self.accounts.iter().find(|a| crate::domain::event::same_resource_id(&a.events_topic(), topic))
     }
 
     /// The names of the configured transforms.
@@ -625,7 +678,11 @@ fn publication(
     Ok((resolved, publish))
 }
 
-fn parse_accounts(json: &str, default_stuck_after: Duration) -> Result<Vec<AccountConfig>, ConfigError> {
+fn parse_accounts(
+    json: &str,
+    default_stuck_after: Duration,
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Vec<AccountConfig>, ConfigError> {
     const S: &str = "MEDIA_ACCOUNTS";
     let raw: Vec<RawAccount> =
         serde_json::from_str(json).map_err(|e| bad(S, format!("not a valid JSON array of accounts: {e}")))?;
@@ -657,8 +714,30 @@ fn parse_accounts(json: &str, default_stuck_after: Duration) -> Result<Vec<Accou
                 Some(p) => p.parse::<Provider>().map_err(|e| bad(S, format!("account {:?}: {e}", a.name)))?,
                 None => Provider::Ams,
             };
-            if provider != Provider::Ams {
+            if provider == Provider::Mkio {
                 return Err(bad(S, format!("account {:?}: provider {provider} is not supported yet", a.name)));
+            }
+            let mru_mode = a.mru_mode.unwrap_or(MruMode::Automatic);
+            if mru_mode == MruMode::Managed && !provider.capabilities().reserved_units {
+                return Err(bad(
+                    S,
+                    format!(
+                        "account {:?}: mruMode managed needs reserved units, which provider {provider} does not have; \
+                         leave mruMode out (or set automatic)",
+                        a.name
+                    ),
+                ));
+            }
+            let (api_key, event_topic) = provider_fields(&a, provider, get)?;
+            if provider == Provider::Rms && a.arm_endpoint.is_none() {
+                return Err(bad(
+                    S,
+                    format!(
+                        "account {:?}: provider rms needs armEndpoint, the instance's API endpoint (like \
+                         https://rms.<unique>.ravnur.net)",
+                        a.name
+                    ),
+                ));
             }
             let arm_endpoint = parse_url(a.arm_endpoint.as_deref().unwrap_or(DEFAULT_ARM_ENDPOINT))
                 .map_err(|p| bad(S, format!("account {:?}: armEndpoint {p}", a.name)))?;
@@ -681,11 +760,92 @@ fn parse_accounts(json: &str, default_stuck_after: Duration) -> Result<Vec<Accou
                 subscription_id: a.subscription_id,
                 resource_group: a.resource_group,
                 arm_endpoint,
-                mru_mode: a.mru_mode.unwrap_or(MruMode::Automatic),
+                mru_mode,
                 max_mru: a.max_mru.unwrap_or(10),
+                event_topic,
+                api_key,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(distinct_event_topics)
+}
+
+/// Refuses two accounts whose events come from one topic: a job event's subject names the transform and the
+/// job but not the account, so events of a custom topic shared by two accounts (one Ravnur instance serving
+/// both) could not be told apart.
+fn distinct_event_topics(accounts: Vec<AccountConfig>) -> Result<Vec<AccountConfig>, ConfigError> {
+    for (i, a) in accounts.iter().enumerate() {
+        let topic = a.events_topic();
+        if let Some(b) =
+            accounts[..i].iter().find(|b| crate::domain::event::same_resource_id(&b.events_topic(), &topic))
+        {
+            return Err(bad(
+                "MEDIA_ACCOUNTS",
+                format!(
+                    "accounts {:?} and {:?} have the same eventTopic {topic:?}: their events could not be told \
+                     apart, so give each account its own RMS instance (and topic)",
+                    b.name, a.name
+                ),
+            ));
+        }
+    }
+    Ok(accounts)
+}
+
+/// The fields only some providers take: Ravnur's API key (from the setting `apiKeySetting` names) and the
+/// custom topic its events come from. Both are required for rms and refused elsewhere, so a misplaced
+/// field is a clear error instead of being silently unused.
+fn provider_fields(
+    a: &RawAccount,
+    provider: Provider,
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<(Option<ApiKey>, Option<String>), ConfigError> {
+    const S: &str = "MEDIA_ACCOUNTS";
+    if provider != Provider::Rms {
+        for (field, set) in [("apiKeySetting", a.api_key_setting.is_some()), ("eventTopic", a.event_topic.is_some())] {
+            if set {
+                return Err(bad(S, format!("account {:?}: {field} is for rms accounts, not {provider}", a.name)));
+            }
+        }
+        return Ok((None, None));
+    }
+    let setting = match &a.api_key_setting {
+        Some(name) => name.trim().to_owned(),
+        None => format!("RMS_API_KEY_{}", a.name.to_ascii_uppercase()),
+    };
+    if setting.is_empty() || !setting.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+        return Err(bad(S, format!("account {:?}: apiKeySetting {setting:?} is not a setting name", a.name)));
+    }
+    let Some(value) = get(&setting) else {
+        return Err(bad(
+            S,
+            format!(
+                "account {:?}: the API key setting {setting} is missing or empty; set it to the instance's API key \
+                 (in Azure, a Key Vault reference)",
+                a.name
+            ),
+        ));
+    };
+    let topic = a.event_topic.as_deref().map(str::trim).unwrap_or_default();
+    let parts: Vec<&str> = topic.trim_matches('/').split('/').collect();
+    let resource_id = topic.starts_with('/')
+        && parts.len() >= 8
+        && parts[0].eq_ignore_ascii_case("subscriptions")
+        && parts[2].eq_ignore_ascii_case("resourceGroups")
+        && parts.iter().all(|p| !p.is_empty())
+        && !topic.contains(['?', '#']);
+    if !resource_id {
+        return Err(bad(
+            S,
+            format!(
+                "account {:?}: provider rms needs eventTopic, the resource id of the instance's Event Grid custom \
+                 topic (/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.EventGrid/topics/eg-topic-<suffix>), \
+                 got {topic:?}",
+                a.name
+            ),
+        ));
+    }
+    Ok((Some(ApiKey::new(setting, value)), Some(topic.to_owned())))
 }
 
 fn parse_transforms(list: &str) -> Result<BTreeMap<String, usize>, ConfigError> {
@@ -856,6 +1016,109 @@ mod tests {
         .expect_err("a bare number is not a duration")
         .to_string();
         assert!(error.contains("STUCK_AFTER") && error.contains("no unit") && error.contains("10s"), "{error}");
+    }
+
+    const RMS_TOPIC: &str = "/subscriptions/s/resourceGroups/rms-rg/providers/Microsoft.EventGrid/topics/eg-topic-abc";
+
+    fn rms_account(extra: &str) -> String {
+        format!(
+            r#"[{{"name":"rmswe","region":"westeurope","provider":"rms","subscriptionId":"s","resourceGroup":"rg","armEndpoint":"https://rms.abc.ravnur.net"{extra}}}]"#
+        )
+    }
+
+    fn with_accounts(accounts: &str, extra: &[(&'static str, &'static str)]) -> Result<Settings, ConfigError> {
+        let mut pairs = vec![
+            ("MEDIA_ACCOUNTS", accounts),
+            ("TABLES_CONNECTION_STRING", "UseDevelopmentStorage=true"),
+            ("TRANSFORMS", "encode"),
+        ];
+        pairs.extend_from_slice(extra);
+        settings(&pairs)
+    }
+
+    #[test]
+    fn an_rms_account_reads_its_api_key_from_the_default_setting_and_maps_its_custom_topic() {
+        let accounts = rms_account(&format!(r#","eventTopic":"{RMS_TOPIC}""#));
+        let s = with_accounts(&accounts, &[("RMS_API_KEY_RMSWE", "k3y")]).expect("valid");
+        let account = &s.accounts[0];
+        assert_eq!(account.provider, Provider::Rms);
+        assert_eq!(
+            account.api_key.as_ref().map(|k| (k.setting.as_str(), k.expose())),
+            Some(("RMS_API_KEY_RMSWE", "k3y"))
+        );
+        assert_eq!(account.events_topic(), RMS_TOPIC);
+        let shouted = RMS_TOPIC.to_ascii_uppercase();
+        assert_eq!(s.account_for_topic(&shouted).map(|a| a.name.as_str()), Some("rmswe"), "ids ignore case");
+        assert!(s.account_for_topic(&account.resource_path()).is_none(), "an rms account's events come from its topic");
+        assert!(!format!("{s:?}").contains("k3y"), "settings never print the key");
+    }
+
+    #[test]
+    fn an_rms_account_may_name_the_setting_that_holds_its_key() {
+        let accounts = rms_account(&format!(r#","eventTopic":"{RMS_TOPIC}","apiKeySetting":"RavnurKey""#));
+        let s = with_accounts(&accounts, &[("RavnurKey", "k")]).expect("valid");
+        assert_eq!(s.accounts[0].api_key.as_ref().map(|k| k.setting.as_str()), Some("RavnurKey"));
+    }
+
+    #[test]
+    fn a_missing_api_key_stops_start_up_with_a_message_that_names_its_setting() {
+        let accounts = rms_account(&format!(r#","eventTopic":"{RMS_TOPIC}""#));
+        let error = with_accounts(&accounts, &[]).expect_err("no key").to_string();
+        assert!(error.contains("MEDIA_ACCOUNTS") && error.contains("RMS_API_KEY_RMSWE"), "{error}");
+    }
+
+    #[test]
+    fn rms_accounts_need_their_endpoint_and_custom_topic_and_cannot_have_managed_mrus() {
+        let key = [("RMS_API_KEY_RMSWE", "k")];
+        let problem = |accounts: String| with_accounts(&accounts, &key).expect_err("refused").to_string();
+        let no_topic = problem(rms_account(""));
+        assert!(no_topic.contains("eventTopic"), "{no_topic}");
+        let not_an_id = problem(rms_account(r#","eventTopic":"eg-topic-abc""#));
+        assert!(not_an_id.contains("eventTopic"), "{not_an_id}");
+        let managed = problem(rms_account(&format!(r#","eventTopic":"{RMS_TOPIC}","mruMode":"managed""#)));
+        assert!(managed.contains("mruMode managed") && managed.contains("reserved units"), "{managed}");
+        let no_endpoint = problem(format!(
+            r#"[{{"name":"rmswe","region":"r","provider":"rms","subscriptionId":"s","resourceGroup":"rg","eventTopic":"{RMS_TOPIC}"}}]"#
+        ));
+        assert!(no_endpoint.contains("armEndpoint"), "{no_endpoint}");
+    }
+
+    #[test]
+    fn two_accounts_cannot_share_one_custom_topic() {
+        let account = |name: &str, topic: &str| {
+            format!(
+                r#"{{"name":"{name}","region":"r","provider":"rms","subscriptionId":"s","resourceGroup":"rg","armEndpoint":"https://rms.abc.ravnur.net","eventTopic":"{topic}"}}"#
+            )
+        };
+        let accounts =
+            format!("[{},{}]", account("rmsone", RMS_TOPIC), account("rmstwo", &RMS_TOPIC.to_ascii_uppercase()));
+        let error = with_accounts(&accounts, &[("RMS_API_KEY_RMSONE", "k"), ("RMS_API_KEY_RMSTWO", "k")])
+            .expect_err("one topic, two accounts")
+            .to_string();
+        assert!(error.contains("rmsone") && error.contains("rmstwo") && error.contains("same eventTopic"), "{error}");
+    }
+
+    #[test]
+    fn fields_of_rms_accounts_are_refused_on_other_providers_and_mkio_is_not_supported_yet() {
+        let ams = format!(
+            r#"[{{"name":"amswe","region":"r","subscriptionId":"s","resourceGroup":"g","eventTopic":"{RMS_TOPIC}"}}]"#
+        );
+        let error = with_accounts(&ams, &[]).expect_err("refused").to_string();
+        assert!(error.contains("eventTopic is for rms accounts"), "{error}");
+        let mkio = r#"[{"name":"mkwe","region":"r","provider":"mkio","subscriptionId":"s","resourceGroup":"g"}]"#;
+        assert!(with_accounts(mkio, &[]).expect_err("refused").to_string().contains("not supported yet"));
+    }
+
+    #[test]
+    fn an_ams_account_keeps_its_own_resource_id_as_its_events_topic_and_scales_mrus_only_when_managed() {
+        let s = with_accounts(ACCOUNTS, &[]).expect("valid");
+        let account = &s.accounts[0];
+        assert_eq!(account.events_topic(), account.resource_path());
+        let topic = "/subscriptions/S/resourceGroups/RG/providers/Microsoft.Media/mediaservices/AMSWE";
+        assert_eq!(s.account_for_topic(topic).map(|a| a.name.as_str()), Some("amswe"));
+        assert!(account.scales_mru());
+        let rms = AccountConfig { provider: Provider::Rms, ..account.clone() };
+        assert!(!rms.scales_mru(), "no reserved units, whatever mruMode says");
     }
 
     #[test]

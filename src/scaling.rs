@@ -1,4 +1,5 @@
-//! Media Reserved Unit scaling for managed accounts, around the account's counter row.
+//! Media Reserved Unit scaling for managed accounts whose provider has reserved units, around the account's
+//! counter row.
 //!
 //! One query reads the units in flight (the sum of the account's counter shards) and the cached MRU value,
 //! so one read answers "does this job fit?". A change is first claimed in the `mru` row (guarded by its ETag,
@@ -7,7 +8,7 @@
 //! two updates arrive out of order. A failed update marks the cache stale, so the next caller reads the real
 //! value instead of trusting a claim the service never got.
 
-use crate::config::{AccountConfig, MruMode};
+use crate::config::AccountConfig;
 use crate::domain::mru::{saturated, scale_down, scale_up};
 use crate::domain::MruCache;
 use crate::store::{backoff, StoreError};
@@ -27,7 +28,8 @@ pub async fn scale_up_for(
     need: u32,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    if account.mru_mode != MruMode::Managed {
+    // Off unless the account is managed and its provider has reserved units (Ravnur and MK.IO have none).
+    if !account.scales_mru() {
         return Ok(false);
     }
     for round in 0..ROUNDS {
@@ -64,7 +66,7 @@ pub async fn scale_up_for(
 /// (`MRU_SCALE_DOWN=on-final`) or by the sweep (`periodic`). Uses the cached value; an account whose MRUs
 /// were never read has nothing to lower.
 pub async fn scale_down_account(app: &App, account: &AccountConfig) -> Result<(), StoreError> {
-    if account.mru_mode != MruMode::Managed {
+    if !account.scales_mru() {
         return Ok(());
     }
     for round in 0..ROUNDS {

@@ -9,7 +9,7 @@
 //! `now`, and every change is a compare-and-swap, so of two sweeps only one removes an account, moves a job
 //! or places it, and only that one sends the alert.
 
-use crate::config::{AccountConfig, MruMode, ScaleDown, StuckPolicy};
+use crate::config::{AccountConfig, ScaleDown, StuckPolicy};
 use crate::domain::sweep::{evacuate, plan_account, removable_for_stuck, AccountPlan, AccountView, Thresholds};
 use crate::domain::{Alert, AttemptRecord, HealthRecord, JobState};
 use crate::store::{StoreError, SweepSummary};
@@ -160,7 +160,7 @@ async fn plan(app: &App, account: &AccountConfig, now: DateTime<Utc>) -> Result<
     let row = app.store.account(&account.name).await?;
     let attempts = app.store.active_attempts(&account.name).await?;
     let view = AccountView {
-        managed: account.mru_mode == MruMode::Managed,
+        managed: account.scales_mru(),
         counters: row.counters,
         mru_current: row.mru.as_ref().map(|m| m.current),
         stuck_after: account.stuck_after,

@@ -1,12 +1,13 @@
 //! The job lifecycle end to end: SubmitJob, Event Grid delivery and GetJob/GetStatus through devhost,
-//! against a real Azurite and the Media Services emulator.
+//! against a real Azurite and the Media Services emulator, with every account on the provider
+//! `TEST_PROVIDER` names (`ams` when unset; `./dev test` runs it once per provider).
 
 mod support;
 
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;
-use support::{eventually, job_body, options, Stack, StackOptions};
+use support::{eventually, job_body, provider_options as options, Stack, StackOptions};
 
 const LIMIT: Duration = Duration::from_secs(90);
 

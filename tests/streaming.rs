@@ -4,7 +4,7 @@
 //! copying anything twice; and no content key value ever reaches a table row or a log line.
 //!
 //! Everything is checked through the emulator's own ARM, Blob and key delivery endpoints, not through the
-//! product's client.
+//! product's client. Every account is on the provider `TEST_PROVIDER` names (`ams` when unset).
 
 mod support;
 
@@ -13,7 +13,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;
-use support::{eventually, job_body, options, Stack, StackOptions, RESOURCE_GROUP, SUBSCRIPTION};
+use support::{eventually, job_body, provider_options as options, Stack, StackOptions, RESOURCE_GROUP, SUBSCRIPTION};
 use testkit::stack::{Logs, TEST_TOKEN_SIGNING_KEY};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -36,7 +36,7 @@ async fn arm(
         "{}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Media/mediaServices/{account}/{path}",
         stack.emulator.url
     );
-    let mut request = stack.http.request(method, url);
+    let mut request = stack.authorized(account, stack.http.request(method, url)).await?;
     request = match body {
         Some(body) => request.json(&body),
         None => request.header("content-length", "0"),

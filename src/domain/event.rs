@@ -1,6 +1,10 @@
 //! Media Services events as Event Grid delivers them (azure-contracts sections 2 and 3), read into what
 //! the product acts on. Parsing is lenient where the service varies (topic case, a leading `/` in the
 //! subject, `eventTime` with or without a zone) and strict about what identifies a job.
+//!
+//! The topic is kept as sent and matched to an account by the configuration: Media Services publishes to the
+//! account's own system topic (`.../Microsoft.Media/mediaservices/{account}`), while Ravnur publishes the
+//! same events to an Event Grid custom topic (`.../Microsoft.EventGrid/topics/{name}`) that names no account.
 
 use super::records::ErrorInfo;
 use super::state::JobState;
@@ -10,12 +14,8 @@ use serde_json::Value;
 /// A Media Services job event the product applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobEvent {
-    /// Subscription id from the topic.
-    pub subscription_id: String,
-    /// Resource group from the topic.
-    pub resource_group: String,
-    /// Account name from the topic.
-    pub account: String,
+    /// The Event Grid topic as sent: an account's system topic or a custom topic.
+    pub topic: String,
     /// Transform from the subject.
     pub transform: String,
     /// Media Services job name from the subject.
@@ -65,7 +65,7 @@ impl Incoming {
             return Ok(Incoming::Ignored { event_type: event_type.to_owned() });
         }
         let topic = text("topic").ok_or_else(|| Unusable("no topic".into()))?;
-        let (subscription_id, resource_group, account) = parse_topic(topic)?;
+        check_topic(topic)?;
         let subject = text("subject").ok_or_else(|| Unusable("no subject".into()))?;
         let (transform, job_name) = parse_subject(subject)?;
         let data = event.get("data").ok_or_else(|| Unusable("no data".into()))?;
@@ -80,9 +80,7 @@ impl Incoming {
             .find_map(|o| o.get("error").filter(|e| !e.is_null()))
             .and_then(|e| serde_json::from_value::<ErrorInfo>(e.clone()).ok());
         Ok(Incoming::Job(Box::new(JobEvent {
-            subscription_id,
-            resource_group,
-            account,
+            topic: topic.to_owned(),
             transform,
             job_name,
             state,
@@ -93,23 +91,37 @@ impl Incoming {
     }
 }
 
-/// `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Media/mediaservices/{account}`, matched
-/// case-insensitively.
-fn parse_topic(topic: &str) -> Result<(String, String, String), Unusable> {
+/// Checks that the topic can carry job events: a Media Services account
+/// (`/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Media/mediaservices/{account}`) or an
+/// Event Grid custom topic (`.../providers/Microsoft.EventGrid/topics/{name}`, also under a domain), matched
+/// case-insensitively. Which account it belongs to is the configuration's business.
+fn check_topic(topic: &str) -> Result<(), Unusable> {
     let parts: Vec<&str> = topic.trim_matches('/').split('/').collect();
-    let expected = ["subscriptions", "", "resourcegroups", "", "providers", "microsoft.media", "mediaservices", ""];
-    let shape_ok = parts.len() == expected.len()
-        && parts.iter().zip(expected).all(|(part, want)| {
-            if want.is_empty() {
-                !part.is_empty()
-            } else {
-                part.eq_ignore_ascii_case(want)
-            }
-        });
-    if !shape_ok {
-        return Err(Unusable(format!("topic {topic:?} is not a Media Services account")));
+    let shape = |expected: &[&str]| {
+        parts.len() == expected.len()
+            && parts.iter().zip(expected).all(|(part, want)| {
+                if want.is_empty() {
+                    !part.is_empty()
+                } else {
+                    part.eq_ignore_ascii_case(want)
+                }
+            })
+    };
+    const SCOPE: [&str; 5] = ["subscriptions", "", "resourcegroups", "", "providers"];
+    let media = [&SCOPE[..], &["microsoft.media", "mediaservices", ""]].concat();
+    let custom = [&SCOPE[..], &["microsoft.eventgrid", "topics", ""]].concat();
+    let domain_topic = [&SCOPE[..], &["microsoft.eventgrid", "domains", "", "topics", ""]].concat();
+    if shape(&media) || shape(&custom) || shape(&domain_topic) {
+        Ok(())
+    } else {
+        Err(Unusable(format!("topic {topic:?} is neither a Media Services account nor an Event Grid topic")))
     }
-    Ok((parts[1].to_owned(), parts[3].to_owned(), parts[7].to_owned()))
+}
+
+/// Whether two ARM resource ids name the same resource: ARM compares them case-insensitively, and Event Grid
+/// does not keep the case an account was created with; a leading or trailing `/` does not matter.
+pub fn same_resource_id(a: &str, b: &str) -> bool {
+    a.trim_matches('/').eq_ignore_ascii_case(b.trim_matches('/'))
 }
 
 /// `transforms/{transform}/jobs/{job}`, with or without a leading `/`.
@@ -170,7 +182,8 @@ mod tests {
             json!({"previousState": "Processing", "state": "Finished", "outputs": []}),
         );
         let Ok(Incoming::Job(job)) = Incoming::parse(&e) else { panic!("expected a job event") };
-        assert_eq!((job.account.as_str(), job.job_name.as_str(), job.state), ("amswe", "j-a1", JobState::Finished));
+        assert_eq!(job.topic, "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Media/mediaservices/amswe");
+        assert_eq!((job.job_name.as_str(), job.state), ("j-a1", JobState::Finished));
         assert_eq!(job.event_time.map(|t| t.to_rfc3339()), Some("2018-10-12T16:25:56.411549500+00:00".to_owned()));
     }
 
@@ -222,6 +235,33 @@ mod tests {
         assert!(Incoming::parse(&e).is_err());
         assert!(Incoming::parse(&event("Microsoft.Media.JobScheduled", json!({"state": "Bogus"}))).is_err());
         assert!(Incoming::parse(&json!("not an object")).is_err());
+    }
+
+    #[test]
+    fn an_event_from_an_event_grid_custom_topic_is_read_with_its_topic_as_sent() {
+        let mut e =
+            event("Microsoft.Media.JobProcessing", json!({"previousState": "Scheduled", "state": "Processing"}));
+        let custom = "/subscriptions/sub/resourceGroups/rms-rg/providers/Microsoft.EventGrid/topics/eg-topic-abc123";
+        e["topic"] = json!(custom);
+        let Ok(Incoming::Job(job)) = Incoming::parse(&e) else { panic!("expected a job event") };
+        assert_eq!((job.topic.as_str(), job.job_name.as_str()), (custom, "j-a1"));
+        e["topic"] = json!("/subscriptions/sub/resourceGroups/rg/providers/Microsoft.EventGrid/domains/d/topics/t");
+        assert!(Incoming::parse(&e).is_ok(), "a domain topic is a topic too");
+        e["topic"] = json!("/subscriptions/sub/resourceGroups/rg/providers/Microsoft.EventGrid/topics/");
+        assert!(Incoming::parse(&e).is_err(), "a topic needs a name");
+    }
+
+    #[test]
+    fn resource_ids_are_the_same_whatever_their_case_and_surrounding_slashes() {
+        let id = "/subscriptions/S/resourceGroups/RG/providers/Microsoft.EventGrid/topics/eg-topic-x";
+        assert!(same_resource_id(
+            id,
+            "subscriptions/s/resourcegroups/rg/providers/microsoft.eventgrid/topics/EG-TOPIC-X/"
+        ));
+        assert!(!same_resource_id(
+            id,
+            "/subscriptions/S/resourceGroups/RG/providers/Microsoft.EventGrid/topics/eg-topic-y"
+        ));
     }
 
     #[test]

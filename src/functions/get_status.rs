@@ -1,5 +1,6 @@
-//! GetStatus (HTTP `GET /api/status`): for operators, every account's rotation state, in-flight count and
-//! active attempts by state, MRUs as cached, and what the last sweep repaired. One read of each health row
+//! GetStatus (HTTP `GET /api/status`): for operators, every account's provider, rotation state, in-flight
+//! count and active attempts by state, MRUs as cached (or that MRU scaling is off for a provider without
+//! reserved units), and what the last sweep repaired. One read of each health row
 //! and of each account's counter shards; no scans. With `Accept: text/html` the same answer comes as the
 //! status page ([`super::status_page`]).
 
@@ -21,23 +22,30 @@ pub fn run(
         for account in &app.settings.accounts {
             let row = app.store.account(&account.name).await?;
             let counters = row.counters;
+            let capabilities = account.provider.capabilities();
             let mru = match &row.mru {
+                // A provider without reserved units: nothing to scale, whatever mruMode says.
+                _ if !capabilities.reserved_units => json!({
+                    "mode": account.mru_mode.to_string(), "scaling": false, "unitsInFlight": counters.units,
+                    "note": format!("{} has no reserved units: MRU scaling is off", account.provider),
+                }),
                 Some(cache) => {
                     let ceiling = cache.ceiling(account.max_mru);
                     json!({
-                        "mode": account.mru_mode.to_string(), "max": ceiling, "current": cache.current,
+                        "mode": account.mru_mode.to_string(), "scaling": account.scales_mru(), "max": ceiling, "current": cache.current,
                         "readAt": cache.read_at, "unitsInFlight": counters.units,
                         "saturated": crate::domain::mru::saturated(counters.units, cache.current, ceiling),
                     })
                 }
                 None => {
-                    json!({ "mode": account.mru_mode.to_string(), "max": account.max_mru, "unitsInFlight": counters.units })
+                    json!({ "mode": account.mru_mode.to_string(), "scaling": account.scales_mru(), "max": account.max_mru, "unitsInFlight": counters.units })
                 }
             };
             let removal = health.removed.get(&account.name);
             accounts.push(json!({
                 "name": account.name,
                 "region": account.region,
+                "provider": account.provider,
                 "inRotation": removal.is_none(),
                 "removed": removal,
                 "inFlight": counters.in_flight(),

@@ -39,13 +39,12 @@ pub fn run(
 }
 
 async fn apply(app: &App, event: JobEvent) -> Result<InvokeResponse, StoreError> {
-    let configured = app.settings.account(&event.account).filter(|a| {
-        a.subscription_id.eq_ignore_ascii_case(&event.subscription_id)
-            && a.resource_group.eq_ignore_ascii_case(&event.resource_group)
-    });
-    let Some(account) = configured else {
-        warn!(account = %event.account, job = %event.job_name, "event from an account that is not configured; acknowledged");
-        return Ok(InvokeResponse::default().log(format!("account {} is not configured; ignored", event.account)));
+    // The topic names the account for Media Services (its system topic) and, for Ravnur, is the custom topic
+    // configured as the account's `eventTopic`. A topic no account is mapped to may be another deployment's
+    // or a misrouted subscription: retrying it would not help, so it is acknowledged.
+    let Some(account) = app.settings.account_for_topic(&event.topic) else {
+        warn!(topic = %event.topic, ams_job = %event.job_name, event_id = %event.id, "event from a topic no configured account is mapped to; acknowledged");
+        return Ok(InvokeResponse::default().log(format!("topic {} is not mapped to an account; ignored", event.topic)));
     };
     let span = tracing::info_span!("event", account = %account.name, region = %account.region, ams_job = %event.job_name, event_id = %event.id);
     apply_to_account(app, account, event).instrument(span).await

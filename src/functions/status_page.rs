@@ -1,5 +1,6 @@
 //! The operators' status page: GetStatus's JSON rendered as one self-contained HTML page (inline CSS, no
-//! script, nothing fetched), which reloads itself every few seconds and fits a phone screen.
+//! script, nothing fetched), which reloads itself every few seconds and fits a phone screen. Each account's
+//! card names its provider, and says so when MRU scaling is off because the provider has no reserved units.
 //!
 //! It renders the JSON answer rather than the rows behind it, so the page can never show something the
 //! JSON does not, and fields GetStatus gains later appear (under "More") without a change here.
@@ -76,12 +77,17 @@ fn account_card(page: &mut String, account: &Value) {
     let in_rotation = account["inRotation"] == Value::Bool(true);
     let _ = write!(
         page,
-        "<section class=\"account {}\" data-account=\"{}\"><h2>{} <span class=\"region\">{}</span></h2>",
+        "<section class=\"account {}\" data-account=\"{}\"><h2>{} <span class=\"region\">{}</span>",
         if in_rotation { "in" } else { "out" },
         esc(&name),
         esc(&name),
         esc(&text(&account["region"])),
     );
+    // Which service the account runs on, now that Media Services' successors sit in the same rotation.
+    if let Some(provider) = account["provider"].as_str() {
+        let _ = write!(page, " <span class=\"provider\">{}</span>", esc(provider));
+    }
+    page.push_str("</h2>");
     if in_rotation {
         page.push_str("<p class=\"state ok\">in rotation</p>");
     } else {
@@ -114,6 +120,11 @@ fn account_card(page: &mut String, account: &Value) {
     }
 
     let mru = &account["mru"];
+    if let Some(note) = mru["note"].as_str().filter(|_| mru["scaling"] == Value::Bool(false)) {
+        // No reserved units to show: say why instead of printing a maximum that means nothing.
+        let _ = write!(page, "<p class=\"mru off\">{}</p></section>", esc(note));
+        return;
+    }
     let _ = write!(page, "<p class=\"mru\">MRUs ({})", esc(&text(&mru["mode"])));
     match mru["current"].as_u64() {
         Some(current) => {
@@ -230,6 +241,7 @@ main{display:grid;grid-template-columns:repeat(auto-fill,minmax(280px,1fr));gap:
 section{background:#fff;border-radius:8px;padding:12px 14px;border-left:6px solid #8a94a6;overflow-wrap:anywhere}\
 section.in{border-left-color:#2e9d5b}section.out{border-left-color:#d64545}\
 h2{margin:0 0 6px;font-size:1.05em}.region{font-weight:normal;color:#5a6478}\
+.provider{font-size:.75em;font-weight:normal;padding:1px 6px;border-radius:4px;background:#e7eaf0;color:#5a6478}\
 p{margin:4px 0}.muted{color:#8a94a6}header .muted{color:#b8c0cf}\
 .ok{color:#2e9d5b}.warn{color:#c77c02}.bad{color:#d64545}header .ok{color:#7be0a4}header .warn{color:#ffc861}header .bad{color:#ff8f8f}\
 .state{font-weight:bold}\
@@ -283,6 +295,27 @@ mod tests {
         assert!(page.contains(&format!("http-equiv=\"refresh\" content=\"{REFRESH_SECS}\"")));
         assert!(page.contains("name=\"viewport\""));
         assert!(!page.contains("<script") && !page.contains("<link") && !page.contains("src="), "self-contained");
+    }
+
+    #[test]
+    fn each_card_names_its_provider_and_says_when_mru_scaling_is_off_for_it() {
+        let status = json!({
+            "accountsInRotation": 2,
+            "accounts": [
+                {"name": "rmswest", "region": "westeurope", "provider": "rms", "inRotation": true, "inFlight": 0,
+                 "activeByState": {}, "mru": {"mode": "automatic", "scaling": false, "unitsInFlight": 0,
+                 "note": "rms has no reserved units: MRU scaling is off"}},
+                {"name": "amsnorth", "region": "northeurope", "provider": "ams", "inRotation": true, "inFlight": 0,
+                 "activeByState": {}, "mru": {"mode": "automatic", "scaling": false, "max": 10, "unitsInFlight": 0}}
+            ]
+        });
+        let page = render(&status, now());
+        assert!(
+            page.contains("<span class=\"provider\">rms</span>")
+                && page.contains("<span class=\"provider\">ams</span>")
+        );
+        assert!(page.contains("rms has no reserved units: MRU scaling is off"));
+        assert_eq!(page.matches("MRUs (automatic)").count(), 1, "only the account with reserved units shows MRUs");
     }
 
     #[test]

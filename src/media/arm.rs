@@ -1,12 +1,16 @@
-//! The Media Services ARM client: output assets (api-version 2023-01-01) and jobs (2022-07-01).
+//! The Media Services ARM client: output assets (api-version 2023-01-01) and jobs (2022-07-01), for Azure
+//! Media Services and for Ravnur Media Services, which serves the same API at its own endpoint. Each account's
+//! calls carry its own bearer: an Entra ID token for Media Services, the instance's API-key token for Ravnur
+//! ([`super::rms`]).
 //!
 //! Failures are sorted so callers can choose: a fault of the request (a body the service refuses) fails the
 //! same way on any account; a fault of the account (401/403, a 404 for the account itself, a 409 when it
 //! cannot reach its storage) or a transient one (429, 5xx, timeout, connection error) may succeed on another
 //! account or later.
 
+use super::rms::TokenSource;
 use crate::config::{AccountConfig, ArmAuth};
-use crate::domain::{ErrorInfo, JobState};
+use crate::domain::{ErrorInfo, JobState, Provider};
 use azure_core::credentials::TokenCredential;
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
@@ -236,27 +240,57 @@ impl TryFrom<RawJob> for AmsJob {
 #[derive(Clone, Debug)]
 pub struct ArmClient {
     pub(super) http: reqwest::Client,
+    /// Entra ID, for Media Services accounts (`None` with `ARM_AUTH=none`, the local emulator).
     pub(super) credential: Option<Arc<dyn TokenCredential>>,
     pub(super) timeout: Duration,
     /// v2 MRU endpoints discovered from ARM, by account; they never change for an account.
     pub(super) mru_endpoints: Arc<std::sync::Mutex<BTreeMap<String, url::Url>>>,
+    /// Ravnur accounts' token sources, by account, made on first use.
+    rms_tokens: Arc<std::sync::Mutex<BTreeMap<String, Arc<TokenSource>>>>,
+}
+
+/// How one account's calls are authorised.
+enum Bearer {
+    /// An Entra ID token for the call's scope (Media Services).
+    Entra(Arc<dyn TokenCredential>),
+    /// The instance's token for the account's API key (Ravnur).
+    RmsApiKey(Arc<TokenSource>),
+    /// No token: the local emulator as Media Services (`ARM_AUTH=none`).
+    None,
 }
 
 impl ArmClient {
-    /// A client that authenticates per `auth` and gives each call `timeout`.
+    /// A client that authenticates Media Services accounts per `auth` and gives each call `timeout`. Ravnur
+    /// accounts always use their API key, whatever `auth` says.
     pub fn new(http: reqwest::Client, auth: &ArmAuth, timeout: Duration) -> azure_core::Result<Self> {
         let credential = match auth {
             ArmAuth::ManagedIdentity { client_id } => Some(crate::identity::managed_identity(client_id.as_deref())?),
             ArmAuth::None => None,
         };
-        Ok(ArmClient { http, credential, timeout, mru_endpoints: Arc::default() })
+        Ok(ArmClient { http, credential, timeout, mru_endpoints: Arc::default(), rms_tokens: Arc::default() })
+    }
+
+    /// The bearer the account's calls carry.
+    fn bearer(&self, account: &AccountConfig) -> Result<Bearer, MediaError> {
+        match account.provider {
+            Provider::Rms => {
+                let mut sources = self.rms_tokens.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(source) = sources.get(&account.name) {
+                    return Ok(Bearer::RmsApiKey(source.clone()));
+                }
+                let source = Arc::new(TokenSource::for_account(account)?);
+                sources.insert(account.name.clone(), source.clone());
+                Ok(Bearer::RmsApiKey(source))
+            }
+            Provider::Ams | Provider::Mkio => Ok(self.credential.clone().map_or(Bearer::None, Bearer::Entra)),
+        }
     }
 
     /// Creates the output asset if it does not exist (an existing one is fine: names are deterministic).
     pub async fn ensure_asset(&self, account: &AccountConfig, asset: &str) -> Result<(), MediaError> {
         let url = format!("{}/assets/{asset}?api-version={ASSETS_API}", base(account));
         let body = json!({ "properties": { "description": "encoding output" } });
-        match self.call(Method::PUT, &url, Some(&body)).await {
+        match self.call(account, Method::PUT, &url, Some(&body)).await {
             Ok(_) => Ok(()),
             // Names are deterministic and a PUT creates or updates, so a conflict here is not about the name:
             // Media Services answers 409 when the account cannot reach its storage (MicrosoftDocs/azure-docs
@@ -293,14 +327,14 @@ impl ArmClient {
             "priority": spec.priority,
             "correlationData": spec.correlation_data,
         }});
-        let mut answer = self.call(Method::PUT, &url, Some(&body)).await;
+        let mut answer = self.call(account, Method::PUT, &url, Some(&body)).await;
         if answer.as_ref().is_err_and(MediaError::is_missing_asset) {
             // The output asset went missing between its PUT and the job's (or was never made): make it and
             // try once more.
             for asset in &spec.output_assets {
                 self.ensure_asset(account, asset).await?;
             }
-            answer = self.call(Method::PUT, &url, Some(&body)).await;
+            answer = self.call(account, Method::PUT, &url, Some(&body)).await;
         }
         match answer {
             Ok(value) => parse_job(value),
@@ -318,7 +352,7 @@ impl ArmClient {
     /// API works (the definitions sync repairs it); throttling, 5xx and timeouts do not.
     pub async fn probe(&self, account: &AccountConfig, transform: &str) -> Result<(), MediaError> {
         let url = format!("{}/transforms/{transform}?api-version={JOBS_API}", base(account));
-        match self.call(Method::GET, &url, None).await {
+        match self.call(account, Method::GET, &url, None).await {
             Ok(_) | Err(MediaError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -331,7 +365,7 @@ impl ArmClient {
         transform: &str,
         name: &str,
     ) -> Result<Option<AmsJob>, MediaError> {
-        match self.call(Method::GET, &job_url(account, transform, name), None).await {
+        match self.call(account, Method::GET, &job_url(account, transform, name), None).await {
             Ok(value) => parse_job(value).map(Some),
             Err(MediaError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -341,7 +375,7 @@ impl ArmClient {
     /// Asks Media Services to cancel a job. Cancelling a job that has ended is a no-op for the service.
     pub async fn cancel_job(&self, account: &AccountConfig, transform: &str, name: &str) -> Result<(), MediaError> {
         let url = format!("{}/transforms/{transform}/jobs/{name}/cancelJob?api-version={JOBS_API}", base(account));
-        self.call(Method::POST, &url, None).await.map(drop)
+        self.call(account, Method::POST, &url, None).await.map(drop)
     }
 
     /// Lists a transform's jobs matching an OData `$filter` (e.g.
@@ -361,7 +395,7 @@ impl ArmClient {
         let mut next = Some(url.to_string());
         let mut jobs = Vec::new();
         while let Some(page_url) = next.take() {
-            let page = self.call(Method::GET, &page_url, None).await?;
+            let page = self.call(account, Method::GET, &page_url, None).await?;
             let items = page.get("value").and_then(Value::as_array).cloned().unwrap_or_default();
             for item in items {
                 jobs.push(parse_job(item)?);
@@ -373,8 +407,14 @@ impl ArmClient {
 
     /// One ARM call with the throttling retries described on [`THROTTLE_RETRIES`]. Returns the JSON body
     /// (`Null` when empty).
-    async fn call(&self, method: Method, url: &str, body: Option<&Value>) -> Result<Value, MediaError> {
-        self.send(&Request { method, url, body, scope: ARM_SCOPE, headers: &[] }).await
+    async fn call(
+        &self,
+        account: &AccountConfig,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, MediaError> {
+        self.send(&Request { account, method, url, body, scope: ARM_SCOPE, headers: &[] }).await
     }
 
     /// Sends `request`, waiting out short throttling as described on [`THROTTLE_RETRIES`].
@@ -382,7 +422,7 @@ impl ArmClient {
         let url = request.url;
         let mut tries = 0;
         loop {
-            match self.send_once(request).await {
+            match self.send_authorised(request).await {
                 Err(MediaError::Throttled { retry_after }) if tries < THROTTLE_RETRIES => {
                     let wait = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
                     if wait > MAX_RETRY_AFTER {
@@ -397,14 +437,38 @@ impl ArmClient {
         }
     }
 
-    async fn send_once(&self, req: &Request<'_>) -> Result<Value, MediaError> {
+    /// One call with the account's bearer. An API-key token the instance refuses with 401 (it expired early,
+    /// was revoked, or the clocks disagree) is replaced once and the call sent once more; a second 401 is the
+    /// account's fault like any other.
+    async fn send_authorised(&self, req: &Request<'_>) -> Result<Value, MediaError> {
+        match self.bearer(req.account)? {
+            Bearer::RmsApiKey(source) => {
+                let token = source.token(&self.http, self.timeout, Utc::now()).await?;
+                match self.send_once(req, Some(&token)).await {
+                    Err(MediaError::Account { status: 401, code, .. }) => {
+                        tracing::info!(account = %req.account.name, region = %req.account.region, %code,
+                            "the RMS instance refused its token; fetching a new one and retrying once");
+                        let fresh = source.refresh(&self.http, self.timeout, &token, Utc::now()).await?;
+                        self.send_once(req, Some(&fresh)).await
+                    }
+                    other => other,
+                }
+            }
+            Bearer::Entra(credential) => {
+                let token = credential
+                    .get_token(&[req.scope], None)
+                    .await
+                    .map_err(|e| MediaError::Transient(format!("could not get a token for {}: {e}", req.scope)))?;
+                self.send_once(req, Some(token.token.secret())).await
+            }
+            Bearer::None => self.send_once(req, None).await,
+        }
+    }
+
+    async fn send_once(&self, req: &Request<'_>, bearer: Option<&str>) -> Result<Value, MediaError> {
         let mut request = self.http.request(req.method.clone(), req.url).timeout(self.timeout);
-        if let Some(credential) = &self.credential {
-            let token = credential
-                .get_token(&[req.scope], None)
-                .await
-                .map_err(|e| MediaError::Transient(format!("could not get a token for {}: {e}", req.scope)))?;
-            request = request.bearer_auth(token.token.secret());
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
         }
         for (name, value) in req.headers {
             request = request.header(*name, *value);
@@ -438,8 +502,10 @@ impl ArmClient {
     }
 }
 
-/// One call: method, absolute URL, JSON body, token scope and extra headers.
+/// One call: the account it is for (which decides its bearer), method, absolute URL, JSON body, Entra token
+/// scope and extra headers.
 pub(super) struct Request<'a> {
+    pub(super) account: &'a AccountConfig,
     pub(super) method: Method,
     pub(super) url: &'a str,
     pub(super) body: Option<&'a Value>,
@@ -480,7 +546,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 /// ARM's error shape `{"error":{"code","message"}}`, or the v2 OData shape
 /// `{"odata.error":{"code","message":{"value"}}}`; anything else is kept as the message.
-fn arm_error(text: &str) -> (String, String) {
+pub(super) fn arm_error(text: &str) -> (String, String) {
     let parsed: Option<Value> = serde_json::from_str(text).ok();
     let error = parsed.as_ref().and_then(|v| v.get("error").or_else(|| v.get("odata.error")));
     let code = error.and_then(|e| e.get("code")).and_then(Value::as_str).map(str::to_owned);

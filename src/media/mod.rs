@@ -3,12 +3,13 @@
 //!
 //! [`MediaClient`] is the one interface the rest of the product uses. Each account names its provider, and
 //! the client hands the call to the wire that provider speaks: [`arm::ArmClient`] for Azure Media Services
-//! and Ravnur (the same ARM API, different tokens). `workflow`, `sweep` and `publish` never ask which one it
+//! and Ravnur (the same ARM API, different tokens; [`rms`] holds Ravnur's token). `workflow`, `sweep` and `publish` never ask which one it
 //! is; where providers differ in what they can do, the rules read [`crate::domain::Capabilities`].
 
 pub mod arm;
 pub mod blob;
 pub mod mru;
+pub mod rms;
 pub mod streaming;
 
 pub use arm::{AmsJob, AmsJobOutput, ArmClient, JobSpec, MediaError};

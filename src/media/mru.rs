@@ -53,8 +53,9 @@ impl ArmClient {
             return Ok(url);
         }
         let url = format!("{}?api-version={ACCOUNT_API}", base(account));
-        let resource =
-            self.send(&Request { method: Method::GET, url: &url, body: None, scope: ARM_SCOPE, headers: &[] }).await?;
+        let resource = self
+            .send(&Request { account, method: Method::GET, url: &url, body: None, scope: ARM_SCOPE, headers: &[] })
+            .await?;
         let endpoints =
             resource.pointer("/properties/apiEndpoints").and_then(Value::as_array).cloned().unwrap_or_default();
         let chosen = endpoints
@@ -85,6 +86,7 @@ impl ArmClient {
         let url = format!("{endpoint}EncodingReservedUnitTypes?api-version={V2_API}");
         let answer = self
             .send(&Request {
+                account,
                 method: Method::GET,
                 url: &url,
                 body: None,
@@ -110,9 +112,16 @@ impl ArmClient {
         let body = json!({ "ReservedUnitType": unit_type, "CurrentReservedUnits": count });
         let mut headers = V2_READ_HEADERS.to_vec();
         headers.push(("Content-Type", "application/json;odata=minimalmetadata"));
-        self.send(&Request { method: Method::PUT, url: &url, body: Some(&body), scope: MEDIA_SCOPE, headers: &headers })
-            .await
-            .map(drop)
+        self.send(&Request {
+            account,
+            method: Method::PUT,
+            url: &url,
+            body: Some(&body),
+            scope: MEDIA_SCOPE,
+            headers: &headers,
+        })
+        .await
+        .map(drop)
     }
 }
 

@@ -115,13 +115,19 @@ fn parse_locator(value: &Value) -> Result<LiveLocator, MediaError> {
 }
 
 impl ArmClient {
-    async fn arm(&self, method: Method, url: &str, body: Option<&Value>) -> Result<Value, MediaError> {
-        self.send(&Request { method, url, body, scope: ARM_SCOPE, headers: &[] }).await
+    async fn arm(
+        &self,
+        account: &AccountConfig,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, MediaError> {
+        self.send(&Request { account, method, url, body, scope: ARM_SCOPE, headers: &[] }).await
     }
 
     /// `GET` that answers `None` for 404.
-    async fn arm_get(&self, url: &str) -> Result<Option<Value>, MediaError> {
-        match self.arm(Method::GET, url, None).await {
+    async fn arm_get(&self, account: &AccountConfig, url: &str) -> Result<Option<Value>, MediaError> {
+        match self.arm(account, Method::GET, url, None).await {
             Ok(v) => Ok(Some(v)),
             Err(MediaError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -131,13 +137,13 @@ impl ArmClient {
     /// A transform's `properties`, or `None` if it does not exist.
     pub async fn transform_properties(&self, account: &AccountConfig, name: &str) -> Result<Option<Value>, MediaError> {
         let url = format!("{}/transforms/{name}?api-version={TRANSFORMS_API}", base(account));
-        Ok(self.arm_get(&url).await?.map(|v| v.get("properties").cloned().unwrap_or(Value::Null)))
+        Ok(self.arm_get(account, &url).await?.map(|v| v.get("properties").cloned().unwrap_or(Value::Null)))
     }
 
     /// Creates or replaces a transform (`body` is `{"properties": ...}`).
     pub async fn put_transform(&self, account: &AccountConfig, name: &str, body: &Value) -> Result<(), MediaError> {
         let url = format!("{}/transforms/{name}?api-version={TRANSFORMS_API}", base(account));
-        self.arm(Method::PUT, &url, Some(body)).await.map(drop)
+        self.arm(account, Method::PUT, &url, Some(body)).await.map(drop)
     }
 
     /// A content key policy's properties with its secrets (`getPolicyPropertiesWithSecrets`), or `None`.
@@ -150,7 +156,7 @@ impl ArmClient {
             "{}/contentKeyPolicies/{name}/getPolicyPropertiesWithSecrets?api-version={METADATA_API}",
             base(account)
         );
-        match self.arm(Method::POST, &url, None).await {
+        match self.arm(account, Method::POST, &url, None).await {
             Ok(v) => Ok(Some(v)),
             Err(MediaError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -165,7 +171,7 @@ impl ArmClient {
         body: &Value,
     ) -> Result<(), MediaError> {
         let url = format!("{}/contentKeyPolicies/{name}?api-version={METADATA_API}", base(account));
-        self.arm(Method::PUT, &url, Some(body)).await.map(drop)
+        self.arm(account, Method::PUT, &url, Some(body)).await.map(drop)
     }
 
     /// A streaming policy's properties, or `None`.
@@ -175,7 +181,7 @@ impl ArmClient {
         name: &str,
     ) -> Result<Option<Value>, MediaError> {
         let url = format!("{}/streamingPolicies/{name}?api-version={METADATA_API}", base(account));
-        Ok(self.arm_get(&url).await?.map(|v| v.get("properties").cloned().unwrap_or(Value::Null)))
+        Ok(self.arm_get(account, &url).await?.map(|v| v.get("properties").cloned().unwrap_or(Value::Null)))
     }
 
     /// Creates a streaming policy (create-only in Media Services). `false` if one of that name exists.
@@ -186,7 +192,7 @@ impl ArmClient {
         body: &Value,
     ) -> Result<bool, MediaError> {
         let url = format!("{}/streamingPolicies/{name}?api-version={METADATA_API}", base(account));
-        match self.arm(Method::PUT, &url, Some(body)).await {
+        match self.arm(account, Method::PUT, &url, Some(body)).await {
             Ok(_) => Ok(true),
             // Only 201 and a default error are documented for a create, so a policy of that name may come
             // back as any 4xx: it exists if it reads back (the caller compares it).
@@ -213,7 +219,7 @@ impl ArmClient {
         };
         let body =
             json!({ "permissions": permissions, "expiryTime": expiry.to_rfc3339_opts(SecondsFormat::Secs, true) });
-        let answer = self.arm(Method::POST, &url, Some(&body)).await?;
+        let answer = self.arm(account, Method::POST, &url, Some(&body)).await?;
         let first = answer
             .get("assetContainerSasUrls")
             .and_then(Value::as_array)
@@ -247,7 +253,7 @@ impl ArmClient {
                 .collect();
             properties["contentKeys"] = Value::Array(keys);
         }
-        match self.arm(Method::PUT, &url, Some(&json!({ "properties": properties }))).await {
+        match self.arm(account, Method::PUT, &url, Some(&json!({ "properties": properties }))).await {
             Ok(created) => parse_locator(&created).map(LocatorCreated::Created),
             // Only 201 and a default error are documented for a create: after any 4xx, a locator that reads
             // back under the name is the existing one (the caller compares it); otherwise the refusal stands.
@@ -262,7 +268,7 @@ impl ArmClient {
     /// A streaming locator, or `None`.
     pub async fn get_locator(&self, account: &AccountConfig, name: &str) -> Result<Option<LiveLocator>, MediaError> {
         let url = format!("{}/streamingLocators/{name}?api-version={METADATA_API}", base(account));
-        match self.arm_get(&url).await? {
+        match self.arm_get(account, &url).await? {
             Some(v) => parse_locator(&v).map(Some),
             None => Ok(None),
         }
@@ -271,7 +277,7 @@ impl ArmClient {
     /// A locator's content keys with their values (`listContentKeys`).
     pub async fn list_content_keys(&self, account: &AccountConfig, name: &str) -> Result<Vec<ContentKey>, MediaError> {
         let url = format!("{}/streamingLocators/{name}/listContentKeys?api-version={METADATA_API}", base(account));
-        let answer = self.arm(Method::POST, &url, None).await?;
+        let answer = self.arm(account, Method::POST, &url, None).await?;
         let keys = answer.get("contentKeys").cloned().unwrap_or_else(|| json!([]));
         // The parse error is not shown: it could quote a key value.
         serde_json::from_value(keys).map_err(|_| MediaError::Transient(format!("unreadable content keys of {name}")))
@@ -280,7 +286,7 @@ impl ArmClient {
     /// A locator's streaming and download paths (`listPaths`).
     pub async fn list_paths(&self, account: &AccountConfig, name: &str) -> Result<LocatorPaths, MediaError> {
         let url = format!("{}/streamingLocators/{name}/listPaths?api-version={METADATA_API}", base(account));
-        let answer = self.arm(Method::POST, &url, None).await?;
+        let answer = self.arm(account, Method::POST, &url, None).await?;
         serde_json::from_value(answer).map_err(|e| MediaError::Transient(format!("unreadable paths of {name}: {e}")))
     }
 }

@@ -2,7 +2,7 @@
 //! product's own tables.
 #![allow(dead_code, unused_imports)]
 
-use ams_failover::domain::AccountCounters;
+use ams_failover::domain::{AccountCounters, Capabilities, Provider};
 use ams_failover::store::Store;
 use anyhow::bail;
 use reqwest::StatusCode;
@@ -22,6 +22,30 @@ use tokio::process::{Child, Command};
 /// Options for a stack running this package's handler on the repository's function app.
 pub fn options() -> StackOptions {
     StackOptions::new(PathBuf::from(env!("CARGO_BIN_EXE_handler")), PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// [`options`] with every account on the provider `TEST_PROVIDER` names (`ams` when unset): the suites
+/// that must hold on every provider (lifecycle, failover, streaming) start from these.
+pub fn provider_options() -> StackOptions {
+    options().on_provider(testkit::stack::test_provider())
+}
+
+/// What the provider under test can do.
+pub fn test_capabilities() -> Capabilities {
+    testkit::stack::test_provider().parse::<Provider>().unwrap_or_default().capabilities()
+}
+
+/// Whether a test needing what `needs` says may run on the provider under test; prints why not when it
+/// may not, so a skipped test is visible in the output rather than a silent pass.
+pub fn runs_on_test_provider(needs: impl Fn(&Capabilities) -> bool, what: &str) -> bool {
+    let runs = needs(&test_capabilities());
+    if !runs {
+        // Straight to stderr, not through `eprintln!`, which the test harness captures for passing tests.
+        use std::io::Write as _;
+        let _ =
+            writeln!(std::io::stderr(), "skipped on provider {}: it has no {what}", testkit::stack::test_provider());
+    }
+    runs
 }
 
 /// The stack, with a store on its tables.

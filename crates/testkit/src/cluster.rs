@@ -106,7 +106,7 @@ impl Cluster {
         let azurite = Azurite::start().await?;
         let emulator = start_emulator(&emulator_bin, &options)?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        crate::stack::create_transforms(&http, &emulator.url, &options.accounts).await?;
+        crate::stack::create_transforms(&http, &emulator.url, &options).await?;
         let outputs_dir = tempfile::tempdir()?;
         let mut list = Vec::with_capacity(instances);
         for i in 0..instances {

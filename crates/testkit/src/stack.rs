@@ -182,6 +182,23 @@ pub fn test_provider() -> &'static str {
     }
 }
 
+/// The API key the emulator's rms accounts accept by default (its `--rms-api-key`; a test value).
+pub const RMS_API_KEY: &str = "rms-emulator-key";
+
+/// The Event Grid custom topic an rms account's events come from in the emulator (its README: `eg-topic-`
+/// and the account name, in the emulated resource group; its control API shows it as `eventTopic`).
+pub fn rms_event_topic(account: &str) -> String {
+    format!(
+        "/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.EventGrid/topics/eg-topic-{}",
+        account.to_ascii_lowercase()
+    )
+}
+
+/// The setting that holds an rms account's API key when `apiKeySetting` is not given.
+pub fn rms_api_key_setting(account: &str) -> String {
+    format!("RMS_API_KEY_{}", account.to_ascii_uppercase())
+}
+
 /// The token signing key stacks with publication give the handler (a test value, not a secret).
 pub const TEST_TOKEN_SIGNING_KEY: &str = "dGVzdC1zaWduaW5nLWtleS0zMi1ieXRlcy1sb25nISE=";
 
@@ -213,6 +230,10 @@ pub fn accounts_setting(options: &StackOptions, arm: &str) -> String {
             if provider != "ams" {
                 account["provider"] = json!(provider);
             }
+            if provider == "rms" {
+                // The key comes from the default setting (RMS_API_KEY_<NAME>, see `handler_settings`).
+                account["eventTopic"] = json!(rms_event_topic(name));
+            }
             if let Some((_, max)) = options.managed.iter().find(|(m, _)| m == name) {
                 account["mruMode"] = json!("managed");
                 account["maxMru"] = json!(max);
@@ -225,7 +246,12 @@ pub fn accounts_setting(options: &StackOptions, arm: &str) -> String {
 
 /// The handler's settings for a stack on `azurite` and the emulator at `arm`, on top of `local.settings.json`.
 pub fn handler_settings(azurite: &Azurite, prefix: &str, options: &StackOptions, arm: &str) -> Vec<(String, String)> {
-    vec![
+    let rms_keys = options
+        .accounts
+        .iter()
+        .filter(|(name, _)| options.provider_of(name) == "rms")
+        .map(|(name, _)| (rms_api_key_setting(name), RMS_API_KEY.to_owned()));
+    let mut settings = vec![
         ("MEDIA_ACCOUNTS".into(), accounts_setting(options, arm)),
         ("TABLES_CONNECTION_STRING".into(), azurite.connection_string()),
         ("TABLE_PREFIX".into(), prefix.to_owned()),
@@ -235,7 +261,9 @@ pub fn handler_settings(azurite: &Azurite, prefix: &str, options: &StackOptions,
         // Far away, so the timer never fires on its own; callers run the sweep explicitly.
         ("SWEEP_SCHEDULE".into(), "0 0 0 1 1 *".into()),
         ("RUST_LOG".into(), "info".into()),
-    ]
+    ];
+    settings.extend(rms_keys);
+    settings
 }
 
 /// Starts the emulator with `options`' accounts and phases.
@@ -273,14 +301,45 @@ pub struct Stack {
     pub options: StackOptions,
 }
 
-/// Creates the test transform in every account of the emulator at `arm`.
-pub async fn create_transforms(http: &reqwest::Client, arm: &str, accounts: &[(&str, &str)]) -> anyhow::Result<()> {
-    for (name, _) in accounts {
+/// A token of the emulator at `arm` for its rms accounts, as the product gets one.
+pub async fn rms_token(http: &reqwest::Client, arm: &str) -> anyhow::Result<String> {
+    let response = http
+        .post(format!("{arm}/auth/token"))
+        .json(&json!({"subscriptionId": SUBSCRIPTION, "apiKey": RMS_API_KEY}))
+        .send()
+        .await?;
+    let status = response.status();
+    let text = response.text().await?;
+    if !status.is_success() {
+        bail!("the emulator's token endpoint answered {status}: {text}");
+    }
+    Ok(text.trim().to_owned())
+}
+
+/// `request` to the ARM API of `account`, with the bearer the account's provider wants (rms accounts need
+/// their token; the emulator's ams accounts need none).
+pub async fn authorized(
+    http: &reqwest::Client,
+    arm: &str,
+    options: &StackOptions,
+    account: &str,
+    request: reqwest::RequestBuilder,
+) -> anyhow::Result<reqwest::RequestBuilder> {
+    Ok(match options.provider_of(account) {
+        "rms" => request.bearer_auth(rms_token(http, arm).await?),
+        _ => request,
+    })
+}
+
+/// Creates the test transform in every account of `options` on the emulator at `arm`.
+pub async fn create_transforms(http: &reqwest::Client, arm: &str, options: &StackOptions) -> anyhow::Result<()> {
+    for (name, _) in &options.accounts {
         let url = format!(
             "{arm}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Media/mediaServices/{name}/transforms/{TRANSFORM}?api-version=2022-07-01"
         );
         let body = json!({"properties": {"outputs": [{"preset": {"@odata.type": "#Microsoft.Media.BuiltInStandardEncoderPreset", "presetName": "AdaptiveStreaming"}}]}});
-        let status = http.put(url).json(&body).send().await?.status();
+        let request = authorized(http, arm, options, name, http.put(url).json(&body)).await?;
+        let status = request.send().await?.status();
         if !status.is_success() {
             bail!("creating the transform in {name} answered {status}");
         }
@@ -297,7 +356,7 @@ impl Stack {
         let azurite = Azurite::start().await?;
         let emulator = start_emulator(&emulator_bin, &options)?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        create_transforms(&http, &emulator.url, &options.accounts).await?;
+        create_transforms(&http, &emulator.url, &options).await?;
 
         let prefix = crate::unique_prefix();
         let (outputs, outputs_dir) = match &options.outputs_dir {
@@ -380,6 +439,26 @@ impl Stack {
     /// Sets an emulator fault on an account.
     pub async fn fault(&self, account: &str, fault: Value) -> anyhow::Result<()> {
         self.control(&format!("/_emulator/accounts/{account}/fault"), fault).await
+    }
+
+    /// `request` to `account`'s ARM API with the bearer its provider wants.
+    pub async fn authorized(
+        &self,
+        account: &str,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<reqwest::RequestBuilder> {
+        authorized(&self.http, &self.emulator.url, &self.options, account, request).await
+    }
+
+    /// The emulator's rms token view (`GET /_emulator/rms`): tokens issued, refused, calls refused for want
+    /// of a valid token.
+    pub async fn rms_tokens(&self) -> anyhow::Result<Value> {
+        Ok(self.http.get(format!("{}/_emulator/rms", self.emulator.url)).send().await?.json().await?)
+    }
+
+    /// Makes every rms token the emulator has issued so far expired.
+    pub async fn expire_rms_tokens(&self) -> anyhow::Result<()> {
+        self.control("/_emulator/rms/expire-tokens", json!({})).await
     }
 
     /// Changes the emulator's event delivery.

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use thiserror::Error;
 
-use crate::config::MruMode;
+use crate::config::{MruMode, Provider};
 use crate::events::EventGridEvent;
 use crate::filter::Filter;
 use crate::lifecycle;
@@ -95,6 +95,14 @@ pub enum ArmError {
         /// What is taken.
         message: String,
     },
+    /// An rms account's call without a valid token (`crate::rms`).
+    #[error("{message}")]
+    Unauthorized {
+        /// `AuthenticationFailed`, `InvalidAuthenticationToken` or `ExpiredAuthenticationToken`.
+        code: &'static str,
+        /// What is wrong with the token.
+        message: String,
+    },
     /// `refuse` fault: the status and code chosen for one operation of one account.
     #[error("{message}")]
     Refused {
@@ -123,6 +131,7 @@ impl ArmError {
             ArmError::Conflict(_) => StatusCode::CONFLICT,
             ArmError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ArmError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            ArmError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ArmError::Duplicate { status, .. } | ArmError::Refused { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
             }
@@ -143,6 +152,7 @@ impl ArmError {
             ArmError::Conflict(_) => "Conflict",
             ArmError::ServiceUnavailable(_) => "ServiceUnavailable",
             ArmError::Throttled(_) => "TooManyRequests",
+            ArmError::Unauthorized { code, .. } => code,
             ArmError::Duplicate { status: 409, .. } => "Conflict",
             ArmError::Duplicate { .. } => "BadRequest",
             ArmError::Refused { code, .. } => code,
@@ -163,8 +173,14 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
 impl IntoResponse for ArmError {
     fn into_response(self) -> Response {
         let mut resp = error_response(self.status(), self.code(), &self.to_string());
-        if let ArmError::Throttled(secs) = self {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        match self {
+            ArmError::Throttled(secs) => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            ArmError::Unauthorized { .. } => {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
         }
         resp
     }
@@ -266,6 +282,10 @@ fn route(
         ArmError::AccountNotFound { account: path.account.clone(), resource_group: path.resource_group.clone() }
     })?;
     account.arm_calls += 1;
+    // Ravnur's gateway wants its own token before anything else is looked at.
+    if cfg.provider_of(&account.name) == Provider::Rms {
+        emulator.rms.check(headers, &cfg.subscription, Utc::now())?;
+    }
     apply_fault(account)?;
 
     let rest: Vec<&str> = path.rest.iter().map(String::as_str).collect();

@@ -69,7 +69,16 @@ pub struct Cli {
     /// Settings of the accounts that speak as MK.IO.
     #[command(flatten)]
     pub mkio: MkioArgs,
+    /// The API key `POST /auth/token` accepts for `rms` accounts (a test value, not a secret).
+    #[arg(long, default_value = DEFAULT_RMS_API_KEY)]
+    pub rms_api_key: String,
+    /// Real seconds from issue to `exp` of the tokens `rms` accounts are given (not scaled by --time-scale).
+    #[arg(long, default_value_t = 3600)]
+    pub rms_token_ttl_secs: u64,
 }
+
+/// The API key rms accounts accept unless `--rms-api-key` says otherwise.
+pub const DEFAULT_RMS_API_KEY: &str = "rms-emulator-key";
 
 /// One configured account.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,6 +169,12 @@ pub enum ConfigError {
     /// An MK.IO flag is out of range.
     #[error(transparent)]
     Mkio(#[from] MkioConfigError),
+    /// `managed` on a provider without reserved units (Ravnur and MK.IO document none).
+    #[error("account '{0}': only ams accounts have reserved units, so it cannot be managed")]
+    NoReservedUnits(String),
+    /// `--rms-api-key` empty or `--rms-token-ttl-secs` zero.
+    #[error("--rms-api-key must not be empty and --rms-token-ttl-secs must be at least 1")]
+    BadRmsAuth,
 }
 
 /// Validated configuration.
@@ -195,6 +210,10 @@ pub struct Config {
     pub max_mru: u32,
     /// Settings of the MK.IO accounts.
     pub mkio: MkioConfig,
+    /// The API key rms accounts' token endpoint accepts.
+    pub rms_api_key: String,
+    /// Lifetime of the tokens it issues.
+    pub rms_token_ttl: Duration,
 }
 
 impl Config {
@@ -216,6 +235,9 @@ impl Config {
             if accounts.iter().any(|a| a.name.eq_ignore_ascii_case(name)) {
                 return Err(ConfigError::DuplicateAccount(name.to_string()));
             }
+            if mru_mode == MruMode::Managed && provider != Provider::Ams {
+                return Err(ConfigError::NoReservedUnits(name.to_string()));
+            }
             accounts.push(AccountSpec { name: name.to_string(), region: region.to_string(), mru_mode, provider });
         }
         if accounts.is_empty() {
@@ -229,6 +251,9 @@ impl Config {
         }
         if ![400, 409].contains(&cli.duplicate_create_status) {
             return Err(ConfigError::BadDuplicateStatus(cli.duplicate_create_status));
+        }
+        if cli.rms_api_key.is_empty() || cli.rms_token_ttl_secs == 0 {
+            return Err(ConfigError::BadRmsAuth);
         }
         if let Some(e) = &cli.event_endpoint {
             validate_endpoint(e).map_err(|_| ConfigError::BadEndpoint(e.clone()))?;
@@ -258,7 +283,26 @@ impl Config {
             event_types,
             max_mru: cli.max_mru,
             mkio: cli.mkio.validate()?,
+            rms_api_key: cli.rms_api_key.clone(),
+            rms_token_ttl: Duration::from_secs(cli.rms_token_ttl_secs),
         })
+    }
+
+    /// The provider account `name` speaks as (`ams` for a name not configured).
+    pub fn provider_of(&self, name: &str) -> Provider {
+        self.accounts.iter().find(|a| a.name.eq_ignore_ascii_case(name)).map_or(Provider::Ams, |a| a.provider)
+    }
+
+    /// The Event Grid topic of account `name`'s events. Media Services publishes to the account's system
+    /// topic, named by the account's resource id. Ravnur publishes to a custom topic `eg-topic-<suffix>` in
+    /// its resource group (its docs/monitoring.md); the emulator takes the account name as the suffix, in the
+    /// emulated resource group, and shows the result as `eventTopic` in the control API's account view.
+    pub fn event_topic(&self, name: &str) -> String {
+        let scope = format!("/subscriptions/{}/resourceGroups/{}/providers", self.subscription, self.resource_group);
+        match self.provider_of(name) {
+            Provider::Rms => format!("{scope}/Microsoft.EventGrid/topics/eg-topic-{}", name.to_ascii_lowercase()),
+            Provider::Ams | Provider::Mkio => format!("{scope}/Microsoft.Media/mediaservices/{name}"),
+        }
     }
 
     /// Real time that corresponds to an emulated duration.
@@ -323,7 +367,7 @@ mod tests {
             "--account",
             "a:r:automatic:mkio",
             "--account",
-            "b:r:managed:RMS",
+            "b:r:automatic:RMS",
             "--account",
             "c:r",
         ]))
@@ -333,6 +377,20 @@ mod tests {
         assert!(Config::from_cli(&cli(&["--account", "a:r:automatic:bitmovin"])).is_err());
         assert!(Config::from_cli(&cli(&["--account", "a:r:managed:x"])).is_err());
         assert!(Config::from_cli(&cli(&["--account", "a::managed"])).is_err());
+    }
+
+    #[test]
+    fn only_media_services_accounts_may_be_managed_and_rms_accounts_publish_to_a_custom_topic() {
+        let refused = Config::from_cli(&cli(&["--account", "a:r:managed:rms"]));
+        assert!(matches!(refused, Err(ConfigError::NoReservedUnits(_))), "{refused:?}");
+        let c = Config::from_cli(&cli(&["--account", "Rmswest:r:automatic:rms", "--account", "amsnorth:r"])).unwrap();
+        assert_eq!(
+            c.event_topic("rmswest"),
+            "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/media-rg/providers/Microsoft.EventGrid/topics/eg-topic-rmswest"
+        );
+        assert!(c.event_topic("amsnorth").ends_with("/providers/Microsoft.Media/mediaservices/amsnorth"));
+        assert_eq!((c.rms_api_key.as_str(), c.rms_token_ttl), (DEFAULT_RMS_API_KEY, Duration::from_secs(3600)));
+        assert!(Config::from_cli(&cli(&["--account", "a:r", "--rms-token-ttl-secs", "0"])).is_err());
     }
 
     #[test]

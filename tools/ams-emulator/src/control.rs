@@ -48,6 +48,9 @@ fn account_json(emulator: &Emulator, a: &Account) -> Value {
     let mut v = json!({
         "name": a.name,
         "region": a.region,
+        "provider": emulator.config.provider_of(&a.name),
+        // The `topic` of the account's events: how a test learns an rms account's custom topic.
+        "eventTopic": emulator.config.event_topic(&a.name),
         "fault": a.fault,
         "jobs": a.job_counts(),
         "armCalls": a.arm_calls,

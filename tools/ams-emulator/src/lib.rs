@@ -5,7 +5,8 @@
 //! transforms, assets, jobs and VOD publication (`arm`, `streaming`), blob
 //! storage behind the assets (`storage`, `blob`, `outputs`), AMS job events delivered the way Event
 //! Grid delivers them (`events`), a job lifecycle driven by one ticker
-//! (`lifecycle`), Media Reserved Units through the v2 endpoint (`mru`), plus a
+//! (`lifecycle`), Media Reserved Units through the v2 endpoint (`mru`), Ravnur's
+//! token endpoint and bearer check for `rms` accounts (`rms`), plus a
 //! control API for fault injection and inspection (`control`). Accounts started
 //! with the `mkio` provider speak as MediaKind MK.IO projects instead (`mkio`).
 
@@ -20,6 +21,7 @@ pub mod mkio;
 pub mod model;
 pub mod mru;
 pub mod outputs;
+pub mod rms;
 pub mod state;
 pub mod storage;
 pub mod streaming;
@@ -28,7 +30,7 @@ pub mod timefmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -39,6 +41,8 @@ pub use state::Emulator;
 pub fn router(emulator: Arc<Emulator>) -> Router {
     control::router()
         .merge(mkio::control::router())
+        .merge(rms::control_router())
+        .route(rms::TOKEN_PATH, post(rms::token))
         .route(&format!("{}{{*rest}}", mru::PREFIX), any(mru::handle))
         .route(&format!("{}{{*rest}}", mkio::PREFIX), any(mkio::handle))
         .route(&format!("{}{{*rest}}", blob::PREFIX), any(blob::handle))

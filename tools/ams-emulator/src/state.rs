@@ -9,6 +9,7 @@ use crate::config::{Config, Provider};
 use crate::events::{Dispatcher, EventSource};
 use crate::mkio;
 use crate::model::{Account, Job, Mru};
+use crate::rms::RmsAuth;
 
 /// All accounts, keyed by lowercase name (account names are case-insensitive).
 #[derive(Debug, Default)]
@@ -34,6 +35,8 @@ pub struct Emulator {
     pub mkio: mkio::Webhooks,
     /// `http://127.0.0.1:PORT` as bound; URLs the emulator hands out (v2 endpoints, SAS URLs) start with it.
     pub base_url: String,
+    /// The tokens of Ravnur accounts: issued, checked and expired on demand.
+    pub rms: RmsAuth,
     state: Mutex<State>,
 }
 
@@ -54,7 +57,8 @@ impl Emulator {
             .collect();
         let dispatcher = Dispatcher::new(config.event_endpoint.clone(), config.event_types.clone(), config.time_scale);
         let mkio = mkio::Webhooks::new(config.time_scale);
-        Arc::new(Emulator { config, dispatcher, mkio, base_url, state: Mutex::new(State { accounts }) })
+        let rms = RmsAuth::new(&config.rms_api_key, config.rms_token_ttl);
+        Arc::new(Emulator { config, dispatcher, mkio, base_url, rms, state: Mutex::new(State { accounts }) })
     }
 
     /// Locks the state. A poisoned lock is recovered: each critical section
@@ -63,8 +67,11 @@ impl Emulator {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Event topic and subject for a job of `account`.
+    /// Event topic and subject for a job of `account`: the subject is the same for every provider, the topic
+    /// is the account's own or its custom topic ([`Config::event_topic`]).
     pub fn event_source(&self, account: &Account, job: &Job) -> EventSource {
-        EventSource::new(&self.config.subscription, &self.config.resource_group, &account.name, job)
+        let mut source = EventSource::new(&self.config.subscription, &self.config.resource_group, &account.name, job);
+        source.topic = self.config.event_topic(&account.name);
+        source
     }
 }

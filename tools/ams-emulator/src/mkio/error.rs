@@ -85,6 +85,7 @@ impl From<ArmError> for MkioError {
             ArmError::Duplicate { status: 409, .. } => "Conflict",
             ArmError::Duplicate { .. } => "BadRequest",
             ArmError::Refused { code, .. } => code.as_str(),
+            ArmError::Unauthorized { .. } => "Unauthorized",
         }
         .to_string();
         let detail = match &e {

@@ -10,4 +10,5 @@ mod faults;
 mod lifecycle;
 mod mkio;
 mod mru;
+mod rms;
 mod streaming;
