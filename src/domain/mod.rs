@@ -12,6 +12,7 @@ pub mod records;
 pub mod request;
 pub mod state;
 pub mod sweep;
+pub mod time;
 
 pub use alert::Alert;
 pub use choice::rotation_order;
