@@ -1,7 +1,8 @@
 // One-command deployment of the cross-region encoding control plane (`azd up`).
 //
 // Creates, in a new resource group: the Function App that runs the Rust custom handler (Flex Consumption,
-// Linux, system-assigned identity), its storage account, the Service Bus namespace with the `alerts` queue,
+// Linux, system-assigned identity), its storage account, the Service Bus namespace with the `alerts` queue
+// and the `job-events` topic (duplicate detection on),
 // Log Analytics with Application Insights, and two Traffic Manager profiles (streaming origins, key
 // delivery). For every existing Media Services account it adds, in the account's own resource group: a
 // Contributor role for the app, the account's Event Grid system topic and, once the code is deployed, the
@@ -105,6 +106,11 @@ param publishRetry string = ''
 @description('TOKEN_SIGNING_KEY: base64 token verification key, needed with PUBLISH_STREAMING=on. Pass a Key Vault reference (@Microsoft.KeyVault(SecretUri=...)), not the key.')
 @secure()
 param tokenSigningKey string = ''
+@description('CALLBACK_SIGNING_KEY: key (at least 32 characters) that signs callbacks; without it SubmitJob refuses callbackUrl.')
+@secure()
+param callbackSigningKey string = ''
+@description('CALLBACK_RETRY: waits after failed callbacks, comma-separated; then they are given up.')
+param callbackRetry string = ''
 @description('TRAFFIC_MANAGER_HOST: host name viewers use for key delivery (a custom domain CNAMEd to the key delivery profile).')
 param trafficManagerHost string = ''
 @description('STREAMING_TRAFFIC_MANAGER_HOST: host name viewers use for streaming (a custom domain CNAMEd to the streaming profile).')
@@ -203,6 +209,7 @@ module serviceBus 'modules/servicebus.bicep' = {
     tags: tags
     name: 'sb-${token}'
     queueName: 'alerts'
+    topicName: 'job-events'
   }
 }
 
@@ -221,6 +228,8 @@ var handlerSettings = {
   TABLES_ENDPOINT: storage.outputs.tableEndpoint
   ARM_AUTH: 'managed-identity'
   SWEEP_SCHEDULE: sweepSchedule
+  SERVICE_BUS_ENDPOINT: 'https://${serviceBus.outputs.fullyQualifiedNamespace}'
+  JOB_EVENTS_TOPIC: serviceBus.outputs.topicName
 }
 
 // Settings set only when their parameter is not empty (tests/infra.rs checks this block too).
@@ -247,7 +256,9 @@ var optionalHandlerSettings = union(
   empty(streamingPolicy) ? {} : { STREAMING_POLICY: streamingPolicy },
   empty(definitionsCheckEvery) ? {} : { DEFINITIONS_CHECK_EVERY: definitionsCheckEvery },
   empty(publishRetry) ? {} : { PUBLISH_RETRY: publishRetry },
-  empty(tokenSigningKey) ? {} : { TOKEN_SIGNING_KEY: tokenSigningKey }
+  empty(callbackRetry) ? {} : { CALLBACK_RETRY: callbackRetry },
+  empty(tokenSigningKey) ? {} : { TOKEN_SIGNING_KEY: tokenSigningKey },
+  empty(callbackSigningKey) ? {} : { CALLBACK_SIGNING_KEY: callbackSigningKey }
 )
 
 module functionApp 'modules/function-app.bicep' = {

@@ -281,6 +281,8 @@ fn the_settings_the_template_produces_are_accepted_by_the_handler() {
             ("TABLES_ENDPOINT", None) => "https://stabc.table.core.windows.net".to_owned(),
             ("TRANSFORMS", None) => "encode".to_owned(),
             ("SWEEP_SCHEDULE", None) => "0 */1 * * * *".to_owned(),
+            ("SERVICE_BUS_ENDPOINT", None) => "https://sb-abc.servicebus.windows.net".to_owned(),
+            ("JOB_EVENTS_TOPIC", None) => "job-events".to_owned(),
             (other, None) => panic!("{other} = {value}: give this test a sample value"),
         };
         env.insert(name.clone(), v);
@@ -441,4 +443,27 @@ fn the_azd_parameters_file_only_names_declared_parameters() {
     let unset: Vec<_> = required.iter().filter(|n| !given.contains_key(n.as_str())).collect();
     assert!(unset.is_empty(), "parameters without default that azd cannot fill: {unset:?}");
     assert!(Path::new(&root().join("infra/checkov-skips.txt")).is_file());
+}
+
+#[test]
+fn outcome_notifications_go_to_a_topic_with_duplicate_detection_on() {
+    let main = main_bicep();
+    let always = handler_settings(&main);
+    assert!(
+        always.get("SERVICE_BUS_ENDPOINT").is_some_and(|v| v.contains("serviceBus.outputs.fullyQualifiedNamespace")),
+        "the handler sends to the deployment's namespace: {always:?}"
+    );
+    assert_eq!(always.get("JOB_EVENTS_TOPIC").map(String::as_str), Some("serviceBus.outputs.topicName"));
+    let bus = read("infra/modules/servicebus.bicep");
+    let topic = block(&bus, "resource topic 'topics' = {");
+    assert!(topic.contains("name: topicName"), "{topic}");
+    assert!(topic.contains("requiresDuplicateDetection: true"), "repeats of a message id must be dropped: {topic}");
+    assert!(topic.contains("duplicateDetectionHistoryTimeWindow: 'P7D'"), "{topic}");
+    assert!(block(topic, "resource all 'subscriptions' = {").contains("name: 'all'"), "a subscription keeps events");
+    let params = params(&bus);
+    assert_eq!(params["topicName"].1.as_deref(), Some("'job-events'"));
+    assert!(module_block(&main, "serviceBus").contains("topicName: 'job-events'"));
+    // Sending to the topic needs the same role as the alerts queue, on the namespace.
+    let roles = read("infra/modules/app-roles.bicep");
+    assert!(block(&roles, "resource serviceBusSender ").contains("scope: serviceBus"));
 }

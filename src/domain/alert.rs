@@ -202,6 +202,27 @@ impl Alert {
         alert
     }
 
+    /// A job's callback failed on every try of `CALLBACK_RETRY` and is given up; the topic still has the
+    /// message.
+    pub fn callback_failed(
+        job_id: &str,
+        kind: &str,
+        host: &str,
+        attempts: u32,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Alert {
+        let mut alert = Alert::new(
+            "CallbackFailed",
+            format!("the {kind} callback to {host} failed {attempts} times and is given up; last: {error}"),
+            "The job's outcome is still on the job-events topic and in GET /api/jobs/{jobId}. Tell the caller their callback endpoint did not answer 2xx.",
+            now,
+        );
+        alert.job_id = Some(job_id.to_owned());
+        alert.counts.insert("attempts", u64::from(attempts));
+        alert
+    }
+
     /// A region's publication of a job keeps failing; it is still retried.
     pub fn publication_failing(
         job_id: &str,

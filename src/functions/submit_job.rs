@@ -20,15 +20,15 @@ pub fn run(
     Box::pin(async move {
         let http = HttpRequestData::from_invocation(&req, "req").unwrap_or_default();
         let now = Utc::now();
-        let request =
-            match SubmitRequest::parse(http.body.as_deref(), &app.settings.transform_names(), &mut rand::rng()) {
-                Ok(request) => request,
-                Err(bad) => {
-                    tracing::info!(code = bad.code, "refused a job request");
-                    let res = HttpResponseData::error(bad.status, bad.code, &bad.message);
-                    return Ok(InvokeResponse::default().output("res", res.to_value()).log(format!("refused: {bad}")));
-                }
-            };
+        let request = match SubmitRequest::parse(http.body.as_deref(), &app.settings.request_rules(), &mut rand::rng())
+        {
+            Ok(request) => request,
+            Err(bad) => {
+                tracing::info!(code = bad.code, "refused a job request");
+                let res = HttpResponseData::error(bad.status, bad.code, &bad.message);
+                return Ok(InvokeResponse::default().output("res", res.to_value()).log(format!("refused: {bad}")));
+            }
+        };
         let job = JobRecord::accept(&request, now);
         let span = tracing::info_span!("job", job_id = %job.job_id);
         accept(app, job, now).instrument(span).await
