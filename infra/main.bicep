@@ -4,7 +4,7 @@
 // Linux, system-assigned identity), its storage account, the Service Bus namespace with the `alerts` queue
 // and the `job-events` topic (duplicate detection on),
 // Log Analytics with Application Insights, and two Traffic Manager profiles (streaming origins, key
-// delivery), and a Key Vault that holds every secret the handler reads (the app settings only hold Key Vault
+// delivery), an action group with alert rules that bring the handler's alerts to a person, and a Key Vault that holds every secret the handler reads (the app settings only hold Key Vault
 // references). Once the code is deployed it adds the function keys that separate the client API from the
 // operator API. For every existing Media Services account it adds, in the account's own resource group: a
 // Contributor role for the app, the account's Event Grid system topic and, once the code is deployed, the
@@ -148,6 +148,16 @@ param clientApiFunctions array = ['SubmitJob', 'GetJob', 'CancelJob', 'ListJobs'
 @description('Functions of the operator API: they get the `operator` key.')
 param operatorApiFunctions array = ['GetStatus', 'DrainAccount', 'ReadmitAccount']
 
+// ---------------------------------------------------------------------------------------------------------
+// Alerts that reach a person
+// ---------------------------------------------------------------------------------------------------------
+
+@description('Comma-separated email addresses of the action group that receives the operator alerts.')
+param alertEmails string = ''
+@description('A webhook that receives the operator alerts too (PagerDuty, Opsgenie, a chat), in the common alert schema.')
+@secure()
+param alertWebhookUrl string = ''
+
 @description('Client id of an Entra ID app registration: when given, App Service Authentication requires a token of that app (audience the client id or api://<client id>) on every HTTP call, in front of the function keys. Empty (default): function keys only.')
 param entraClientId string = ''
 
@@ -230,6 +240,20 @@ module storage 'modules/storage.bicep' = {
     deploymentContainerName: deploymentContainerName
     deadLetterContainerName: deadLetterContainerName
     skuName: storageSkuName
+  }
+}
+
+module alerting 'modules/alerting.bicep' = {
+  name: 'alerting'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    actionGroupName: 'ag-${token}'
+    ruleNamePrefix: 'alert-${token}'
+    appInsightsId: monitoring.outputs.appInsightsId
+    emails: empty(alertEmails) ? [] : split(alertEmails, ',')
+    webhookUrl: alertWebhookUrl
   }
 }
 
@@ -461,6 +485,7 @@ output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output SERVICE_BUS_NAMESPACE string = serviceBus.outputs.fullyQualifiedNamespace
 output JOB_EVENTS_TOPIC string = serviceBus.outputs.topicName
 output KEY_VAULT_NAME string = keyVault.outputs.name
+output ALERT_ACTION_GROUP string = alerting.outputs.actionGroupName
 output STREAMING_TRAFFIC_MANAGER_FQDN string = streamingTrafficManager.outputs.fqdn
 output KEY_DELIVERY_TRAFFIC_MANAGER_FQDN string = keyDeliveryTrafficManager.outputs.fqdn
 output EVENT_SUBSCRIPTIONS_DEPLOYED bool = deployEventSubscriptions

@@ -623,3 +623,39 @@ fn entra_id_authentication_is_off_by_default_and_keeps_the_event_grid_webhook_re
     assert!(block(&app, "var entraProvider = {").contains("allowedAudiences: [entraClientId, 'api://${entraClientId}']"));
     assert!(auth.contains("'/runtime/webhooks/eventgrid'"), "Event Grid delivers without a token: {auth}");
 }
+
+#[test]
+fn operator_alerts_reach_an_action_group_with_email_and_webhook_receivers() {
+    let main = main_bicep();
+    let module = module_block(&main, "alerting");
+    assert!(module.contains("'modules/alerting.bicep'") && module.contains("scope: rg"));
+    assert!(module.contains("appInsightsId: monitoring.outputs.appInsightsId"), "the rules read the app's logs: {module}");
+    assert!(module.contains("emails: empty(alertEmails) ? [] : split(alertEmails, ',')"), "{module}");
+    assert!(module.contains("webhookUrl: alertWebhookUrl"));
+    let declared = params(&main);
+    assert_eq!(declared["alertEmails"], ("string".to_owned(), Some("''".to_owned())));
+    assert!(secure_params(&main).contains("alertWebhookUrl"), "a webhook URL usually carries a token");
+
+    let alerting = read("infra/modules/alerting.bicep");
+    let group = block(&alerting, "resource actionGroup 'Microsoft.Insights/actionGroups@");
+    assert!(group.contains("for (address, i) in emails:") && group.contains("emailAddress: trim(address)"), "{group}");
+    assert!(group.contains("webhookReceivers: empty(webhookUrl) ? [] : [{ name: 'webhook', serviceUri: webhookUrl"));
+    assert!(group.contains("useCommonAlertSchema: true"));
+    let rules = block(&alerting, "resource alertRules 'Microsoft.Insights/scheduledQueryRules@");
+    assert!(rules.contains("scopes: [appInsightsId]") && rules.contains("actionGroups: [actionGroup.id]"), "{rules}");
+    assert!(rules.contains("threshold: 0") && rules.contains("operator: 'GreaterThan'"));
+    assert!(rules.contains("{ name: 'summary', operator: 'Include', values: ['*'] }"), "one notification per alert");
+    // The rules look for exactly the line the handler writes.
+    let prefix = ams_failover::functions::ALERT_LOG_PREFIX;
+    assert!(alerting.contains(&format!("message has \"{prefix}{{\"")), "the query must match {prefix:?}");
+    assert!(alerting.contains(&format!("indexof(message, \"{prefix}{{\") + {}", prefix.len())));
+    // Urgent alerts are ones the handler raises, and go at severity 1.
+    let alert_source = read("src/domain/alert.rs");
+    let urgent = code_lines(&alerting).into_iter().find(|l| l.starts_with("var urgentTypes")).expect("var urgentTypes");
+    for kind in ["NoHealthyAccount", "RegionRemoved", "LastAccountInRotation"] {
+        assert!(urgent.contains(&format!("\"{kind}\"")), "{kind} must be urgent: {urgent}");
+        assert!(alert_source.contains(&format!("\"{kind}\"")), "{kind} is not an alert the handler raises");
+    }
+    assert!(alerting.contains("{ suffix: 'urgent', severity: 1, filter: 'in'"));
+    assert!(alerting.contains("{ suffix: 'other', severity: 3, filter: '!in'"));
+}
