@@ -46,7 +46,7 @@ param transforms string
 @description('Six-field NCRONTAB schedule of SweepStuckJobs.')
 param sweepSchedule string = '0 */1 * * * *'
 
-@description('Create the Event Grid subscriptions to OnJobStateChange. They need the function to exist, so the first provision skips them and the postdeploy hook of azure.yaml turns this on.')
+@description('Create the Event Grid subscriptions to OnJobStateChange and the client and operator function keys. They need the functions to exist, so the first provision skips them and the postdeploy hook of azure.yaml turns this on.')
 param deployEventSubscriptions bool = false
 
 @description('Event Grid delivery attempts before an event is dead-lettered (1-30).')

@@ -50,7 +50,8 @@ fn block<'a>(text: &'a str, opener: &str) -> &'a str {
 /// Like [`block`], but from the line that starts with `opener` to the brace that closes the first `{` on or
 /// after it, for declarations with a condition (`= if (...) {`).
 fn braced<'a>(text: &'a str, opener: &str) -> &'a str {
-    let start = text.find(&format!("\n{opener}")).map(|i| i + 1).unwrap_or_else(|| panic!("no line starting with {opener:?}"));
+    let start =
+        text.find(&format!("\n{opener}")).map(|i| i + 1).unwrap_or_else(|| panic!("no line starting with {opener:?}"));
     let brace = start + text[start..].find('{').unwrap_or_else(|| panic!("{opener:?} opens no brace"));
     closing(text, start, brace, opener)
 }
@@ -558,7 +559,8 @@ fn every_secret_lives_in_the_key_vault_and_reaches_the_app_only_as_a_reference()
     let props = block(&vault, "resource vault 'Microsoft.KeyVault/vaults@");
     assert!(props.contains("enableRbacAuthorization: true"), "RBAC, no access policies");
     assert!(props.contains("enableSoftDelete: true"));
-    assert!(block(&vault, "resource secrets 'Microsoft.KeyVault/vaults/secrets@").contains("for secretName in secretNames:"));
+    assert!(block(&vault, "resource secrets 'Microsoft.KeyVault/vaults/secrets@")
+        .contains("for secretName in secretNames:"));
     let references = block(&vault, "output references array = [");
     assert!(references.contains("'@Microsoft.KeyVault(SecretUri=${secrets[i].properties.secretUri})'"), "{references}");
     assert!(!vault.contains("output") || !block(&vault, "output references array = [").contains("secretValues"));
@@ -583,7 +585,11 @@ fn the_client_and_the_operator_api_get_separate_function_keys() {
     let declared = params(&main);
     let list = |name: &str| -> Vec<String> {
         let text = declared[name].1.clone().unwrap_or_default();
-        text.trim_matches(['[', ']']).split(',').map(|s| s.trim().trim_matches('\'').to_owned()).filter(|s| !s.is_empty()).collect()
+        text.trim_matches(['[', ']'])
+            .split(',')
+            .map(|s| s.trim().trim_matches('\'').to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
     };
     let client = list("clientApiFunctions");
     let operator = list("operatorApiFunctions");
@@ -592,18 +598,30 @@ fn the_client_and_the_operator_api_get_separate_function_keys() {
     for f in http_functions() {
         let in_client = client.contains(&f);
         let in_operator = operator.contains(&f);
-        assert!(in_client != in_operator, "{f} must belong to exactly one API (client {in_client}, operator {in_operator})");
+        assert!(
+            in_client != in_operator,
+            "{f} must belong to exactly one API (client {in_client}, operator {in_operator})"
+        );
         let json = read(&format!("{f}/function.json"));
         assert!(json.contains("\"authLevel\": \"function\""), "{f} must require a function key");
     }
     let keys = braced(&main, "module functionKeys ");
     assert!(keys.contains("if (deployEventSubscriptions)"), "keys need the deployed functions: {keys}");
-    assert!(keys.contains("clientFunctions: clientApiFunctions") && keys.contains("operatorFunctions: operatorApiFunctions"));
+    assert!(
+        keys.contains("clientFunctions: clientApiFunctions")
+            && keys.contains("operatorFunctions: operatorApiFunctions")
+    );
     let module = read("infra/modules/function-keys.bicep");
     let client_keys = block(&module, "resource clientKeys 'Microsoft.Web/sites/functions/keys@");
-    assert!(client_keys.contains("for f in clientFunctions:") && client_keys.contains("name: '${functionAppName}/${f}/client'"));
+    assert!(
+        client_keys.contains("for f in clientFunctions:")
+            && client_keys.contains("name: '${functionAppName}/${f}/client'")
+    );
     let operator_keys = block(&module, "resource operatorKeys 'Microsoft.Web/sites/functions/keys@");
-    assert!(operator_keys.contains("for f in operatorFunctions:") && operator_keys.contains("name: '${functionAppName}/${f}/operator'"));
+    assert!(
+        operator_keys.contains("for f in operatorFunctions:")
+            && operator_keys.contains("name: '${functionAppName}/${f}/operator'")
+    );
     assert!(!module.contains("host/functionKeys"), "host keys open every function");
     assert!(secure_params(&module).is_superset(&BTreeSet::from(["clientKey".to_owned(), "operatorKey".to_owned()])));
 }
@@ -620,7 +638,9 @@ fn entra_id_authentication_is_off_by_default_and_keeps_the_event_grid_webhook_re
     assert!(auth.contains("requireAuthentication: !empty(entraClientId)"), "{auth}");
     assert!(auth.contains("unauthenticatedClientAction: 'Return401'"));
     assert!(auth.contains("identityProviders: empty(entraClientId) ? {} : entraProvider"));
-    assert!(block(&app, "var entraProvider = {").contains("allowedAudiences: [entraClientId, 'api://${entraClientId}']"));
+    assert!(
+        block(&app, "var entraProvider = {").contains("allowedAudiences: [entraClientId, 'api://${entraClientId}']")
+    );
     assert!(auth.contains("'/runtime/webhooks/eventgrid'"), "Event Grid delivers without a token: {auth}");
 }
 
@@ -629,7 +649,10 @@ fn operator_alerts_reach_an_action_group_with_email_and_webhook_receivers() {
     let main = main_bicep();
     let module = module_block(&main, "alerting");
     assert!(module.contains("'modules/alerting.bicep'") && module.contains("scope: rg"));
-    assert!(module.contains("appInsightsId: monitoring.outputs.appInsightsId"), "the rules read the app's logs: {module}");
+    assert!(
+        module.contains("appInsightsId: monitoring.outputs.appInsightsId"),
+        "the rules read the app's logs: {module}"
+    );
     assert!(module.contains("emails: empty(alertEmails) ? [] : split(alertEmails, ',')"), "{module}");
     assert!(module.contains("webhookUrl: alertWebhookUrl"));
     let declared = params(&main);
