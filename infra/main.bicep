@@ -1,9 +1,12 @@
 // One-command deployment of the cross-region encoding control plane (`azd up`).
 //
 // Creates, in a new resource group: the Function App that runs the Rust custom handler (Flex Consumption,
-// Linux, system-assigned identity), its storage account, the Service Bus namespace with the `alerts` queue,
+// Linux, system-assigned identity), its storage account, the Service Bus namespace with the `alerts` queue
+// and the `job-events` topic (duplicate detection on),
 // Log Analytics with Application Insights, and two Traffic Manager profiles (streaming origins, key
-// delivery). For every existing Media Services account it adds, in the account's own resource group: a
+// delivery), an action group with alert rules that bring the handler's alerts to a person, and a Key Vault that holds every secret the handler reads (the app settings only hold Key Vault
+// references). Once the code is deployed it adds the function keys that separate the client API from the
+// operator API. For every existing Media Services account it adds, in the account's own resource group: a
 // Contributor role for the app, the account's Event Grid system topic and, once the code is deployed, the
 // subscription that sends job events to OnJobStateChange. See docs/deploy.md.
 
@@ -43,7 +46,7 @@ param transforms string
 @description('Six-field NCRONTAB schedule of SweepStuckJobs.')
 param sweepSchedule string = '0 */1 * * * *'
 
-@description('Create the Event Grid subscriptions to OnJobStateChange. They need the function to exist, so the first provision skips them and the postdeploy hook of azure.yaml turns this on.')
+@description('Create the Event Grid subscriptions to OnJobStateChange and the client and operator function keys. They need the functions to exist, so the first provision skips them and the postdeploy hook of azure.yaml turns this on.')
 param deployEventSubscriptions bool = false
 
 @description('Event Grid delivery attempts before an event is dead-lettered (1-30).')
@@ -102,16 +105,61 @@ param streamingPolicy string = ''
 param definitionsCheckEvery string = ''
 @description('PUBLISH_RETRY: waits after failed publication tries, comma-separated.')
 param publishRetry string = ''
-@description('TOKEN_SIGNING_KEY: base64 token verification key, needed with PUBLISH_STREAMING=on. Pass a Key Vault reference (@Microsoft.KeyVault(SecretUri=...)), not the key.')
-@secure()
-param tokenSigningKey string = ''
+@description('CALLBACK_RETRY: waits after failed callbacks, comma-separated; then they are given up.')
+param callbackRetry string = ''
 @description('TRAFFIC_MANAGER_HOST: host name viewers use for key delivery (a custom domain CNAMEd to the key delivery profile).')
 param trafficManagerHost string = ''
 @description('STREAMING_TRAFFIC_MANAGER_HOST: host name viewers use for streaming (a custom domain CNAMEd to the streaming profile).')
 param streamingTrafficManagerHost string = ''
 
-@description('More app settings, name to value, for settings that have no parameter yet. Never put secrets here.')
+@description('More app settings, name to value, for settings that have no parameter yet. Never put secrets here: use extraSecretSettings.')
 param extraAppSettings object = {}
+
+// ---------------------------------------------------------------------------------------------------------
+// Secrets: each is written to the Key Vault, and the app setting of the same name is a Key Vault reference
+// the platform resolves with the app's identity. None is ever a plain app setting.
+// ---------------------------------------------------------------------------------------------------------
+
+@description('TOKEN_SIGNING_KEY: base64 token verification key, needed with PUBLISH_STREAMING=on. The key itself: it goes to the Key Vault.')
+@secure()
+param tokenSigningKey string = ''
+@description('CALLBACK_SIGNING_KEY: key (at least 32 characters) that signs callbacks; without it SubmitJob refuses callbackUrl. It goes to the Key Vault.')
+@secure()
+param callbackSigningKey string = ''
+@description('More secret app settings (media providers\' API keys and tokens), name to value: each goes to the Key Vault and reaches the app as a reference.')
+@secure()
+param extraSecretSettings object = {}
+
+@description('Purge protection of the Key Vault (recommended). Turn it off only for throw-away environments that are deleted and recreated under the same name: a purge-protected vault keeps its name for 90 days after deletion.')
+param keyVaultPurgeProtection bool = true
+
+// ---------------------------------------------------------------------------------------------------------
+// Access: separate function keys for the client and the operator API, and optional Entra ID in front
+// ---------------------------------------------------------------------------------------------------------
+
+@description('Value of the function key named `client` on every client API function (a random string of 32 or more characters; azure.yaml generates one). Empty: each function gets a generated key of its own.')
+@secure()
+param clientApiKey string = ''
+@description('Value of the function key named `operator` on every operator API function. Empty: each function gets a generated key of its own.')
+@secure()
+param operatorApiKey string = ''
+@description('Functions of the client API: they get the `client` key.')
+param clientApiFunctions array = ['SubmitJob', 'GetJob', 'CancelJob', 'ListJobs']
+@description('Functions of the operator API: they get the `operator` key.')
+param operatorApiFunctions array = ['GetStatus', 'DrainAccount', 'ReadmitAccount']
+
+// ---------------------------------------------------------------------------------------------------------
+// Alerts that reach a person
+// ---------------------------------------------------------------------------------------------------------
+
+@description('Comma-separated email addresses of the action group that receives the operator alerts.')
+param alertEmails string = ''
+@description('A webhook that receives the operator alerts too (PagerDuty, Opsgenie, a chat), in the common alert schema.')
+@secure()
+param alertWebhookUrl string = ''
+
+@description('Client id of an Entra ID app registration: when given, App Service Authentication requires a token of that app (audience the client id or api://<client id>) on every HTTP call, in front of the function keys. Empty (default): function keys only.')
+param entraClientId string = ''
 
 // ---------------------------------------------------------------------------------------------------------
 // Sizing and Traffic Manager
@@ -195,6 +243,20 @@ module storage 'modules/storage.bicep' = {
   }
 }
 
+module alerting 'modules/alerting.bicep' = {
+  name: 'alerting'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    actionGroupName: 'ag-${token}'
+    ruleNamePrefix: 'alert-${token}'
+    appInsightsId: monitoring.outputs.appInsightsId
+    emails: empty(alertEmails) ? [] : split(alertEmails, ',')
+    webhookUrl: alertWebhookUrl
+  }
+}
+
 module serviceBus 'modules/servicebus.bicep' = {
   name: 'servicebus'
   scope: rg
@@ -203,6 +265,7 @@ module serviceBus 'modules/servicebus.bicep' = {
     tags: tags
     name: 'sb-${token}'
     queueName: 'alerts'
+    topicName: 'job-events'
   }
 }
 
@@ -221,6 +284,8 @@ var handlerSettings = {
   TABLES_ENDPOINT: storage.outputs.tableEndpoint
   ARM_AUTH: 'managed-identity'
   SWEEP_SCHEDULE: sweepSchedule
+  SERVICE_BUS_ENDPOINT: 'https://${serviceBus.outputs.fullyQualifiedNamespace}'
+  JOB_EVENTS_TOPIC: serviceBus.outputs.topicName
 }
 
 // Settings set only when their parameter is not empty (tests/infra.rs checks this block too).
@@ -247,8 +312,29 @@ var optionalHandlerSettings = union(
   empty(streamingPolicy) ? {} : { STREAMING_POLICY: streamingPolicy },
   empty(definitionsCheckEvery) ? {} : { DEFINITIONS_CHECK_EVERY: definitionsCheckEvery },
   empty(publishRetry) ? {} : { PUBLISH_RETRY: publishRetry },
-  empty(tokenSigningKey) ? {} : { TOKEN_SIGNING_KEY: tokenSigningKey }
+  empty(callbackRetry) ? {} : { CALLBACK_RETRY: callbackRetry }
 )
+
+// Secret settings (tests/infra.rs checks this block): they go to the Key Vault, and the app gets references.
+var secretHandlerSettings = union(
+  empty(tokenSigningKey) ? {} : { TOKEN_SIGNING_KEY: tokenSigningKey },
+  empty(callbackSigningKey) ? {} : { CALLBACK_SIGNING_KEY: callbackSigningKey },
+  extraSecretSettings
+)
+var secretSettingNames = [for s in items(secretHandlerSettings): s.key]
+
+module keyVault 'modules/key-vault.bicep' = {
+  name: 'key-vault'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: 'kv-${token}'
+    secretNames: secretSettingNames
+    secretValues: secretHandlerSettings
+    purgeProtection: keyVaultPurgeProtection
+  }
+}
 
 module functionApp 'modules/function-app.bicep' = {
   name: 'function-app'
@@ -259,6 +345,8 @@ module functionApp 'modules/function-app.bicep' = {
     name: 'func-${token}'
     planName: 'plan-${token}'
     appSettings: union(hostSettings, handlerSettings, optionalHandlerSettings, extraAppSettings)
+    keyVaultReferences: keyVault.outputs.references
+    entraClientId: entraClientId
     storageAccountName: storage.outputs.name
     storageBlobEndpoint: storage.outputs.blobEndpoint
     deploymentContainerName: deploymentContainerName
@@ -276,6 +364,21 @@ module appRoles 'modules/app-roles.bicep' = {
     storageAccountName: storage.outputs.name
     serviceBusName: serviceBus.outputs.name
     appInsightsName: monitoring.outputs.appInsightsName
+    keyVaultName: keyVault.outputs.name
+  }
+}
+
+// Function keys need the functions, which exist once the code is deployed: the same second provision that
+// adds the Event Grid subscriptions (azure.yaml postdeploy) adds them.
+module functionKeys 'modules/function-keys.bicep' = if (deployEventSubscriptions) {
+  name: 'function-keys'
+  scope: rg
+  params: {
+    functionAppName: functionApp.outputs.name
+    clientFunctions: clientApiFunctions
+    operatorFunctions: operatorApiFunctions
+    clientKey: clientApiKey
+    operatorKey: operatorApiKey
   }
 }
 
@@ -380,6 +483,9 @@ output FUNCTION_APP_NAME string = functionApp.outputs.name
 output FUNCTION_APP_URL string = 'https://${functionApp.outputs.defaultHostName}'
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output SERVICE_BUS_NAMESPACE string = serviceBus.outputs.fullyQualifiedNamespace
+output JOB_EVENTS_TOPIC string = serviceBus.outputs.topicName
+output KEY_VAULT_NAME string = keyVault.outputs.name
+output ALERT_ACTION_GROUP string = alerting.outputs.actionGroupName
 output STREAMING_TRAFFIC_MANAGER_FQDN string = streamingTrafficManager.outputs.fqdn
 output KEY_DELIVERY_TRAFFIC_MANAGER_FQDN string = keyDeliveryTrafficManager.outputs.fqdn
 output EVENT_SUBSCRIPTIONS_DEPLOYED bool = deployEventSubscriptions

@@ -2,7 +2,9 @@
 //! host), read and validated once at start-up. A bad setting stops the handler with a message that names it.
 
 use crate::domain::definitions::{transform_mismatches, Definitions, MEDIA_DEFINITIONS};
+use crate::domain::notification::{default_callback_retry, DEFAULT_TOPIC};
 use crate::domain::publication::RetrySchedule;
+use crate::domain::request::Rules;
 use crate::domain::Provider;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -177,6 +179,31 @@ pub const SETTINGS: &[Setting] = &[
         name: "STREAMING_TRAFFIC_MANAGER_HOST",
         need: Need::Optional,
         doc: "host name of the streaming endpoints through Traffic Manager; GetJob gives https URLs on it",
+    },
+    Setting {
+        name: "SERVICE_BUS_ENDPOINT",
+        need: Need::Optional,
+        doc: "https://<namespace>.servicebus.windows.net: outcome notifications go to its JOB_EVENTS_TOPIC with the managed identity (ARM_AUTH); without it none are sent there",
+    },
+    Setting {
+        name: "JOB_EVENTS_TOPIC",
+        need: Need::Optional,
+        doc: "Service Bus topic of outcome notifications (default job-events; it needs duplicate detection on)",
+    },
+    Setting {
+        name: "CALLBACK_SIGNING_KEY",
+        need: Need::Optional,
+        doc: "key (at least 32 characters) that signs callbacks with HMAC-SHA256; without it SubmitJob refuses callbackUrl (a Key Vault reference in Azure)",
+    },
+    Setting {
+        name: "CALLBACK_RETRY",
+        need: Need::Optional,
+        doc: "comma-separated waits after each failed callback; after the last the callback is given up with an alert (default 5s,5m,30m,2h,5h,10h,10h)",
+    },
+    Setting {
+        name: "CALLBACK_ALLOW_HTTP_LOOPBACK",
+        need: Need::TestOnly,
+        doc: "debug builds only: on also accepts http://127.0.0.1 callback URLs, for local tests",
     },
     Setting {
         name: "SWEEP_SCHEDULE",
@@ -370,6 +397,36 @@ pub struct Settings {
     pub definitions: Definitions,
     /// Video-on-demand publication across regions.
     pub publish: PublishSettings,
+    /// Outcome notifications: the topic and callbacks.
+    pub notify: NotifySettings,
+}
+
+/// Where outcome notifications go.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NotifySettings {
+    /// The Service Bus namespace endpoint, if notifications go to a topic.
+    pub service_bus: Option<Url>,
+    /// The topic.
+    pub topic: String,
+    /// The key callbacks are signed with; `None` refuses `callbackUrl`.
+    pub callback_key: Option<String>,
+    /// Waits after failed callbacks; then they are given up.
+    pub callback_retry: RetrySchedule,
+    /// Debug builds only: accept `http://127.0.0.1` callback URLs.
+    pub allow_http_loopback: bool,
+}
+
+impl fmt::Debug for NotifySettings {
+    // The signing key is a secret; never print it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotifySettings")
+            .field("service_bus", &self.service_bus.as_ref().map(Url::as_str))
+            .field("topic", &self.topic)
+            .field("callback_key", &self.callback_key.as_ref().map(|_| "<redacted>"))
+            .field("callback_retry", &self.callback_retry)
+            .field("allow_http_loopback", &self.allow_http_loopback)
+            .finish()
+    }
 }
 
 /// Video-on-demand publication: streaming locators in every region, and the definitions sync.
@@ -558,6 +615,16 @@ impl Settings {
         let fail_point = if cfg!(debug_assertions) { get("FAIL_POINT") } else { None };
 
         let (definitions, publish) = publication(&get, &transforms)?;
+        let notify = notify_settings(&get)?;
+        for name in ["TOKEN_SIGNING_KEY", "CALLBACK_SIGNING_KEY"] {
+            if get(name).is_some_and(|v| v.starts_with("@Microsoft.KeyVault(")) {
+                // The platform leaves the reference text in place when it cannot resolve it.
+                return Err(bad(
+                    name,
+                    "is a Key Vault reference the platform could not resolve; check that the app's identity has Key Vault Secrets User on the vault and that the secret exists (the portal shows each reference's status)",
+                ));
+            }
+        }
 
         Ok(Settings {
             accounts,
@@ -571,6 +638,7 @@ impl Settings {
             fail_point,
             definitions,
             publish,
+            notify,
         })
     }
 
@@ -589,6 +657,55 @@ impl Settings {
     pub fn transform_names(&self) -> BTreeSet<String> {
         self.transforms.keys().cloned().collect()
     }
+
+    /// What SubmitJob bodies are checked against.
+    pub fn request_rules(&self) -> Rules {
+        Rules {
+            transforms: self.transform_names(),
+            callbacks: self.notify.callback_key.is_some(),
+            loopback_http_callbacks: self.notify.allow_http_loopback,
+        }
+    }
+}
+
+/// Minimum length of `CALLBACK_SIGNING_KEY`: 32 characters of a random string carry enough entropy for
+/// HMAC-SHA256, and a short one is more likely a placeholder than a key.
+const MIN_CALLBACK_KEY_CHARS: usize = 32;
+
+fn notify_settings(get: &impl Fn(&str) -> Option<String>) -> Result<NotifySettings, ConfigError> {
+    let service_bus = match get("SERVICE_BUS_ENDPOINT") {
+        Some(v) => Some(parse_url(&v).map_err(|p| bad("SERVICE_BUS_ENDPOINT", p))?),
+        None => None,
+    };
+    let topic = get("JOB_EVENTS_TOPIC").unwrap_or_else(|| DEFAULT_TOPIC.to_owned());
+    let topic_ok = topic.len() <= 260
+        && topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && topic.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if !topic_ok {
+        return Err(bad("JOB_EVENTS_TOPIC", format!("{topic:?} is not a Service Bus topic name")));
+    }
+    let callback_key = get("CALLBACK_SIGNING_KEY");
+    if callback_key.as_ref().is_some_and(|k| k.chars().count() < MIN_CALLBACK_KEY_CHARS && !k.starts_with('@')) {
+        return Err(bad(
+            "CALLBACK_SIGNING_KEY",
+            format!("must be at least {MIN_CALLBACK_KEY_CHARS} characters, e.g. `openssl rand -hex 32`"),
+        ));
+    }
+    let callback_retry = match get("CALLBACK_RETRY") {
+        None => default_callback_retry(),
+        Some(list) => RetrySchedule {
+            delays: list
+                .split(',')
+                .map(|d| parse_duration(d).map_err(|p| bad("CALLBACK_RETRY", p)))
+                .collect::<Result<Vec<_>, _>>()?,
+        },
+    };
+    let allow_http_loopback = match get("CALLBACK_ALLOW_HTTP_LOOPBACK").as_deref() {
+        None | Some("off") => false,
+        Some("on") => cfg!(debug_assertions),
+        Some(other) => return Err(bad("CALLBACK_ALLOW_HTTP_LOOPBACK", format!("{other:?} is not one of on, off"))),
+    };
+    Ok(NotifySettings { service_bus, topic, callback_key, callback_retry, allow_http_loopback })
 }
 
 /// Reads the publication settings and the compiled-in definitions, resolving the settings they refer to.
@@ -973,6 +1090,34 @@ mod tests {
         assert_eq!(with("DEFINITIONS_CHECK_EVERY", "often"), Some("DEFINITIONS_CHECK_EVERY"));
         assert_eq!(with("PUBLISH_RETRY", "1s,soon"), Some("PUBLISH_RETRY"));
         assert_eq!(with("STREAMING_TRAFFIC_MANAGER_HOST", "https://x/"), Some("STREAMING_TRAFFIC_MANAGER_HOST"));
+        assert_eq!(with("SERVICE_BUS_ENDPOINT", "sb://x"), Some("SERVICE_BUS_ENDPOINT"));
+        assert_eq!(with("JOB_EVENTS_TOPIC", "job events"), Some("JOB_EVENTS_TOPIC"));
+        assert_eq!(with("CALLBACK_SIGNING_KEY", "short"), Some("CALLBACK_SIGNING_KEY"));
+        assert_eq!(with("CALLBACK_RETRY", "5s,later"), Some("CALLBACK_RETRY"));
+        assert_eq!(with("CALLBACK_ALLOW_HTTP_LOOPBACK", "yes"), Some("CALLBACK_ALLOW_HTTP_LOOPBACK"));
+        assert_eq!(
+            with("CALLBACK_SIGNING_KEY", "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/x/)"),
+            Some("CALLBACK_SIGNING_KEY"),
+            "an unresolved Key Vault reference is named, not used as the key"
+        );
+    }
+
+    #[test]
+    fn notifications_default_to_the_job_events_topic_and_the_callback_key_is_never_printed() {
+        let key = "0123456789abcdef0123456789abcdef";
+        let s = settings(&[
+            ("MEDIA_ACCOUNTS", ACCOUNTS),
+            ("TABLES_CONNECTION_STRING", "UseDevelopmentStorage=true"),
+            ("TRANSFORMS", "encode"),
+            ("SERVICE_BUS_ENDPOINT", "https://sb-x.servicebus.windows.net"),
+            ("CALLBACK_SIGNING_KEY", key),
+        ])
+        .expect("valid");
+        assert_eq!(s.notify.topic, "job-events");
+        assert_eq!(s.notify.service_bus.as_ref().map(Url::as_str), Some("https://sb-x.servicebus.windows.net/"));
+        assert!(s.request_rules().callbacks);
+        assert_eq!(s.notify.callback_retry.delays.len(), 7);
+        assert!(!format!("{s:?}").contains(key));
     }
 
     #[test]

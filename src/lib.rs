@@ -1,14 +1,17 @@
 //! Control plane for cross-region Media Services encoding, served as an Azure Functions custom handler.
 //!
 //! `domain` holds the pure rules, `store` and `media` own all I/O, `workflow` combines them, and
-//! `functions` adapts each function folder's invocation to them.
+//! `functions` adapts each function folder's invocation to them; `notify` and `bus` send the outcome
+//! notifications.
 
+pub mod bus;
 pub mod config;
 pub mod domain;
 pub mod functions;
 pub mod identity;
 pub mod invoke;
 pub mod media;
+pub mod notify;
 pub mod publish;
 pub mod scaling;
 pub mod store;
@@ -27,6 +30,8 @@ pub struct App {
     pub store: store::Store,
     /// Media Services.
     pub media: media::MediaClient,
+    /// Where outcome notifications go.
+    pub notifier: notify::Notifier,
     /// Held while this instance reads MRUs from the service, so a burst that finds the cache stale reads
     /// the service once instead of once per submission.
     pub mru_refresh: Arc<tokio::sync::Mutex<()>>,
@@ -34,7 +39,12 @@ pub struct App {
 
 impl App {
     /// The shared state of an instance.
-    pub fn new(settings: Arc<config::Settings>, store: store::Store, media: media::MediaClient) -> App {
-        App { settings, store, media, mru_refresh: Arc::default() }
+    pub fn new(
+        settings: Arc<config::Settings>,
+        store: store::Store,
+        media: media::MediaClient,
+        notifier: notify::Notifier,
+    ) -> App {
+        App { settings, store, media, notifier, mru_refresh: Arc::default() }
     }
 }

@@ -3,6 +3,7 @@
 
 use ams_failover::config::Settings;
 use ams_failover::media::MediaClient;
+use ams_failover::notify::Notifier;
 use ams_failover::store::Store;
 use ams_failover::{functions, telemetry, App};
 use anyhow::Context;
@@ -37,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
         .build()
         .context("building the HTTP client")?;
     let store = Store::connect(&settings, http.clone())?;
+    let notifier = Notifier::new(&settings, http.clone()).context("setting up outcome notifications")?;
     let media =
         MediaClient::new(http, &settings.arm_auth, settings.arm_timeout).context("setting up ARM authentication")?;
 
@@ -50,11 +52,17 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
-    let app = App::new(settings.clone(), store, media);
+    let app = App::new(settings.clone(), store, media, notifier);
     let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
         .await
         .with_context(|| format!("binding 127.0.0.1:{port}"))?;
     let accounts: Vec<&str> = settings.accounts.iter().map(|a| a.name.as_str()).collect();
+    match &settings.notify.service_bus {
+        Some(endpoint) => {
+            tracing::info!(%endpoint, topic = %settings.notify.topic, "outcome notifications go to the topic")
+        }
+        None => tracing::warn!("SERVICE_BUS_ENDPOINT is not set: outcome notifications go to callbacks only"),
+    }
     tracing::info!(port, accounts = ?accounts, "handler ready");
     axum::serve(listener, functions::router(app)).await.context("serving")?;
     Ok(())

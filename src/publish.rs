@@ -180,6 +180,8 @@ async fn advance_one(app: &App, record: PublicationRecord, now: DateTime<Utc>) -
                 .update_publication(&account.name, &record.job_id, |r| r.published(assets.clone(), now))
                 .await?;
             if stored.as_ref().is_some_and(|s| s.changed) {
+                // If this was the last region, the job's Published message can go.
+                crate::notify::deliver_soon(app, &record.job_id);
                 let ids: Vec<&str> = assets.iter().map(|a| a.streaming_locator_id.as_str()).collect();
                 info!(job_id = %record.job_id, account = %account.name, region = %account.region, locators = ?ids, role = ?record.role, "published for streaming");
                 if record.role == Role::Source {
@@ -196,6 +198,8 @@ async fn advance_one(app: &App, record: PublicationRecord, now: DateTime<Utc>) -
             if !stored.is_some_and(|s| s.changed) {
                 return Ok(vec![]);
             }
+            // A conflict ends the region's publication too.
+            crate::notify::deliver_soon(app, &record.job_id);
             warn!(job_id = %record.job_id, account = %account.name, region = %account.region, %reason, "publication conflict");
             Ok(vec![Alert::publication_conflict(&record.job_id, &account.name, &account.region, &reason, now)])
         }

@@ -2,8 +2,8 @@
 //! at your records of the jobs", and going further: it re-admits accounts whose cool-down has passed once a
 //! probe succeeds, reads quiet attempts back from Media Services, takes accounts with stuck jobs out of
 //! rotation, moves stuck jobs elsewhere, places pending jobs, lowers MRUs in periodic mode, and says so
-//! when no account is left. Then it keeps the accounts' definitions in line and moves video-on-demand
-//! publications on (`crate::publish`).
+//! when no account is left. Then it keeps the accounts' definitions in line, moves video-on-demand
+//! publications on (`crate::publish`), and delivers outcome notifications still due (`crate::notify`).
 //!
 //! It is safe beside itself and beside events: every decision is a pure function of rows it just read and
 //! `now`, and every change is a compare-and-swap, so of two sweeps only one removes an account, moves a job
@@ -14,7 +14,7 @@ use crate::domain::sweep::{evacuate, plan_account, removable_for_stuck, AccountP
 use crate::domain::{Alert, AttemptRecord, HealthRecord, JobState};
 use crate::store::{StoreError, SweepSummary};
 use crate::workflow::{cooldown, place_job, reconcile, repair_job, resubmit_stuck, Repair, ORPHAN_INDEX_AGE};
-use crate::{publish, scaling, App};
+use crate::{notify, publish, scaling, App};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 use tracing::{info, warn};
@@ -83,13 +83,6 @@ pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreEr
         }
     }
     let pending = place_pending(app, pending, now, &mut report).await?;
-    let summary = SweepSummary {
-        at: now,
-        repaired: report.repaired,
-        open: report.open,
-        pending: u32::try_from(pending).unwrap_or(u32::MAX),
-    };
-    app.store.record_sweep(&summary).await?;
 
     let names: Vec<&str> = app.settings.accounts.iter().map(|a| a.name.as_str()).collect();
     let repeat = app.settings.failover.alert_repeat;
@@ -107,6 +100,21 @@ pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreEr
     // Publication last, so it never delays failover: definitions first (locators need their policies).
     publish::sync_definitions(app, now, &mut report).await?;
     publish::advance_publications(app, now, &mut report).await?;
+    // Notifications after that: a caller's slow callback never delays failover or publication, and a
+    // publication ended above gets its Published message in this sweep.
+    let (alerts, notifications) = notify::drain(app, now).await?;
+    report.alerts.extend(alerts);
+    if notifications > 0 {
+        report.log.push(format!("{notifications} job(s) with notifications still to deliver"));
+    }
+    let summary = SweepSummary {
+        at: now,
+        repaired: report.repaired,
+        open: report.open,
+        pending: u32::try_from(pending).unwrap_or(u32::MAX),
+        notifications: u32::try_from(notifications).unwrap_or(u32::MAX),
+    };
+    app.store.record_sweep(&summary).await?;
     Ok(report)
 }
 

@@ -6,7 +6,7 @@ use crate::config::AccountConfig;
 use crate::domain::{rotation_order, Alert, AttemptRecord, Cooldown, ErrorInfo, JobRecord, JobState, SubmitRequest};
 use crate::media::{JobSpec, MediaError};
 use crate::scaling;
-use crate::store::{AttemptChange, StoreError};
+use crate::store::{AttemptChange, Changed, StoreError};
 use crate::App;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -31,15 +31,25 @@ pub fn fail_point(app: &App, at: &str) {
 }
 
 /// The fail points, in the order a job passes them.
-pub const FAIL_POINTS: [&str; 7] = [
+pub const FAIL_POINTS: [&str; 8] = [
     "after-claim",
     "after-attempt-row",
     "after-output-assets",
     "after-media-job",
     "before-final-job-update",
+    "after-final-job-update",
     "move-after-supersede",
     "repair-after-open",
 ];
+
+/// After a write that made a job final: its outcome goes out (the store wrote the outbox row before that
+/// write, so a crash here still gets it delivered, by the sweep).
+fn ended(app: &App, job: &Changed<JobRecord>) {
+    if job.changed && job.value.state.is_final() {
+        fail_point(app, "after-final-job-update");
+        crate::notify::deliver_soon(app, &job.value.job_id);
+    }
+}
 
 /// The cool-down rule from the settings.
 pub fn cooldown(app: &App) -> Cooldown {
@@ -158,6 +168,9 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
                 if let MediaError::Rejected { .. } = error {
                     // The service refused the request itself: it would fail the same way everywhere.
                     let failed = app.store.update_job(&job.job_id, |j| j.fail(info.clone(), now)).await?;
+                    if let Some(failed) = &failed {
+                        ended(app, failed);
+                    }
                     if let Some(failed) = failed.filter(|f| f.changed) {
                         alerts.push(Alert::job_failed(&failed.value, failed.value.last_error.as_ref(), now));
                         app.store.unmark_pending(&job.job_id).await?;
@@ -231,6 +244,7 @@ pub async fn sync_job(
     else {
         return Ok((None, vec![]));
     };
+    ended(app, &job);
     let mut alerts = vec![];
     if job.changed && job.value.state == JobState::Error {
         alerts.push(Alert::job_failed(&job.value, job.value.last_error.as_ref(), now));

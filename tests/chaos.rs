@@ -5,7 +5,8 @@
 //! killed with SIGKILL at random moments (during a burst of submissions, while jobs move, and while a sweep
 //! places the jobs kept pending during the outage), their instances started again. After a quiet period,
 //! every job that was accepted must be final, no attempt may have finished twice, no Media Services job may
-//! exist twice or unaccounted for, every counter must equal its active rows, and no open work may be left.
+//! exist twice or unaccounted for, every counter must equal its active rows, no open work may be left, and
+//! every outcome must have reached the job-events topic exactly once.
 //!
 //! Seeded: `CHAOS_SEED=n` replays a run (the seed is printed first).
 
@@ -200,6 +201,22 @@ async fn every_accepted_job_ends_final_with_exact_counters_whatever_instances_di
         let recorded = attempt_names.iter().any(|(a, n)| a.eq_ignore_ascii_case(account) && n == name);
         assert!(recorded, "Media Services job {name} on {account} belongs to no recorded attempt");
     }
+    // Every outcome reached the topic exactly once, under its own id, however often it was sent.
+    let expected: BTreeSet<String> =
+        jobs.iter().map(|(id, job)| format!("{id}:{}", job["state"].as_str().unwrap_or_default())).collect();
+    let bus = soak.cluster.lock().await.service_bus.url.clone();
+    let notified = eventually(Duration::from_secs(60), "every outcome on the topic", || async {
+        let cluster = soak.cluster.lock().await;
+        let mut kept = BTreeMap::new();
+        for (id, body) in cluster.service_bus.delivered("job-events") {
+            assert!(kept.insert(id.clone(), body).is_none(), "the topic kept {id} twice");
+        }
+        let ids: BTreeSet<String> = kept.keys().cloned().collect();
+        assert!(ids.is_subset(&expected), "unexpected messages: {:?}", ids.difference(&expected).collect::<Vec<_>>());
+        Ok((ids == expected).then_some(cluster.service_bus.sends("job-events").len()))
+    })
+    .await?;
+    eprintln!("notifications: {} kept, {notified} sent to {bus}", expected.len());
     assert_counters_exact(&store, &[A, B, C]).await?;
     eventually(Duration::from_secs(10), "the open-jobs index to empty", || async {
         Ok(assert_no_open_work(&store).await.ok())

@@ -15,6 +15,7 @@ use support::{
     timer_request, Handler, RESOURCE_GROUP, SUBSCRIPTION,
 };
 use tables::TableService;
+use testkit::servicebus::ServiceBus;
 use testkit::stack::Process;
 use testkit::Azurite;
 
@@ -91,7 +92,14 @@ impl Bench {
 
     /// A new instance sweeps until `id` is final; then every invariant must hold.
     async fn settles(&self, id: &str) -> anyhow::Result<Value> {
-        let handler = self.handler(&[("RECONCILE_AFTER", "1s"), ("STUCK_AFTER", "1h")]).await?;
+        self.settles_with(id, &[]).await
+    }
+
+    /// [`Bench::settles`] with more settings for the new instance.
+    async fn settles_with(&self, id: &str, extra: &[(&str, &str)]) -> anyhow::Result<Value> {
+        let mut settings = vec![("RECONCILE_AFTER", "1s"), ("STUCK_AFTER", "1h")];
+        settings.extend_from_slice(extra);
+        let handler = self.handler(&settings).await?;
         let job = eventually(Duration::from_secs(60), "the repaired job to end", || async {
             tokio::time::sleep(Duration::from_millis(1100)).await;
             let (status, _, _) = handler.invoke("SweepStuckJobs", &timer_request()).await?;
@@ -183,6 +191,35 @@ async fn a_crash_before_the_final_job_update_is_repaired_by_the_next_sweep() -> 
     let job = bench.store.get_job("ending").await?.map(|j| j.value.state.as_str().to_owned());
     assert_ne!(job.as_deref(), Some("Finished"), "the job row was left behind");
     bench.settles("ending").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_right_after_the_job_went_final_still_gets_its_outcome_announced() -> anyhow::Result<()> {
+    let bench = Bench::start().await?;
+    let outputs = tempfile::tempdir()?;
+    let bus = ServiceBus::start(outputs.path()).await?;
+    let topic = [("SERVICE_BUS_ENDPOINT", bus.url.as_str())];
+    let healthy = bench.handler(&topic).await?;
+    bench.submit(&healthy, "announced").await?;
+    drop(healthy);
+    eventually(Duration::from_secs(30), "the Media Services job to finish", || async {
+        let jobs = bench.emulator_jobs().await?;
+        Ok(jobs.iter().any(|j| j["state"] == "Finished").then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The sweep reads the finished job back, makes the job final, and dies before anything is sent.
+    let settings = [("RECONCILE_AFTER", "1s"), ("SERVICE_BUS_ENDPOINT", bus.url.as_str())];
+    bench.die_at("after-final-job-update", &settings, "SweepStuckJobs", &timer_request()).await?;
+    let job = bench.store.get_job("announced").await?.map(|j| j.value.state.as_str().to_owned());
+    assert_eq!(job.as_deref(), Some("Finished"), "the job went final before the crash");
+    assert!(bus.sends("job-events").is_empty(), "nothing was sent before the crash");
+    bench.settles_with("announced", &topic).await?;
+    let delivered = bus.delivered("job-events");
+    let ids: Vec<&str> = delivered.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["announced:Finished"], "the next instance's sweep announced it, once");
+    assert!(bench.store.index().await?.outbox.is_empty(), "and cleared the outbox");
     Ok(())
 }
 

@@ -2,8 +2,13 @@
 //! folders: every setting the handler needs is produced, the accounts setting is one the handler accepts, and
 //! every Media Services account gets its Event Grid subscription and its Traffic Manager endpoints.
 //!
-//! The Bicep is read as text. `infra/main.bicep` keeps the app settings in three blocks that these tests find
-//! by name (`hostSettings`, `handlerSettings`, `optionalHandlerSettings`), one setting per line.
+//! They also check what keeps the deployment least-privileged: every secret in the Key Vault and only Key Vault
+//! references in the app settings, the roles of the app identity, separate function keys for the client and
+//! the operator API, optional Entra ID, the alert path to a person, and the job-events topic.
+//!
+//! The Bicep is read as text. `infra/main.bicep` keeps the app settings in four blocks that these tests find
+//! by name (`hostSettings`, `handlerSettings`, `optionalHandlerSettings`, `secretHandlerSettings`), one
+//! setting per line.
 
 use ams_failover::config::{Need, Settings, SETTINGS};
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,12 +44,26 @@ fn block<'a>(text: &'a str, opener: &str) -> &'a str {
         .find(|(_, line)| line.trim_start().starts_with(opener))
         .map(|(offset, line)| offset + (line.len() - line.trim_start().len()))
         .unwrap_or_else(|| panic!("no line starting with {opener:?}"));
+    closing(text, start, start, opener)
+}
+
+/// Like [`block`], but from the line that starts with `opener` to the brace that closes the first `{` on or
+/// after it, for declarations with a condition (`= if (...) {`).
+fn braced<'a>(text: &'a str, opener: &str) -> &'a str {
+    let start =
+        text.find(&format!("\n{opener}")).map(|i| i + 1).unwrap_or_else(|| panic!("no line starting with {opener:?}"));
+    let brace = start + text[start..].find('{').unwrap_or_else(|| panic!("{opener:?} opens no brace"));
+    closing(text, start, brace, opener)
+}
+
+/// `text[start..]` up to the bracket that closes the first one at or after `from`.
+fn closing<'a>(text: &'a str, start: usize, from: usize, opener: &str) -> &'a str {
     let mut depth = 0i32;
     let mut opened = false;
     let mut in_string = false;
     let mut in_comment = false;
     let mut previous = ' ';
-    for (i, c) in text[start..].char_indices() {
+    for (i, c) in text[from..].char_indices() {
         let slash_slash = previous == '/' && c == '/';
         previous = c;
         if in_comment {
@@ -61,7 +80,7 @@ fn block<'a>(text: &'a str, opener: &str) -> &'a str {
             '}' | ')' | ']' if !in_string => {
                 depth -= 1;
                 if opened && depth == 0 {
-                    return &text[start..=start + i];
+                    return &text[start..=from + i];
                 }
             }
             _ => {}
@@ -88,7 +107,17 @@ fn object_entries(block: &str) -> BTreeMap<String, String> {
 
 /// The settings set only when given: lines `empty(param) ? {} : { NAME: param }`, as name -> param.
 fn optional_entries(main: &str) -> BTreeMap<String, String> {
-    let union = block(main, "var optionalHandlerSettings = union(");
+    conditional_entries(main, "var optionalHandlerSettings = union(")
+}
+
+/// The secret settings, which go to the Key Vault: lines `empty(param) ? {} : { NAME: param }` of
+/// `secretHandlerSettings`, as name -> param.
+fn secret_entries(main: &str) -> BTreeMap<String, String> {
+    conditional_entries(main, "var secretHandlerSettings = union(")
+}
+
+fn conditional_entries(main: &str, opener: &str) -> BTreeMap<String, String> {
+    let union = block(main, opener);
     code_lines(union)
         .into_iter()
         .filter(|l| l.starts_with("empty("))
@@ -128,9 +157,34 @@ fn host_settings(main: &str) -> BTreeMap<String, String> {
     object_entries(block(main, "var hostSettings = {"))
 }
 
-/// Every name the template can put in the app settings, always or when its parameter is given.
+/// Every name the template can put in the app settings, always or when its parameter is given (secrets as
+/// Key Vault references).
 fn template_setting_names(main: &str) -> BTreeSet<String> {
-    handler_settings(main).into_keys().chain(optional_entries(main).into_keys()).collect()
+    handler_settings(main)
+        .into_keys()
+        .chain(optional_entries(main).into_keys())
+        .chain(secret_entries(main).into_keys())
+        .collect()
+}
+
+/// Whether a setting's name says it holds a secret.
+fn looks_secret(name: &str) -> bool {
+    ["_KEY", "_TOKEN", "_SECRET", "_PASSWORD"].iter().any(|s| name.ends_with(s))
+}
+
+/// The parameters declared with `@secure()` on the line before.
+fn secure_params(text: &str) -> BTreeSet<String> {
+    let lines = code_lines(text);
+    lines
+        .windows(2)
+        .filter(|w| w[0] == "@secure()")
+        .filter_map(|w| w[1].strip_prefix("param ").and_then(|r| r.split_whitespace().next()).map(str::to_owned))
+        .collect()
+}
+
+/// Folders at the repository root whose function.json has an HTTP trigger.
+fn http_functions() -> Vec<String> {
+    functions_with_binding("httpTrigger")
 }
 
 /// Folders at the repository root whose function.json has a binding of this type.
@@ -281,6 +335,8 @@ fn the_settings_the_template_produces_are_accepted_by_the_handler() {
             ("TABLES_ENDPOINT", None) => "https://stabc.table.core.windows.net".to_owned(),
             ("TRANSFORMS", None) => "encode".to_owned(),
             ("SWEEP_SCHEDULE", None) => "0 */1 * * * *".to_owned(),
+            ("SERVICE_BUS_ENDPOINT", None) => "https://sb-abc.servicebus.windows.net".to_owned(),
+            ("JOB_EVENTS_TOPIC", None) => "job-events".to_owned(),
             (other, None) => panic!("{other} = {value}: give this test a sample value"),
         };
         env.insert(name.clone(), v);
@@ -332,7 +388,8 @@ fn the_settings_reach_a_linux_custom_handler_function_app() {
         "the function app must receive all three settings blocks"
     );
     let app = read("infra/modules/function-app.bicep");
-    assert!(app.contains("appSettings: [for s in items(appSettings): { name: s.key, value: s.value }]"));
+    assert!(app.contains("var plainSettings = [for s in items(appSettings): { name: s.key, value: s.value }]"));
+    assert!(app.contains("appSettings: concat(plainSettings, keyVaultReferences)"));
     assert!(app.contains("kind: 'functionapp,linux'"));
     assert!(app.contains("type: 'SystemAssigned'"));
     // Flex Consumption: FUNCTIONS_WORKER_RUNTIME=custom and the ~4 host are set through functionAppConfig.runtime.
@@ -420,6 +477,7 @@ fn the_app_identity_gets_the_roles_the_host_and_handler_use() {
         ("Storage Table Data Contributor", "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"),
         ("Azure Service Bus Data Sender", "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39"),
         ("Monitoring Metrics Publisher", "3913510d-42f4-4e42-8a64-420c390055eb"),
+        ("Key Vault Secrets User", "4633458b-17de-408a-b874-0445c86b69e6"),
     ] {
         assert!(roles.contains(id), "app-roles.bicep lacks {role}");
     }
@@ -441,4 +499,186 @@ fn the_azd_parameters_file_only_names_declared_parameters() {
     let unset: Vec<_> = required.iter().filter(|n| !given.contains_key(n.as_str())).collect();
     assert!(unset.is_empty(), "parameters without default that azd cannot fill: {unset:?}");
     assert!(Path::new(&root().join("infra/checkov-skips.txt")).is_file());
+}
+
+#[test]
+fn outcome_notifications_go_to_a_topic_with_duplicate_detection_on() {
+    let main = main_bicep();
+    let always = handler_settings(&main);
+    assert!(
+        always.get("SERVICE_BUS_ENDPOINT").is_some_and(|v| v.contains("serviceBus.outputs.fullyQualifiedNamespace")),
+        "the handler sends to the deployment's namespace: {always:?}"
+    );
+    assert_eq!(always.get("JOB_EVENTS_TOPIC").map(String::as_str), Some("serviceBus.outputs.topicName"));
+    let bus = read("infra/modules/servicebus.bicep");
+    let topic = block(&bus, "resource topic 'topics' = {");
+    assert!(topic.contains("name: topicName"), "{topic}");
+    assert!(topic.contains("requiresDuplicateDetection: true"), "repeats of a message id must be dropped: {topic}");
+    assert!(topic.contains("duplicateDetectionHistoryTimeWindow: 'P7D'"), "{topic}");
+    assert!(block(topic, "resource all 'subscriptions' = {").contains("name: 'all'"), "a subscription keeps events");
+    let params = params(&bus);
+    assert_eq!(params["topicName"].1.as_deref(), Some("'job-events'"));
+    assert!(module_block(&main, "serviceBus").contains("topicName: 'job-events'"));
+    // Sending to the topic needs the same role as the alerts queue, on the namespace.
+    let roles = read("infra/modules/app-roles.bicep");
+    assert!(block(&roles, "resource serviceBusSender ").contains("scope: serviceBus"));
+}
+
+#[test]
+fn every_secret_lives_in_the_key_vault_and_reaches_the_app_only_as_a_reference() {
+    let main = main_bicep();
+    let secrets = secret_entries(&main);
+    for name in ["TOKEN_SIGNING_KEY", "CALLBACK_SIGNING_KEY"] {
+        assert!(secrets.contains_key(name), "{name} must be a secret setting: {secrets:?}");
+    }
+    let plain: BTreeSet<String> = handler_settings(&main)
+        .into_keys()
+        .chain(optional_entries(&main).into_keys())
+        .chain(host_settings(&main).into_keys())
+        .collect();
+    let leaked: Vec<_> = secrets.keys().filter(|n| plain.contains(*n)).collect();
+    assert!(leaked.is_empty(), "secrets that are also plain app settings: {leaked:?}");
+    // Every setting whose name says it holds a secret, including those of future providers.
+    let misplaced: Vec<_> =
+        SETTINGS.iter().map(|s| s.name).filter(|n| looks_secret(n) && !secrets.contains_key(*n)).collect();
+    assert!(misplaced.is_empty(), "secret settings outside secretHandlerSettings: {misplaced:?}");
+    assert!(block(&main, "var secretHandlerSettings = union(").contains("extraSecretSettings"));
+    let secure = secure_params(&main);
+    for param in secrets.values().map(String::as_str).chain(["extraSecretSettings", "clientApiKey", "operatorApiKey"]) {
+        assert!(secure.contains(param), "parameter {param} must be @secure(): {secure:?}");
+    }
+
+    let vault_module = module_block(&main, "keyVault");
+    assert!(vault_module.contains("'modules/key-vault.bicep'"));
+    assert!(vault_module.contains("secretValues: secretHandlerSettings"), "{vault_module}");
+    assert!(module_block(&main, "functionApp").contains("keyVaultReferences: keyVault.outputs.references"));
+    assert!(!module_block(&main, "functionApp").contains("secretHandlerSettings"), "no secret value reaches the app");
+
+    let vault = read("infra/modules/key-vault.bicep");
+    assert!(secure_params(&vault).contains("secretValues"), "the module takes the values as a secure object");
+    let props = block(&vault, "resource vault 'Microsoft.KeyVault/vaults@");
+    assert!(props.contains("enableRbacAuthorization: true"), "RBAC, no access policies");
+    assert!(props.contains("enableSoftDelete: true"));
+    assert!(block(&vault, "resource secrets 'Microsoft.KeyVault/vaults/secrets@")
+        .contains("for secretName in secretNames:"));
+    let references = block(&vault, "output references array = [");
+    assert!(references.contains("'@Microsoft.KeyVault(SecretUri=${secrets[i].properties.secretUri})'"), "{references}");
+    assert!(!vault.contains("output") || !block(&vault, "output references array = [").contains("secretValues"));
+    let app = read("infra/modules/function-app.bicep");
+    assert!(app.contains("keyVaultReferenceIdentity: 'SystemAssigned'"));
+}
+
+#[test]
+fn the_app_identity_reads_secrets_as_key_vault_secrets_user_on_its_vault_only() {
+    let roles = read("infra/modules/app-roles.bicep");
+    let assignment = block(&roles, "resource secretsUser ");
+    assert!(assignment.contains("scope: keyVault"), "{assignment}");
+    assert!(assignment.contains("roles.keyVaultSecretsUser"), "{assignment}");
+    assert!(!roles.contains("00482a5a-887f-4fb3-b363-3b7fe8e74483"), "not Key Vault Administrator");
+    assert!(!roles.contains("b86a8fe4-44ce-4948-aee5-eccb2c155cd7"), "not Key Vault Secrets Officer");
+    assert!(module_block(&main_bicep(), "appRoles").contains("keyVaultName: keyVault.outputs.name"));
+}
+
+#[test]
+fn the_client_and_the_operator_api_get_separate_function_keys() {
+    let main = main_bicep();
+    let declared = params(&main);
+    let list = |name: &str| -> Vec<String> {
+        let text = declared[name].1.clone().unwrap_or_default();
+        text.trim_matches(['[', ']'])
+            .split(',')
+            .map(|s| s.trim().trim_matches('\'').to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let client = list("clientApiFunctions");
+    let operator = list("operatorApiFunctions");
+    assert_eq!(client, ["SubmitJob", "GetJob", "CancelJob", "ListJobs"]);
+    assert_eq!(operator, ["GetStatus", "DrainAccount", "ReadmitAccount"]);
+    for f in http_functions() {
+        let in_client = client.contains(&f);
+        let in_operator = operator.contains(&f);
+        assert!(
+            in_client != in_operator,
+            "{f} must belong to exactly one API (client {in_client}, operator {in_operator})"
+        );
+        let json = read(&format!("{f}/function.json"));
+        assert!(json.contains("\"authLevel\": \"function\""), "{f} must require a function key");
+    }
+    let keys = braced(&main, "module functionKeys ");
+    assert!(keys.contains("if (deployEventSubscriptions)"), "keys need the deployed functions: {keys}");
+    assert!(
+        keys.contains("clientFunctions: clientApiFunctions")
+            && keys.contains("operatorFunctions: operatorApiFunctions")
+    );
+    let module = read("infra/modules/function-keys.bicep");
+    let client_keys = block(&module, "resource clientKeys 'Microsoft.Web/sites/functions/keys@");
+    assert!(
+        client_keys.contains("for f in clientFunctions:")
+            && client_keys.contains("name: '${functionAppName}/${f}/client'")
+    );
+    let operator_keys = block(&module, "resource operatorKeys 'Microsoft.Web/sites/functions/keys@");
+    assert!(
+        operator_keys.contains("for f in operatorFunctions:")
+            && operator_keys.contains("name: '${functionAppName}/${f}/operator'")
+    );
+    assert!(!module.contains("host/functionKeys"), "host keys open every function");
+    assert!(secure_params(&module).is_superset(&BTreeSet::from(["clientKey".to_owned(), "operatorKey".to_owned()])));
+}
+
+#[test]
+fn entra_id_authentication_is_off_by_default_and_keeps_the_event_grid_webhook_reachable() {
+    let main = main_bicep();
+    assert_eq!(params(&main)["entraClientId"].1.as_deref(), Some("''"));
+    assert!(module_block(&main, "functionApp").contains("entraClientId: entraClientId"));
+    let app = read("infra/modules/function-app.bicep");
+    let auth = block(&app, "resource auth 'Microsoft.Web/sites/config@");
+    assert!(auth.contains("name: 'authsettingsV2'"));
+    assert!(auth.contains("platform: { enabled: !empty(entraClientId) }"), "on only with a client id: {auth}");
+    assert!(auth.contains("requireAuthentication: !empty(entraClientId)"), "{auth}");
+    assert!(auth.contains("unauthenticatedClientAction: 'Return401'"));
+    assert!(auth.contains("identityProviders: empty(entraClientId) ? {} : entraProvider"));
+    assert!(
+        block(&app, "var entraProvider = {").contains("allowedAudiences: [entraClientId, 'api://${entraClientId}']")
+    );
+    assert!(auth.contains("'/runtime/webhooks/eventgrid'"), "Event Grid delivers without a token: {auth}");
+}
+
+#[test]
+fn operator_alerts_reach_an_action_group_with_email_and_webhook_receivers() {
+    let main = main_bicep();
+    let module = module_block(&main, "alerting");
+    assert!(module.contains("'modules/alerting.bicep'") && module.contains("scope: rg"));
+    assert!(
+        module.contains("appInsightsId: monitoring.outputs.appInsightsId"),
+        "the rules read the app's logs: {module}"
+    );
+    assert!(module.contains("emails: empty(alertEmails) ? [] : split(alertEmails, ',')"), "{module}");
+    assert!(module.contains("webhookUrl: alertWebhookUrl"));
+    let declared = params(&main);
+    assert_eq!(declared["alertEmails"], ("string".to_owned(), Some("''".to_owned())));
+    assert!(secure_params(&main).contains("alertWebhookUrl"), "a webhook URL usually carries a token");
+
+    let alerting = read("infra/modules/alerting.bicep");
+    let group = block(&alerting, "resource actionGroup 'Microsoft.Insights/actionGroups@");
+    assert!(group.contains("for (address, i) in emails:") && group.contains("emailAddress: trim(address)"), "{group}");
+    assert!(group.contains("webhookReceivers: empty(webhookUrl) ? [] : [{ name: 'webhook', serviceUri: webhookUrl"));
+    assert!(group.contains("useCommonAlertSchema: true"));
+    let rules = block(&alerting, "resource alertRules 'Microsoft.Insights/scheduledQueryRules@");
+    assert!(rules.contains("scopes: [appInsightsId]") && rules.contains("actionGroups: [actionGroup.id]"), "{rules}");
+    assert!(rules.contains("threshold: 0") && rules.contains("operator: 'GreaterThan'"));
+    assert!(rules.contains("{ name: 'summary', operator: 'Include', values: ['*'] }"), "one notification per alert");
+    // The rules look for exactly the line the handler writes.
+    let prefix = ams_failover::functions::ALERT_LOG_PREFIX;
+    assert!(alerting.contains(&format!("message has \"{prefix}{{\"")), "the query must match {prefix:?}");
+    assert!(alerting.contains(&format!("indexof(message, \"{prefix}{{\") + {}", prefix.len())));
+    // Urgent alerts are ones the handler raises, and go at severity 1.
+    let alert_source = read("src/domain/alert.rs");
+    let urgent = code_lines(&alerting).into_iter().find(|l| l.starts_with("var urgentTypes")).expect("var urgentTypes");
+    for kind in ["NoHealthyAccount", "RegionRemoved", "LastAccountInRotation"] {
+        assert!(urgent.contains(&format!("\"{kind}\"")), "{kind} must be urgent: {urgent}");
+        assert!(alert_source.contains(&format!("\"{kind}\"")), "{kind} is not an alert the handler raises");
+    }
+    assert!(alerting.contains("{ suffix: 'urgent', severity: 1, filter: 'in'"));
+    assert!(alerting.contains("{ suffix: 'other', severity: 3, filter: '!in'"));
 }

@@ -10,8 +10,14 @@ param tags object
 param name string
 param planName string
 
-@description('App settings, name to value. Identity-based connections only: no keys.')
+@description('App settings, name to value. Identity-based connections only: no keys, no secrets.')
 param appSettings object
+
+@description('Settings whose values are Key Vault references ({ name, value: @Microsoft.KeyVault(SecretUri=...) }), resolved with the app identity.')
+param keyVaultReferences array = []
+
+@description('Client id of an Entra ID app registration to require tokens of (App Service Authentication); empty: off.')
+param entraClientId string = ''
 
 @description('Name of the storage account (AzureWebJobsStorage, deployment package).')
 param storageAccountName string
@@ -48,6 +54,8 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
 }
 
+var plainSettings = [for s in items(appSettings): { name: s.key, value: s.value }]
+
 resource app 'Microsoft.Web/sites@2024-04-01' = {
   name: name
   location: location
@@ -62,11 +70,13 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     clientCertEnabled: false
     publicNetworkAccess: 'Enabled'
+    // Key Vault references are resolved with this identity (it has Key Vault Secrets User on the vault).
+    keyVaultReferenceIdentity: 'SystemAssigned'
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
-      appSettings: [for s in items(appSettings): { name: s.key, value: s.value }]
+      appSettings: concat(plainSettings, keyVaultReferences)
     }
     functionAppConfig: {
       deployment: {
@@ -102,6 +112,47 @@ resource scm 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01'
   parent: app
   name: 'scm'
   properties: { allow: false }
+}
+
+// Optional Entra ID in front of the HTTP API (off by default): callers then need a token of the app
+// registration as well as the function key. The resource is always deployed, with the platform off when no
+// client id is given, so the template states the authentication the app has either way. Event Grid delivers
+// to the webhook with the system key, never a token, so its path stays outside authentication (otherwise
+// every delivery would be 401).
+var entraProvider = {
+  azureActiveDirectory: {
+    enabled: true
+    registration: {
+      clientId: entraClientId
+      openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+    }
+    validation: {
+      allowedAudiences: [entraClientId, 'api://${entraClientId}']
+    }
+  }
+}
+
+resource auth 'Microsoft.Web/sites/config@2024-04-01' = {
+  // checkov reads every sites/config as a site's siteConfig; this one holds only authentication settings.
+  // checkov:skip=CKV_AZURE_13: this resource is the App Service Authentication setting itself, on with entraClientId
+  // checkov:skip=CKV_AZURE_63: HTTP logging is a siteConfig setting, not one of authsettingsV2
+  // checkov:skip=CKV_AZURE_65: detailed errors are a siteConfig setting, not one of authsettingsV2
+  // checkov:skip=CKV_AZURE_66: failed request tracing is a siteConfig setting, not one of authsettingsV2
+  // checkov:skip=CKV_AZURE_80: no .NET Framework: the app is a Rust custom handler
+  // checkov:skip=CKV_AZURE_88: Azure Files is a site setting; Flex Consumption uses no content share
+  parent: app
+  name: 'authsettingsV2'
+  properties: {
+    platform: { enabled: !empty(entraClientId) }
+    globalValidation: {
+      requireAuthentication: !empty(entraClientId)
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: ['/runtime/webhooks/eventgrid', '/runtime/webhooks/EventGrid']
+    }
+    identityProviders: empty(entraClientId) ? {} : entraProvider
+    login: { tokenStore: { enabled: false } }
+    httpSettings: { requireHttps: true }
+  }
 }
 
 output id string = app.id

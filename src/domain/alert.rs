@@ -1,8 +1,12 @@
 //! Alerts for operators: what happened, where, and what to do about it. Sent as JSON on the `alerts`
-//! Service Bus queue through the Functions output binding.
+//! Service Bus queue through the Functions output binding, and logged one per line for Azure Monitor.
+//!
+//! Each thing is said once: the account, region and job are fields, so `reason` does not repeat them, and
+//! [`Alert::summary`] puts them together for a person. Times are to the second.
 
 use super::health::Removal;
 use super::records::{ErrorInfo, JobRecord};
+use super::time::seconds;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -31,6 +35,7 @@ pub struct Alert {
     /// What an operator should do.
     pub action: String,
     /// When.
+    #[serde(serialize_with = "super::time::serialize")]
     pub time: DateTime<Utc>,
 }
 
@@ -54,6 +59,24 @@ impl Alert {
         self
     }
 
+    /// One line for a person: type, where, which job, and the reason, each once.
+    pub fn summary(&self) -> String {
+        let mut line = self.kind.to_owned();
+        if let Some(account) = &self.account {
+            line.push(' ');
+            line.push_str(account);
+            if let Some(region) = &self.region {
+                line.push_str(&format!(" ({region})"));
+            }
+        }
+        if let Some(job) = &self.job_id {
+            line.push_str(&format!(" job {job}"));
+        }
+        line.push_str(": ");
+        line.push_str(&self.reason);
+        line
+    }
+
     /// No account could take a job: it is kept as Pending, with `pending` jobs waiting in all. Sent once per
     /// `ALERT_REPEAT`, not once per job.
     pub fn job_pending(job_id: &str, tried: &[String], pending: usize, now: DateTime<Utc>) -> Alert {
@@ -61,7 +84,7 @@ impl Alert {
             format!("no Media Services account is in rotation; {pending} job(s) are kept as Pending")
         } else {
             format!(
-                "every account in rotation failed to take job {job_id} ({}); {pending} job(s) are kept as Pending",
+                "every account in rotation failed to take the job ({}); {pending} job(s) are kept as Pending",
                 tried.join(", ")
             )
         };
@@ -80,7 +103,7 @@ impl Alert {
     pub fn last_account(account: &str, region: &str, configured: usize, now: DateTime<Utc>) -> Alert {
         let mut alert = Alert::new(
             "LastAccountInRotation",
-            format!("only {account} ({region}) of {configured} Media Services accounts is in rotation"),
+            format!("the only one of {configured} Media Services accounts left in rotation"),
             "Every new job goes to this one region. Check GET /api/status for why the others were removed; they come back by themselves after their cool-down once a probe succeeds.",
             now,
         )
@@ -105,10 +128,10 @@ impl Alert {
     pub fn region_removed(account: &str, region: &str, removal: &Removal, stuck: usize, in_flight: u32) -> Alert {
         let mut alert = Alert::new(
             "RegionRemoved",
-            format!("{account} ({region}) was taken out of rotation: {}", removal.reason),
+            format!("taken out of rotation: {}", removal.reason),
             &format!(
-                "New jobs go to the other accounts and its stuck jobs are moved. Check Media Services in {region}; the account is probed again after {} (cool-down {}s).",
-                removal.until.to_rfc3339(),
+                "New jobs go to the other accounts and its stuck jobs are moved. Check Media Services in that region; the account is probed again after {} (cool-down {}s).",
+                seconds(&removal.until),
                 removal.cooldown_secs
             ),
             removal.since,
@@ -123,10 +146,7 @@ impl Alert {
     pub fn region_readmitted(account: &str, region: &str, out_since: DateTime<Utc>, now: DateTime<Utc>) -> Alert {
         Alert::new(
             "RegionReadmitted",
-            format!(
-                "{account} ({region}) is back in rotation after a successful probe; it was out since {}",
-                out_since.to_rfc3339()
-            ),
+            format!("back in rotation after a successful probe; out since {}", seconds(&out_since)),
             "Nothing to do. If it is removed again soon, its next cool-down is longer.",
             now,
         )
@@ -141,7 +161,7 @@ impl Alert {
         );
         let mut alert = Alert::new(
             "JobFailed",
-            format!("job {} failed after {} attempt(s): {detail}", job.job_id, job.attempt),
+            format!("failed after {} attempt(s): {detail}", job.attempt),
             "Check the job's input and transform (GET /api/jobs/{jobId}); resubmit it under a new jobId once fixed.",
             now,
         );
@@ -162,13 +182,8 @@ impl Alert {
     ) -> Alert {
         Alert::new(
             "PolicyDrift",
-            format!(
-                "streaming policy {policy} in {account} ({region}) differs from definitions/media.json: {}",
-                differences.join("; ")
-            ),
-            &format!(
-                "Streaming policies cannot be updated, and locators keep the policy they were created with. If no locator uses {policy} in {account}, delete it there and the next sweep recreates it from the definitions; otherwise give the changed definition a new name (and STREAMING_POLICY if it is the one in use)."
-            ),
+            format!("streaming policy {policy} differs from definitions/media.json: {}", differences.join("; ")),
+            "Streaming policies cannot be updated, and locators keep the policy they were created with. If no locator uses the policy in this account, delete it there and the next sweep recreates it from the definitions; otherwise give the changed definition a new name (and STREAMING_POLICY if it is the one in use).",
             now,
         )
         .at(account, region)
@@ -178,12 +193,33 @@ impl Alert {
     pub fn publication_conflict(job_id: &str, account: &str, region: &str, reason: &str, now: DateTime<Utc>) -> Alert {
         let mut alert = Alert::new(
             "PublicationConflict",
-            format!("job {job_id} cannot be published in {account} ({region}): {reason}"),
+            format!("publication blocked: {reason}"),
             "Nothing was overwritten. Compare the locator of that name in the account with the job's publication (GET /api/jobs/{jobId}) and remove the stray one if it is not needed; the region stays in Conflict for this job.",
             now,
         )
         .at(account, region);
         alert.job_id = Some(job_id.to_owned());
+        alert
+    }
+
+    /// A job's callback failed on every try of `CALLBACK_RETRY` and is given up; the topic still has the
+    /// message.
+    pub fn callback_failed(
+        job_id: &str,
+        kind: &str,
+        host: &str,
+        attempts: u32,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Alert {
+        let mut alert = Alert::new(
+            "CallbackFailed",
+            format!("the {kind} callback to {host} failed {attempts} times and is given up; last: {error}"),
+            "The job's outcome is still on the job-events topic and in GET /api/jobs/{jobId}. Tell the caller their callback endpoint did not answer 2xx.",
+            now,
+        );
+        alert.job_id = Some(job_id.to_owned());
+        alert.counts.insert("attempts", u64::from(attempts));
         alert
     }
 
@@ -198,7 +234,7 @@ impl Alert {
     ) -> Alert {
         let mut alert = Alert::new(
             "PublicationFailing",
-            format!("publishing job {job_id} in {account} ({region}) failed {failures} times in a row: {error}"),
+            format!("publication failed {failures} times in a row: {error}"),
             "It is retried with back-off (PUBLISH_RETRY) and the other regions are not held up. Check Media Services and its storage in that region.",
             now,
         )
@@ -206,5 +242,70 @@ impl Alert {
         alert.job_id = Some(job_id.to_owned());
         alert.counts.insert("failures", u64::from(failures));
         alert
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_714_566_600 + secs, 123_456_789).single().expect("valid")
+    }
+
+    fn removal() -> Removal {
+        Removal {
+            since: at(0),
+            until: at(600),
+            reason: "2 job(s) waited longer than 600s in Scheduled or without word from Media Services".to_owned(),
+            cooldown_secs: 600,
+        }
+    }
+
+    fn count(haystack: &str, needle: &str) -> usize {
+        haystack.matches(needle).count()
+    }
+
+    #[test]
+    fn a_removal_names_the_account_and_region_once() {
+        let alert = Alert::region_removed("amswesteurope", "westeurope", &removal(), 2, 5);
+        let summary = alert.summary();
+        assert_eq!(
+            summary,
+            "RegionRemoved amswesteurope (westeurope): taken out of rotation: 2 job(s) waited longer than 600s in Scheduled or without word from Media Services"
+        );
+        let whole = format!("{summary} {}", alert.action);
+        assert_eq!(count(&whole, "amswesteurope"), 1, "{whole}");
+        assert_eq!(count(&whole, "westeurope"), 2, "the account name contains the region once: {whole}");
+    }
+
+    #[test]
+    fn alert_times_are_to_the_second() {
+        let alert = Alert::region_removed("amswesteurope", "westeurope", &removal(), 2, 5);
+        let json = serde_json::to_value(&alert).expect("json");
+        assert_eq!(json["time"], "2024-05-01T12:30:00Z");
+        assert!(alert.action.contains("after 2024-05-01T12:40:00Z (cool-down 600s)"), "{}", alert.action);
+        let back = Alert::region_readmitted("amswesteurope", "westeurope", at(0), at(900));
+        assert!(back.reason.ends_with("out since 2024-05-01T12:30:00Z"), "{}", back.reason);
+        assert!(!serde_json::to_string(&back).unwrap_or_default().contains(".123"), "no fraction of a second anywhere");
+    }
+
+    #[test]
+    fn job_alerts_name_the_job_once() {
+        let pending = Alert::job_pending("movie-42", &["amswesteurope".to_owned()], 3, at(0));
+        assert_eq!(count(&pending.summary(), "movie-42"), 1, "{}", pending.summary());
+        let conflict =
+            Alert::publication_conflict("movie-42", "amsnortheurope", "northeurope", "another locator", at(0));
+        assert_eq!(
+            conflict.summary(),
+            "PublicationConflict amsnortheurope (northeurope) job movie-42: publication blocked: another locator"
+        );
+        let failing = Alert::publication_failing("movie-42", "amsnortheurope", "northeurope", 5, "503", at(0));
+        assert_eq!(count(&failing.summary(), "amsnortheurope"), 1);
+        let last = Alert::last_account("amswesteurope", "westeurope", 3, at(0));
+        assert_eq!(last.summary(), "LastAccountInRotation amswesteurope (westeurope): the only one of 3 Media Services accounts left in rotation");
+        let drift = Alert::policy_drift("amswesteurope", "westeurope", "clear", &["x differs".to_owned()], at(0));
+        assert_eq!(count(&format!("{} {}", drift.summary(), drift.action), "amswesteurope"), 1);
     }
 }

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use url::Url;
+use std::net::IpAddr;
+use url::{Host, Url};
 
 /// The largest SubmitJob body accepted. The request is stored in one Table property, which holds at most
 /// 32K UTF-16 characters, so the limit stays well below that.
@@ -15,6 +16,27 @@ const MAX_CORRELATION_ENTRIES: usize = 20;
 const MAX_CORRELATION_CHARS: usize = 512;
 /// Correlation keys the product sets on every Media Services job; callers may not use them.
 pub const RESERVED_CORRELATION_KEYS: [&str; 2] = ["jobId", "attempt"];
+/// Longest callback URL accepted.
+const MAX_CALLBACK_CHARS: usize = 2048;
+
+/// What a SubmitJob body is checked against, from the settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// Transforms that exist in every account.
+    pub transforms: BTreeSet<String>,
+    /// Callbacks can be signed (`CALLBACK_SIGNING_KEY` is set); without that, `callbackUrl` is refused
+    /// rather than called unsigned.
+    pub callbacks: bool,
+    /// Also accept `http://127.0.0.1` callback URLs: local tests only (`CALLBACK_ALLOW_HTTP_LOOPBACK`).
+    pub loopback_http_callbacks: bool,
+}
+
+impl Rules {
+    /// Rules for these transforms, with callbacks off.
+    pub fn new(transforms: BTreeSet<String>) -> Rules {
+        Rules { transforms, callbacks: false, loopback_http_callbacks: false }
+    }
+}
 
 /// Why a request was refused: an HTTP status, a stable machine-readable code and a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +156,10 @@ pub struct SubmitRequest {
     pub priority: Priority,
     /// Caller's key/value pairs, echoed in events.
     pub correlation_data: BTreeMap<String, String>,
+    /// Where the outcome notification is also POSTed, signed. Left out of the canonical JSON when absent,
+    /// so requests stored before callbacks existed still compare equal to their retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
 }
 
 /// The body as callers send it, before validation. The `expecting` texts replace serde's default
@@ -146,6 +172,7 @@ struct RawRequest {
     input: Option<RawInput>,
     priority: Option<Priority>,
     correlation_data: Option<BTreeMap<String, String>>,
+    callback_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -156,13 +183,10 @@ struct RawInput {
 }
 
 impl SubmitRequest {
-    /// Validates a SubmitJob body. `transforms` are the transform names that exist in every account;
-    /// `rng` supplies a job id when the body has none.
-    pub fn parse(
-        body: Option<&str>,
-        transforms: &BTreeSet<String>,
-        rng: &mut impl rand::Rng,
-    ) -> Result<SubmitRequest, BadRequest> {
+    /// Validates a SubmitJob body against `rules` (the transforms that exist in every account, whether
+    /// callbacks are on); `rng` supplies a job id when the body has none.
+    pub fn parse(body: Option<&str>, rules: &Rules, rng: &mut impl rand::Rng) -> Result<SubmitRequest, BadRequest> {
+        let transforms = &rules.transforms;
         let body = body.filter(|b| !b.trim().is_empty()).ok_or_else(|| {
             BadRequest::new("missing_body", "the request needs a JSON body with at least transform and input")
         })?;
@@ -197,8 +221,19 @@ impl SubmitRequest {
         }
         let input = validate_input(raw.input.ok_or_else(|| BadRequest::new("missing_input", "input is required"))?)?;
         let correlation_data = validate_correlation(raw.correlation_data.unwrap_or_default())?;
+        let callback_url = match raw.callback_url {
+            Some(url) => Some(validate_callback(url, rules)?),
+            None => None,
+        };
 
-        Ok(SubmitRequest { job_id, transform, input, priority: raw.priority.unwrap_or_default(), correlation_data })
+        Ok(SubmitRequest {
+            job_id,
+            transform,
+            input,
+            priority: raw.priority.unwrap_or_default(),
+            correlation_data,
+            callback_url,
+        })
     }
 
     /// The canonical JSON stored with the job, compared on idempotent retries.
@@ -237,6 +272,85 @@ fn require_https(s: &str, field: &str) -> Result<(), BadRequest> {
         Ok(url) if url.scheme() == "https" && url.host().is_some() => Ok(()),
         _ => {
             Err(BadRequest::new("invalid_input", format!("{field} must be an https URL (got {:?})", truncate(s, 120))))
+        }
+    }
+}
+
+/// An https URL on a public host. IP literals of loopback, private, link-local and other non-public ranges
+/// are refused, so a caller cannot aim the product's signed POSTs at the instance's own network (the
+/// managed identity endpoint among others); `http://127.0.0.1` only when the rules allow it for tests.
+/// Redirects are never followed when calling it, so a public URL cannot bounce there either.
+fn validate_callback(raw: String, rules: &Rules) -> Result<String, BadRequest> {
+    let bad = |why: &str| {
+        BadRequest::new("invalid_callback_url", format!("callbackUrl {why} (got {:?})", truncate(&raw, 120)))
+    };
+    if !rules.callbacks {
+        return Err(BadRequest::new(
+            "callbacks_not_enabled",
+            "callbackUrl is not accepted: this deployment has no CALLBACK_SIGNING_KEY to sign callbacks with",
+        ));
+    }
+    if raw.chars().count() > MAX_CALLBACK_CHARS || raw.chars().any(char::is_control) {
+        return Err(bad(&format!("must be at most {MAX_CALLBACK_CHARS} characters without control characters")));
+    }
+    let url = Url::parse(&raw).map_err(|_| bad("must be an https URL"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not carry credentials; authenticate the callback by its signature"));
+    }
+    if url.fragment().is_some() {
+        return Err(bad("must not have a #fragment"));
+    }
+    let loopback_http = rules.loopback_http_callbacks
+        && url.scheme() == "http"
+        && url.host() == Some(Host::Ipv4(std::net::Ipv4Addr::LOCALHOST));
+    if loopback_http {
+        return Ok(raw);
+    }
+    if url.scheme() != "https" {
+        return Err(bad("must be an https URL"));
+    }
+    match url.host() {
+        None => Err(bad("must be an https URL")),
+        Some(Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if name == "localhost" || name.ends_with(".localhost") {
+                Err(bad("must name a public host"))
+            } else {
+                Ok(raw)
+            }
+        }
+        Some(Host::Ipv4(ip)) if !is_public(IpAddr::V4(ip)) => Err(bad("must name a public host")),
+        Some(Host::Ipv6(ip)) if !is_public(IpAddr::V6(ip)) => Err(bad("must name a public host")),
+        Some(_) => Ok(raw),
+    }
+}
+
+/// Whether an address is on the public internet: not loopback, private, link-local, shared (CGNAT),
+/// unspecified, multicast, broadcast or documentation space.
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80) // link-local
         }
     }
 }
@@ -280,7 +394,13 @@ mod tests {
     }
 
     fn parse(body: &str) -> Result<SubmitRequest, BadRequest> {
-        SubmitRequest::parse(Some(body), &transforms(), &mut rand::rngs::StdRng::seed_from_u64(7))
+        SubmitRequest::parse(Some(body), &Rules::new(transforms()), &mut rand::rngs::StdRng::seed_from_u64(7))
+    }
+
+    fn with_callback(url: &str, loopback: bool) -> Result<SubmitRequest, BadRequest> {
+        let body = serde_json::json!({"transform": "encode", "input": {"files": ["https://x/a"]}, "callbackUrl": url});
+        let rules = Rules { callbacks: true, loopback_http_callbacks: loopback, ..Rules::new(transforms()) };
+        SubmitRequest::parse(Some(&body.to_string()), &rules, &mut rand::rngs::StdRng::seed_from_u64(7))
     }
 
     const GOOD: &str =
@@ -344,9 +464,56 @@ mod tests {
     #[test]
     fn a_missing_or_oversize_body_is_refused() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        assert_eq!(SubmitRequest::parse(None, &transforms(), &mut rng).map_err(|e| e.code), Err("missing_body"));
+        assert_eq!(
+            SubmitRequest::parse(None, &Rules::new(transforms()), &mut rng).map_err(|e| e.code),
+            Err("missing_body")
+        );
         let big =
             format!(r#"{{"transform":"encode","input":{{"files":["https://x/{}"]}}}}"#, "a".repeat(MAX_BODY_BYTES));
         assert_eq!(parse(&big).map_err(|e| e.status), Err(413));
+    }
+
+    #[test]
+    fn a_callback_url_must_be_https_on_a_public_host() {
+        assert_eq!(
+            with_callback("https://hooks.example.com/ams?tenant=acme", false).map(|r| r.callback_url),
+            Ok(Some("https://hooks.example.com/ams?tenant=acme".to_owned()))
+        );
+        for url in [
+            "http://hooks.example.com/",
+            "ftp://hooks.example.com/",
+            "https://user:pw@hooks.example.com/",
+            "https://hooks.example.com/#x",
+            "https://localhost/",
+            "https://127.0.0.1/",
+            "https://10.0.0.4/",
+            "https://169.254.169.254/metadata",
+            "https://[::1]/",
+            "https://[fd00::1]/",
+            "http://127.0.0.1:8080/",
+            "not a url",
+        ] {
+            assert_eq!(with_callback(url, false).map_err(|e| e.code), Err("invalid_callback_url"), "{url}");
+        }
+    }
+
+    #[test]
+    fn plain_http_to_127_0_0_1_is_accepted_only_when_the_setting_allows_it() {
+        assert!(with_callback("http://127.0.0.1:8080/hook", true).is_ok());
+        assert!(with_callback("http://127.0.0.2:8080/hook", true).is_err());
+        assert!(with_callback("http://localhost:8080/hook", true).is_err());
+    }
+
+    #[test]
+    fn a_callback_url_is_refused_when_callbacks_cannot_be_signed() {
+        let body =
+            r#"{"transform":"encode","input":{"files":["https://x/a"]},"callbackUrl":"https://hooks.example.com/"}"#;
+        assert_eq!(parse(body).map_err(|e| e.code), Err("callbacks_not_enabled"));
+    }
+
+    #[test]
+    fn a_request_without_a_callback_keeps_the_canonical_form_it_always_had() {
+        let req = parse(GOOD).expect("valid");
+        assert!(!req.canonical_json().contains("callbackUrl"), "{}", req.canonical_json());
     }
 }

@@ -132,3 +132,23 @@ fn failure(kind: Kind, error: &StoreError) -> Response {
 pub(crate) fn alerts_output(alerts: &[Alert]) -> Option<Value> {
     (!alerts.is_empty()).then(|| serde_json::to_value(alerts).unwrap_or(Value::Null))
 }
+
+/// How each alert starts as an invocation log line. The host writes those lines to Application Insights,
+/// where the scheduled query rule of `infra/modules/alerting.bicep` looks for this prefix and notifies the
+/// action group: that is how an alert reaches a person, while the `alerts` queue serves programs.
+pub const ALERT_LOG_PREFIX: &str = "amsfo-alert ";
+
+/// The response with the alerts on the `alerts` output binding and each one logged: as a structured
+/// tracing line, and as an invocation log line `amsfo-alert {json}` with a one-line summary.
+pub(crate) fn with_alerts(mut response: InvokeResponse, alerts: &[Alert]) -> InvokeResponse {
+    for alert in alerts {
+        tracing::warn!(alert = alert.kind, account = ?alert.account, region = ?alert.region, job_id = ?alert.job_id, reason = %alert.reason, "alert raised");
+        let mut line = serde_json::to_value(alert).unwrap_or(Value::Null);
+        line["summary"] = Value::String(alert.summary());
+        response = response.log(format!("{ALERT_LOG_PREFIX}{line}"));
+    }
+    match alerts_output(alerts) {
+        Some(value) => response.output("alerts", value),
+        None => response,
+    }
+}

@@ -2,7 +2,7 @@
 //! and the logical job. Every event is safe to receive twice, late, or out of order. Events that cannot be
 //! used are logged and acknowledged, so Event Grid does not retry them for a day.
 
-use super::alerts_output;
+use super::with_alerts;
 use crate::config::{AccountConfig, ScaleDown};
 use crate::domain::{Incoming, JobEvent, JobState};
 use crate::invoke::{InvokeRequest, InvokeResponse};
@@ -84,7 +84,7 @@ async fn apply_to_account(app: &App, account: &AccountConfig, event: JobEvent) -
     if let (Some(job), Some(attempt)) = (&job, &finished) {
         alerts.extend(publish::on_job_finished(app, job, attempt, now).await?);
     }
-    let mut response = match job {
+    let response = match job {
         None => {
             warn!(state = %event.state, "event for a job this product did not submit; acknowledged");
             InvokeResponse::default().log(format!("unknown job {} on {}; ignored", event.job_name, account.name))
@@ -94,8 +94,5 @@ async fn apply_to_account(app: &App, account: &AccountConfig, event: JobEvent) -
             InvokeResponse::default().log(format!("job {}: {} reported, job is {}", job.job_id, event.state, job.state))
         }
     };
-    if let Some(alerts) = alerts_output(&alerts) {
-        response = response.output("alerts", alerts);
-    }
-    Ok(response)
+    Ok(with_alerts(response, &alerts))
 }

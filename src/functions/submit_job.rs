@@ -1,6 +1,6 @@
 //! SubmitJob (HTTP `POST /api/jobs`): validate, record the job durably, place it on an account, answer 202.
 
-use super::alerts_output;
+use super::with_alerts;
 use crate::domain::{JobRecord, JobState, SubmitRequest};
 use crate::invoke::{HttpRequestData, HttpResponseData, InvokeRequest, InvokeResponse};
 use crate::store::StoreError;
@@ -20,15 +20,15 @@ pub fn run(
     Box::pin(async move {
         let http = HttpRequestData::from_invocation(&req, "req").unwrap_or_default();
         let now = Utc::now();
-        let request =
-            match SubmitRequest::parse(http.body.as_deref(), &app.settings.transform_names(), &mut rand::rng()) {
-                Ok(request) => request,
-                Err(bad) => {
-                    tracing::info!(code = bad.code, "refused a job request");
-                    let res = HttpResponseData::error(bad.status, bad.code, &bad.message);
-                    return Ok(InvokeResponse::default().output("res", res.to_value()).log(format!("refused: {bad}")));
-                }
-            };
+        let request = match SubmitRequest::parse(http.body.as_deref(), &app.settings.request_rules(), &mut rand::rng())
+        {
+            Ok(request) => request,
+            Err(bad) => {
+                tracing::info!(code = bad.code, "refused a job request");
+                let res = HttpResponseData::error(bad.status, bad.code, &bad.message);
+                return Ok(InvokeResponse::default().output("res", res.to_value()).log(format!("refused: {bad}")));
+            }
+        };
         let job = JobRecord::accept(&request, now);
         let span = tracing::info_span!("job", job_id = %job.job_id);
         accept(app, job, now).instrument(span).await
@@ -68,13 +68,10 @@ async fn accept(app: &App, job: JobRecord, now: DateTime<Utc>) -> Result<InvokeR
     }
 
     let placement = place_job(app, job, now).await?;
-    let mut response = InvokeResponse::default()
+    let response = InvokeResponse::default()
         .output("res", accepted(&placement.job).to_value())
         .log(format!("job {} accepted as {}", placement.job.job_id, placement.job.state));
-    if let Some(alerts) = alerts_output(&placement.alerts) {
-        response = response.output("alerts", alerts);
-    }
-    Ok(response)
+    Ok(with_alerts(response, &placement.alerts))
 }
 
 /// The 202 answer. A Pending job is on no account, so it names none (the account it last tried is not a

@@ -1,6 +1,6 @@
-//! SweepStuckJobs (timer): runs the sweep (see `crate::sweep`) and sends its alerts.
+//! SweepStuckJobs (timer): runs the sweep (see `crate::sweep`) and sends and logs its alerts.
 
-use super::alerts_output;
+use super::with_alerts;
 use crate::invoke::{InvokeRequest, InvokeResponse, TimerInfo};
 use crate::store::StoreError;
 use crate::App;
@@ -23,9 +23,6 @@ pub fn run(
         for line in report.log {
             response = response.log(line);
         }
-        if let Some(alerts) = alerts_output(&report.alerts) {
-            response = response.output("alerts", alerts);
-        }
-        Ok(response)
+        Ok(with_alerts(response, &report.alerts))
     })
 }

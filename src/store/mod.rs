@@ -5,6 +5,8 @@
 //!   (the pending marker). Both are written before the job row can need them and removed only after it no
 //!   longer does, so the sweep finds all open work by reading one partition whose size follows open work,
 //!   not history.
+//!   The same partition holds `n|{jobId}`, the outbox of the job's outcome notifications (see `outbox`),
+//!   written before the write that makes a job final and removed once its messages are delivered.
 //! - `{prefix}Attempts`: PartitionKey = account. Row `a|{amsJobName}` while the attempt is active and
 //!   `d|{amsJobName}` once final, plus the account's `counter` row. An attempt row and the counter change
 //!   together in one entity group transaction guarded by ETags, so the counter always equals the number of
@@ -32,7 +34,9 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use tables::{BatchOp, ETag, Entity, IfMatch, Table, TableError, TableService};
 
+mod outbox;
 mod publications;
+pub use outbox::OutboxRow;
 pub use publications::DefinitionsCheck;
 
 /// How often a compare-and-swap is retried before giving up. Contention is per account or per job, so a
@@ -48,7 +52,7 @@ const SWEEP_ROW: &str = "sweep";
 const JOB_ROW: &str = "job";
 /// Partition of the Jobs table holding the open-jobs index and pending markers; job ids cannot start
 /// with `~`.
-const INDEX_PARTITION: &str = "~index";
+pub(crate) const INDEX_PARTITION: &str = "~index";
 
 /// A storage failure, sorted for the caller.
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +250,11 @@ impl Store {
             if next.state == JobState::Pending && current.value.state != JobState::Pending {
                 // The marker goes first, so a crash after the write still leaves the job findable.
                 self.mark_pending(job_id, next.updated_at).await?;
+            }
+            if next.state.is_final() && !current.value.state.is_final() {
+                // So does the outbox row: whoever makes the job final, and whatever dies after, its outcome is
+                // announced. Every path to a final job comes through here, so none can forget it.
+                self.note_outcome(job_id, next.updated_at).await?;
             }
             let row = record_row(&next, next.state);
             match self.jobs.replace(job_id, JOB_ROW, &row, IfMatch::ETag(current.etag)).await {
@@ -546,6 +555,8 @@ impl Store {
                 index.open.push((id.to_owned(), since));
             } else if let Some(id) = key.strip_prefix("p|") {
                 index.pending.push((id.to_owned(), since));
+            } else if let Some(id) = key.strip_prefix("n|") {
+                index.outbox.push((id.to_owned(), since));
             }
         }
         Ok(index)
@@ -575,6 +586,8 @@ pub struct JobIndex {
     pub open: Vec<(String, Option<DateTime<Utc>>)>,
     /// Jobs that need placing.
     pub pending: Vec<(String, Option<DateTime<Utc>>)>,
+    /// Jobs whose outcome notifications are not all delivered.
+    pub outbox: Vec<(String, Option<DateTime<Utc>>)>,
 }
 
 /// What one sweep found, for GetStatus.
@@ -590,6 +603,10 @@ pub struct SweepSummary {
     pub open: u32,
     /// Jobs still waiting for an account after it placed what it could.
     pub pending: u32,
+    /// Jobs whose outcome notifications were not all delivered yet (a callback being retried, a
+    /// `Published` message waiting for the last region).
+    #[serde(default)]
+    pub notifications: u32,
 }
 
 fn open_key(job_id: &str) -> String {

@@ -3,6 +3,7 @@
 //! front door spreads requests (client calls and Event Grid deliveries alike) over the instances that are
 //! up, and any instance's handler can be killed with SIGKILL and the instance started again on its port.
 
+use crate::servicebus::ServiceBus;
 use crate::stack::{handler_settings, spawn_listening, start_emulator, Process, StackOptions};
 use crate::Azurite;
 use anyhow::{bail, Context};
@@ -48,6 +49,8 @@ pub struct Cluster {
     pub prefix: String,
     /// How it was started.
     pub options: StackOptions,
+    /// The Service Bus namespace every instance sends outcome notifications to.
+    pub service_bus: ServiceBus,
     devhost_bin: PathBuf,
     _outputs_dir: tempfile::TempDir,
     _front: tokio::task::JoinHandle<()>,
@@ -108,6 +111,7 @@ impl Cluster {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
         crate::stack::create_transforms(&http, &emulator.url, &options).await?;
         let outputs_dir = tempfile::tempdir()?;
+        let service_bus = ServiceBus::start(&outputs_dir.path().join("servicebus")).await?;
         let mut list = Vec::with_capacity(instances);
         for i in 0..instances {
             let outputs = outputs_dir.path().join(format!("instance{i}"));
@@ -132,6 +136,7 @@ impl Cluster {
             front_door,
             prefix: crate::unique_prefix(),
             options,
+            service_bus,
             devhost_bin,
             _outputs_dir: outputs_dir,
             _front: front,
@@ -163,6 +168,7 @@ impl Cluster {
             .arg("--outputs-dir")
             .arg(&instance.outputs);
         cmd.envs(handler_settings(&self.azurite, &self.prefix, &self.options, &self.emulator.url));
+        cmd.env("SERVICE_BUS_ENDPOINT", &self.service_bus.url);
         cmd.envs(self.options.settings.iter().cloned());
         let devhost = spawn_listening("devhost", cmd, &self.options.logs).with_context(|| format!("instance {i}"))?;
         self.instances[i].devhost = Some(devhost);

@@ -4,6 +4,7 @@
 //! - [`free_port`], [`unique_prefix`]: ports and table-name prefixes that do not collide.
 //! - [`wait_for_line`]: wait until a spawned binary announces it is listening.
 //! - [`workspace_bin`]: path of another workspace binary, built on demand.
+//! - [`servicebus`]: a Service Bus namespace (REST send, duplicate detection) that records messages.
 //! - [`stack`]: the whole local stack (Azurite, emulator, devhost running the handler) for tests and the drill.
 //! - [`cluster`]: several function app instances on one storage account behind a front door, each of
 //!   which can be killed and restarted, the way Azure Functions scales out and recycles instances.
@@ -11,6 +12,7 @@
 mod azurite;
 pub mod cluster;
 mod process;
+pub mod servicebus;
 pub mod stack;
 
 pub use azurite::{Azurite, DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME};

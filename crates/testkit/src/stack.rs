@@ -1,8 +1,10 @@
-//! The whole local stack on private ports: Azurite, the Media Services emulator, and devhost running the
-//! handler, wired together (the emulator's events go to devhost's Event Grid webhook). Used by the
+//! The whole local stack on private ports: Azurite, the Media Services emulator, a Service Bus namespace
+//! for the outcome notifications, and devhost running the handler, wired together (the emulator's events go
+//! to devhost's Event Grid webhook). Used by the
 //! integration tests and by the drill, so both exercise exactly the same setup.
 
 use crate::process::spawn_tied;
+use crate::servicebus::ServiceBus;
 use crate::Azurite;
 use anyhow::{anyhow, bail, Context};
 use reqwest::StatusCode;
@@ -294,6 +296,9 @@ pub struct Stack {
     pub prefix: String,
     /// Where devhost writes output binding messages.
     pub outputs: PathBuf,
+    /// The Service Bus namespace the handler sends outcome notifications to (`job-events.jsonl` in
+    /// `outputs`).
+    pub service_bus: ServiceBus,
     _outputs_dir: Option<tempfile::TempDir>,
     /// An HTTP client for callers.
     pub http: reqwest::Client,
@@ -362,8 +367,9 @@ impl Stack {
         let (outputs, outputs_dir) = match &options.outputs_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-                // devhost appends; a demo run again starts with no alerts of the last run.
+                // devhost appends; a demo run again starts with no alerts or notifications of the last run.
                 let _ = std::fs::remove_file(dir.join("alerts.jsonl"));
+                let _ = std::fs::remove_file(dir.join("job-events.jsonl"));
                 (dir.clone(), None)
             }
             None => {
@@ -371,6 +377,7 @@ impl Stack {
                 (dir.path().to_path_buf(), Some(dir))
             }
         };
+        let service_bus = ServiceBus::start(&outputs).await?;
         let mut cmd = Command::new(devhost_bin);
         cmd.arg("--app-root")
             .arg(&options.app_root)
@@ -379,10 +386,21 @@ impl Stack {
             .arg("--outputs-dir")
             .arg(&outputs);
         cmd.envs(handler_settings(&azurite, &prefix, &options, &emulator.url));
+        cmd.env("SERVICE_BUS_ENDPOINT", &service_bus.url);
         cmd.envs(options.settings.iter().cloned());
         let devhost = spawn_listening("devhost", cmd, &options.logs)?;
 
-        let stack = Stack { azurite, emulator, devhost, prefix, outputs, _outputs_dir: outputs_dir, http, options };
+        let stack = Stack {
+            azurite,
+            emulator,
+            devhost,
+            prefix,
+            outputs,
+            service_bus,
+            _outputs_dir: outputs_dir,
+            http,
+            options,
+        };
         let endpoint = format!("{}/runtime/webhooks/EventGrid?functionName=OnJobStateChange", stack.devhost.url);
         stack.events(json!({ "endpoint": endpoint })).await?;
         Ok(stack)
@@ -496,6 +514,11 @@ impl Stack {
     /// Messages the handler sent on the `alerts` queue.
     pub fn alerts(&self) -> Vec<Value> {
         read_jsonl(&self.outputs.join("alerts.jsonl"))
+    }
+
+    /// Outcome notifications the `job-events` topic kept, as `(messageId, body)`.
+    pub fn job_events(&self) -> Vec<(String, Value)> {
+        self.service_bus.delivered("job-events")
     }
 
     /// Alerts of type `kind`, once one of them satisfies `wanted`.
