@@ -25,6 +25,7 @@ fn account(name: &str, arm: &str) -> anyhow::Result<AccountConfig> {
         max_mru: 10,
         mru_endpoint: None,
         stuck_after: Duration::from_secs(600),
+        mkio: None,
     })
 }
 

@@ -49,6 +49,7 @@ fn account_named(emulator: &Process, name: &str) -> anyhow::Result<AccountConfig
         max_mru: 10,
         mru_endpoint: None,
         stuck_after: Duration::from_secs(600),
+        mkio: None,
     })
 }
 
