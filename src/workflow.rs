@@ -132,7 +132,8 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
                     code: "SubmitFailed".to_owned(),
                     message: error.to_string(),
                     category: "Account".to_owned(),
-                    retry: if error.is_account_fault() { "MayRetry" } else { "DoNotRetry" }.to_owned(),
+                    retry: if error.is_account_fault() || error.is_transient() { "MayRetry" } else { "DoNotRetry" }
+                        .to_owned(),
                 };
                 let change = app
                     .store
@@ -190,8 +191,11 @@ async fn create_in_media_services(
     attempt: &AttemptRecord,
     request: &SubmitRequest,
 ) -> Result<(), MediaError> {
-    for asset in &attempt.output_assets {
-        app.media.ensure_asset(account, asset).await?;
+    // Media Services needs the output assets first; MK.IO's job makes its own.
+    if account.provider.capabilities().output_asset_before_job {
+        for asset in &attempt.output_assets {
+            app.media.ensure_asset(account, asset).await?;
+        }
     }
     fail_point(app, "after-output-assets");
     let mut correlation_data: BTreeMap<String, String> = request.correlation_data.clone();
@@ -236,6 +240,69 @@ pub async fn sync_job(
         alerts.push(Alert::job_failed(&job.value, job.value.last_error.as_ref(), now));
     }
     Ok((Some(job.value), alerts))
+}
+
+/// What a media service reported about one of its jobs (an event, or a read of the job).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The service's job name.
+    pub job_name: String,
+    /// Its transform.
+    pub transform: String,
+    /// The state reported.
+    pub state: JobState,
+    /// When the service says it happened, if it says.
+    pub at: Option<DateTime<Utc>>,
+    /// The first output error, on errored jobs.
+    pub error: Option<ErrorInfo>,
+}
+
+/// Applies a report about a job of `account` to its attempt, the account's counters and the logical job,
+/// then scales MRUs down and starts publication as the change calls for. The one path for every event
+/// source (Event Grid, MK.IO webhooks): safe to receive twice, late, or out of order, since an attempt only
+/// moves forward and a job never follows a stale snapshot. Returns the job as stored (`None` for a job
+/// this product did not submit) and the alerts to send.
+pub async fn apply_report(
+    app: &App,
+    account: &AccountConfig,
+    report: Report,
+    now: DateTime<Utc>,
+) -> Result<(Option<JobRecord>, Vec<Alert>), StoreError> {
+    // A clock-skewed or missing event time must not put the record in the future.
+    let at = report.at.filter(|t| *t <= now).unwrap_or(now);
+    // `JobStateChange` events carry no outputs, so an Error may arrive without its code and retry hint,
+    // which decide whether the job is retried. Read them from the job itself then (best effort).
+    let error = match (&report.error, report.state) {
+        (None, JobState::Error) => {
+            app.media.get_job(account, &report.transform, &report.job_name).await.ok().flatten().and_then(|j| j.error())
+        }
+        (error, _) => error.clone(),
+    };
+    let change = app
+        .store
+        .change_attempt(&account.name, &report.job_name, |attempt| {
+            attempt.observe(report.state, at, error.clone(), now)
+        })
+        .await?;
+    let ended = matches!(&change, Some(AttemptChange::Applied { after, .. }) if !after.is_active());
+    let finished = match &change {
+        Some(AttemptChange::Applied { after, .. } | AttemptChange::Unchanged(after))
+            if after.state == JobState::Finished =>
+        {
+            Some(after.clone())
+        }
+        _ => None,
+    };
+    let (job, mut alerts) = sync_job(app, change, now).await?;
+    if ended && app.settings.mru.scale_down == crate::config::ScaleDown::OnFinal {
+        scaling::scale_down_account(app, account).await?;
+    }
+    // After the MRU change, which must not wait on it. Publish where encoded and open the other regions'
+    // rows; a repeated event finds them there.
+    if let (Some(job), Some(attempt)) = (&job, &finished) {
+        alerts.extend(crate::publish::on_job_finished(app, job, attempt, now).await?);
+    }
+    Ok((job, alerts))
 }
 
 /// Moves a stuck attempt elsewhere: closes it as superseded (only one sweep can win that), cancels its
