@@ -3,6 +3,7 @@
 
 pub mod alert;
 pub mod choice;
+pub mod cloud_event;
 pub mod credential;
 pub mod definitions;
 pub mod event;
