@@ -109,6 +109,11 @@ param tokenSigningKey string = ''
 param trafficManagerHost string = ''
 @description('STREAMING_TRAFFIC_MANAGER_HOST: host name viewers use for streaming (a custom domain CNAMEd to the streaming profile).')
 param streamingTrafficManagerHost string = ''
+@description('MKIO_WEBHOOK_URL: with MK.IO accounts, the public URL of OnMkioEvent (https://<app>.azurewebsites.net/api/events/mkio).')
+param mkioWebhookUrl string = ''
+@description('MKIO_WEBHOOK_SECRET: with MK.IO accounts, the shared secret of the webhook rule. Pass a Key Vault reference (@Microsoft.KeyVault(SecretUri=...)), not the secret.')
+@secure()
+param mkioWebhookSecret string = ''
 
 @description('More app settings, name to value, for settings that have no parameter yet. Never put secrets here.')
 param extraAppSettings object = {}
@@ -247,7 +252,9 @@ var optionalHandlerSettings = union(
   empty(streamingPolicy) ? {} : { STREAMING_POLICY: streamingPolicy },
   empty(definitionsCheckEvery) ? {} : { DEFINITIONS_CHECK_EVERY: definitionsCheckEvery },
   empty(publishRetry) ? {} : { PUBLISH_RETRY: publishRetry },
-  empty(tokenSigningKey) ? {} : { TOKEN_SIGNING_KEY: tokenSigningKey }
+  empty(tokenSigningKey) ? {} : { TOKEN_SIGNING_KEY: tokenSigningKey },
+  empty(mkioWebhookUrl) ? {} : { MKIO_WEBHOOK_URL: mkioWebhookUrl },
+  empty(mkioWebhookSecret) ? {} : { MKIO_WEBHOOK_SECRET: mkioWebhookSecret }
 )
 
 module functionApp 'modules/function-app.bicep' = {

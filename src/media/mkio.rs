@@ -76,6 +76,25 @@ pub fn container_for(asset: &str) -> String {
     format!("asset-{digest}")
 }
 
+/// The name of the webhook rule the product keeps in each MK.IO project.
+pub const WEBHOOK_RULE: &str = "ams-failover-jobs";
+
+/// The job events the rule subscribes to: the only two MK.IO has for jobs.
+pub const WEBHOOK_EVENTS: [&str; 2] = ["MediaKind.JobStarted", "MediaKind.JobFinished"];
+
+/// The webhook rule delivering job events to `url` with the shared secret in `secret_header` (under
+/// `authentication`, which MK.IO keeps write-only).
+pub fn webhook_rule_body(url: &str, secret_header: &str, secret: &str) -> Value {
+    json!({ "spec": {
+        "enabled": true,
+        "url": url,
+        "events": WEBHOOK_EVENTS,
+        "headers": {},
+        "queryParams": {},
+        "authentication": { "headers": { secret_header: secret }, "queryParams": {} },
+    }})
+}
+
 /// Whether `live` (a webhook rule as GET returns it) differs from `wanted` (the rule the product PUTs) in
 /// what a GET shows: url, enabled, events, and the names of the authentication headers. Their values are
 /// write-only (read back masked), so a changed secret is caught by the definitions digest instead.
