@@ -10,6 +10,7 @@
 //! or places it, and only that one sends the alert.
 
 use crate::config::{AccountConfig, MruMode, ScaleDown, StuckPolicy};
+use crate::domain::credential::CredentialStatus;
 use crate::domain::sweep::{evacuate, plan_account, removable_for_stuck, AccountPlan, AccountView, Thresholds};
 use crate::domain::{Alert, AttemptRecord, HealthRecord, JobState};
 use crate::store::{StoreError, SweepSummary};
@@ -107,7 +108,44 @@ pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreEr
     // Publication last, so it never delays failover: definitions first (locators need their policies).
     publish::sync_definitions(app, now, &mut report).await?;
     publish::advance_publications(app, now, &mut report).await?;
+    // After every call of the sweep, so a refusal any of them met is reported in this sweep.
+    check_credentials(app, now, &mut report).await?;
     Ok(report)
+}
+
+/// Tells operators, once per credential, about an account whose own API token has expired or was refused:
+/// its calls fail over to other regions, but only a person can fix it, and it should not look like a
+/// region that merely went quiet.
+async fn check_credentials(app: &App, now: DateTime<Utc>, report: &mut SweepReport) -> Result<(), StoreError> {
+    for account in &app.settings.accounts {
+        let Some(mkio) = &account.mkio else { continue };
+        let refused = app.media.take_token_refusal(account);
+        let problem = match (CredentialStatus::at(mkio.token.expires_at, now), refused) {
+            (status @ CredentialStatus::Expired { .. }, _) => status.warning(&mkio.token.setting),
+            (_, Some(refusal)) => Some(format!(
+                "MK.IO refused the API token in {} with {}: {}",
+                mkio.token.setting, refusal.status, refusal.message
+            )),
+            _ => None,
+        };
+        let Some(problem) = problem else { continue };
+        let (_, alerted) = app
+            .store
+            .update_health(|h| h.alert_credential(&account.name, &mkio.token.fingerprint).map(|n| (n, ())))
+            .await?;
+        if alerted.is_some() {
+            warn!(account = %account.name, region = %account.region, %problem, "the account's API token does not work");
+            report.log.push(format!("{}: {problem}", account.name));
+            report.alerts.push(Alert::credential_refused(
+                &account.name,
+                &account.region,
+                &mkio.token.setting,
+                &problem,
+                now,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Brings back accounts whose cool-down has passed, once an ARM probe succeeds.
@@ -164,6 +202,7 @@ async fn plan(app: &App, account: &AccountConfig, now: DateTime<Utc>) -> Result<
         counters: row.counters,
         mru_current: row.mru.as_ref().map(|m| m.current),
         stuck_after: account.stuck_after,
+        scheduled_events: account.provider.capabilities().scheduled_events,
         attempts: &attempts,
     };
     Ok(Judged {

@@ -6,6 +6,11 @@
 //! account is *saturated* — a managed account with more units in flight than MRUs while at least one of its
 //! jobs is Processing. Then the encoders are busy and the wait is the account's own queue, not a failure. A
 //! stalled region has nothing Processing (its running jobs finish, no new one starts), so it is not excused.
+//!
+//! Providers that never report Scheduled (MK.IO: its webhooks say only "started" and "finished") cannot show
+//! time spent in Scheduled. There a job is stuck when it was accepted and has not started within the
+//! threshold, and since the only word of a start may be a lost webhook, only once a read of the job after
+//! the threshold still found it waiting: until then the verdict is [`Verdict::Confirm`].
 
 use super::records::{AccountCounters, AttemptRecord};
 use super::state::JobState;
@@ -23,6 +28,8 @@ pub struct AccountView<'a> {
     pub mru_current: Option<u32>,
     /// Its stuck threshold.
     pub stuck_after: Duration,
+    /// Its provider reports the Scheduled state (see the module docs for those that do not).
+    pub scheduled_events: bool,
     /// Its active attempts.
     pub attempts: &'a [AttemptRecord],
 }
@@ -50,6 +57,9 @@ pub enum Verdict {
     },
     /// Heard nothing for a while: read it from Media Services.
     Quiet,
+    /// Past the threshold without having started, on a provider without Scheduled events, and not read
+    /// since: read it, and judge it on what the read says.
+    Confirm,
 }
 
 /// What the sweep should do about one account.
@@ -87,6 +97,8 @@ fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
 pub fn assess(attempt: &AttemptRecord, view: &AccountView<'_>, thresholds: &Thresholds, now: DateTime<Utc>) -> Verdict {
     let waiting_since = match attempt.state {
         JobState::Scheduled if saturated(view) => None,
+        // Without Scheduled events the wait to start counts from acceptance, whatever a read called it.
+        JobState::Scheduled if !view.scheduled_events => Some(attempt.submitted_at),
         JobState::Scheduled => Some(attempt.scheduled_at.unwrap_or(attempt.submitted_at)),
         // Submitted but never heard from.
         JobState::Submitting | JobState::Queued => Some(attempt.submitted_at),
@@ -95,6 +107,10 @@ pub fn assess(attempt: &AttemptRecord, view: &AccountView<'_>, thresholds: &Thre
     if let Some(since) = waiting_since {
         let waited = elapsed(since, now);
         if waited >= view.stuck_after {
+            let read_after_threshold = elapsed(since, attempt.last_heard_at) >= view.stuck_after;
+            if !view.scheduled_events && !read_after_threshold {
+                return Verdict::Confirm;
+            }
             let resubmit = thresholds.wait_grace.is_none_or(|grace| waited >= view.stuck_after + grace);
             return Verdict::Stuck { resubmit };
         }
@@ -111,7 +127,7 @@ pub fn plan_account(view: &AccountView<'_>, thresholds: &Thresholds, now: DateTi
     for attempt in view.attempts {
         match assess(attempt, view, thresholds, now) {
             Verdict::Fine => {}
-            Verdict::Quiet => plan.reconcile.push(attempt.clone()),
+            Verdict::Quiet | Verdict::Confirm => plan.reconcile.push(attempt.clone()),
             Verdict::Stuck { resubmit } => {
                 plan.stuck += 1;
                 if resubmit {
@@ -172,8 +188,32 @@ mod tests {
             counters: AccountCounters::default(),
             mru_current: None,
             stuck_after: Duration::from_secs(600),
+            scheduled_events: true,
             attempts,
         }
+    }
+
+    #[test]
+    fn without_scheduled_events_a_job_that_never_started_is_stuck_once_a_read_after_the_threshold_agrees() {
+        let without = |attempts| AccountView { scheduled_events: false, ..view(attempts) };
+        let queued = [attempt(JobState::Queued, 0, None, 590)];
+        assert_eq!(assess(&queued[0], &without(&queued), &TH, t(599)), Verdict::Fine);
+        assert_eq!(
+            assess(&queued[0], &without(&queued), &TH, t(600)),
+            Verdict::Confirm,
+            "its start may be a lost webhook"
+        );
+        let plan = plan_account(&without(&queued), &TH, t(600));
+        assert_eq!((plan.stuck, plan.reconcile.len(), plan.remove_because), (0, 1, None));
+        // Read at 600 s and still waiting: stuck, and its account may leave rotation.
+        let confirmed = [attempt(JobState::Queued, 0, None, 600)];
+        assert_eq!(assess(&confirmed[0], &without(&confirmed), &TH, t(601)), Verdict::Stuck { resubmit: true });
+        // A read that calls it Scheduled does not restart the clock: only starting does.
+        let scheduled = [attempt(JobState::Scheduled, 0, Some(590), 600)];
+        assert_eq!(assess(&scheduled[0], &without(&scheduled), &TH, t(601)), Verdict::Stuck { resubmit: true });
+        // Started: never stuck, only read back when quiet.
+        let started = [attempt(JobState::Processing, 0, None, 10)];
+        assert_eq!(assess(&started[0], &without(&started), &TH, t(601)), Verdict::Quiet);
     }
 
     #[test]
