@@ -261,9 +261,9 @@ fn route(
         return Err(ArmError::ResourceGroupNotFound(path.resource_group));
     }
     let mut state = emulator.lock();
-    let account = state.account_mut(&path.account).ok_or_else(|| ArmError::AccountNotFound {
-        account: path.account.clone(),
-        resource_group: path.resource_group.clone(),
+    // An MK.IO project is not a Media Services account: it answers only on MK.IO's paths.
+    let account = state.account_mut(&path.account).filter(|a| a.mkio.is_none()).ok_or_else(|| {
+        ArmError::AccountNotFound { account: path.account.clone(), resource_group: path.resource_group.clone() }
     })?;
     account.arm_calls += 1;
     apply_fault(account)?;

@@ -1,7 +1,7 @@
 //! A minimal Blob service REST subset for the emulator's storage accounts,
 //! under `http://127.0.0.1:PORT/blob/{storageAccount}/{container}/{blob}`:
-//! Get/Head/Put/Delete Blob, List Blobs and asynchronous Copy Blob, all
-//! authorised by service SAS only. Errors use Azure's XML error shape and the
+//! Get/Head/Put/Delete Blob, List Blobs, Create Container and asynchronous
+//! Copy Blob, all authorised by SAS (service or account SAS) only. Errors use Azure's XML error shape and the
 //! `x-ms-error-code` header, so storage clients parse them as they would Azure's.
 
 use std::sync::Arc;
@@ -53,6 +53,9 @@ impl BlobError {
             },
             SasError::PermissionMismatch => {
                 BlobError::new(StatusCode::FORBIDDEN, "AuthorizationPermissionMismatch", e.to_string())
+            }
+            SasError::ResourceTypeMismatch => {
+                BlobError::new(StatusCode::FORBIDDEN, "AuthorizationResourceTypeMismatch", e.to_string())
             }
         }
     }
@@ -179,10 +182,14 @@ fn route(
             let version = headers.get("x-ms-version").and_then(|v| v.to_str().ok());
             list_blobs(emulator, storage, &path.container, &query, version)
         }
+        (None, "PUT") if qv("restype") == Some("container") && qv("comp").is_none() => {
+            create_container(&mut state, &path, &query, now)
+        }
         (None, _) => Err(BlobError::new(
             StatusCode::BAD_REQUEST,
             "UnsupportedHttpVerb",
-            "Only List Blobs (GET ?restype=container&comp=list) is supported on a container.",
+            "Only List Blobs (GET ?restype=container&comp=list) and Create Container (PUT ?restype=container) \
+             are supported on a container.",
         )),
         (Some(blob), "GET" | "HEAD") => {
             let storage = find(&mut state, &path.storage)?;
@@ -217,6 +224,52 @@ fn route(
             format!("The resource doesn't support the specified HTTP verb {m}."),
         )),
     }
+}
+
+/// Create Container: needs a SAS granting `c` or `w` at container level (an account SAS with `srt` including
+/// `c`; a service SAS for that container works too). 201, or 409 `ContainerAlreadyExists`. Clients copying
+/// blobs into a fresh container create it this way first.
+fn create_container(
+    state: &mut State,
+    path: &BlobPath,
+    query: &[(String, String)],
+    now: DateTime<Utc>,
+) -> Result<Response, BlobError> {
+    let storage = find(state, &path.storage)?;
+    storage
+        .check_sas(query, &path.container, None, &[Permission::Create, Permission::Write], &now)
+        .map_err(BlobError::from_sas)?;
+    if !valid_container_name(&path.container) {
+        return Err(BlobError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidResourceName",
+            "The specified resource name contains invalid characters.",
+        ));
+    }
+    if storage.containers.contains_key(&path.container) {
+        return Err(BlobError::new(
+            StatusCode::CONFLICT,
+            "ContainerAlreadyExists",
+            "The specified container already exists.",
+        ));
+    }
+    storage.ensure_container(&path.container, now);
+    tracing::info!(storage = %storage.name, container = %path.container, "container created");
+    let etag = storage.next_etag(&now);
+    let mut resp = StatusCode::CREATED.into_response();
+    let h = resp.headers_mut();
+    insert(h, "etag", &etag);
+    insert(h, "last-modified", &http_time(&now));
+    Ok(resp)
+}
+
+/// Azure's container name rule: 3-63 lowercase letters, digits and single hyphens, no leading or trailing hyphen.
+pub fn valid_container_name(c: &str) -> bool {
+    (3..=63).contains(&c.len())
+        && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !c.starts_with('-')
+        && !c.ends_with('-')
+        && !c.contains("--")
 }
 
 fn invalid_header(name: &str) -> BlobError {
@@ -399,7 +452,9 @@ fn read_copy_source(
             StatusCode::FORBIDDEN,
             format!("Server failed to authenticate the request to the copy source. {d}"),
         ),
-        SasError::PermissionMismatch => BlobError::copy_source(StatusCode::FORBIDDEN, e.to_string()),
+        SasError::PermissionMismatch | SasError::ResourceTypeMismatch => {
+            BlobError::copy_source(StatusCode::FORBIDDEN, e.to_string())
+        }
     })?;
     let b = existing_blob(storage, &src.container, &src_blob)
         .map_err(|e| BlobError::copy_source(StatusCode::NOT_FOUND, e.message))?;

@@ -7,6 +7,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::events::EventType;
+use crate::mkio::config::{MkioArgs, MkioConfig, MkioConfigError};
 
 /// Command line of the `ams-emulator` binary.
 #[derive(Debug, Clone, Parser)]
@@ -65,6 +66,9 @@ pub struct Cli {
     /// Comma-separated event types to deliver (full `Microsoft.Media.X` or short `X`); default all.
     #[arg(long, value_name = "LIST")]
     pub event_types: Option<String>,
+    /// Settings of the accounts that speak as MK.IO.
+    #[command(flatten)]
+    pub mkio: MkioArgs,
 }
 
 /// One configured account.
@@ -153,6 +157,9 @@ pub enum ConfigError {
     /// `--duplicate-create-status` other than 400 or 409.
     #[error("--duplicate-create-status must be 400 or 409, not {0}")]
     BadDuplicateStatus(u16),
+    /// An MK.IO flag is out of range.
+    #[error(transparent)]
+    Mkio(#[from] MkioConfigError),
 }
 
 /// Validated configuration.
@@ -186,6 +193,8 @@ pub struct Config {
     pub event_types: Vec<EventType>,
     /// `MaxReservableUnits` of managed accounts.
     pub max_mru: u32,
+    /// Settings of the MK.IO accounts.
+    pub mkio: MkioConfig,
 }
 
 impl Config {
@@ -248,6 +257,7 @@ impl Config {
             duplicate_create_status: cli.duplicate_create_status,
             event_types,
             max_mru: cli.max_mru,
+            mkio: cli.mkio.validate()?,
         })
     }
 

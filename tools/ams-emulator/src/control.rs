@@ -45,7 +45,7 @@ fn bad_request(message: &str) -> Response {
 }
 
 fn account_json(emulator: &Emulator, a: &Account) -> Value {
-    json!({
+    let mut v = json!({
         "name": a.name,
         "region": a.region,
         "fault": a.fault,
@@ -65,7 +65,11 @@ fn account_json(emulator: &Emulator, a: &Account) -> Value {
         "streamingUrl": format!("{}{}{}", emulator.base_url, streaming::STREAM_PREFIX, a.name),
         "keyDeliveryUrl": streaming::key_delivery_url(&emulator.base_url, &a.name),
         "streamingLocators": a.streaming.locators.len(),
-    })
+    });
+    if let Some(view) = crate::mkio::control::account_view(emulator, a) {
+        v["mkio"] = view;
+    }
+    v
 }
 
 /// The host name AMS would give the account's default streaming endpoint

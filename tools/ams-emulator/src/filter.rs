@@ -6,6 +6,10 @@
 //! with `gt|ge|lt|le` and a UTC datetime, combined with `and` / `or` (`and`
 //! binds tighter) and optional parentheses. Anything else is rejected, as the
 //! real service rejects it, so clients cannot come to depend on more.
+//!
+//! MK.IO's job lists take the same grammar plus `transform eq 'x'` and the
+//! unprefixed `created` and `updated` (media-api.json, "Filters are valid on
+//! the following fields"); [`Filter::parse_mkio`] accepts those too.
 
 use chrono::{DateTime, Utc};
 use thiserror::Error;
@@ -161,13 +165,33 @@ pub enum Filter {
     Created(Op, DateTime<Utc>),
     /// `properties/lastModified <op> datetime`.
     LastModified(Op, DateTime<Utc>),
+    /// `transform eq 'x'` (MK.IO only; compared case-insensitively).
+    Transform(String),
+}
+
+/// Which service's `$filter` vocabulary applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    /// Azure Media Services.
+    Ams,
+    /// MK.IO: adds `transform`, `created` and `updated`.
+    Mkio,
 }
 
 impl Filter {
     /// Parses a `$filter` value.
     pub fn parse(input: &str) -> Result<Filter, FilterError> {
+        Filter::parse_dialect(input, Dialect::Ams)
+    }
+
+    /// Parses a `$filter` value of an MK.IO job list.
+    pub fn parse_mkio(input: &str) -> Result<Filter, FilterError> {
+        Filter::parse_dialect(input, Dialect::Mkio)
+    }
+
+    fn parse_dialect(input: &str, dialect: Dialect) -> Result<Filter, FilterError> {
         let tokens = tokenize(input)?;
-        let mut parser = Parser { tokens, pos: 0 };
+        let mut parser = Parser { tokens, pos: 0, dialect };
         let f = parser.or_expr()?;
         match parser.tokens.get(parser.pos) {
             None => Ok(f),
@@ -184,6 +208,7 @@ impl Filter {
             Filter::State(op, s) => op.holds(&job.state, s),
             Filter::Created(op, t) => op.holds(&job.created, t),
             Filter::LastModified(op, t) => op.holds(&job.last_modified, t),
+            Filter::Transform(t) => job.transform.eq_ignore_ascii_case(t),
         }
     }
 }
@@ -201,6 +226,7 @@ fn describe(t: &Token) -> String {
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    dialect: Dialect,
 }
 
 impl Parser {
@@ -257,7 +283,23 @@ impl Parser {
         let op = Op::parse(&op_text).ok_or_else(|| FilterError::Unexpected(op_text.clone()))?;
         let value = self.next()?;
         let unsupported = || FilterError::UnsupportedOperator { property: property.clone(), op: op_text.clone() };
-        match property.to_ascii_lowercase().as_str() {
+        let lower = property.to_ascii_lowercase();
+        // MK.IO names the record's own times without the `properties/` prefix.
+        let key = match (self.dialect, lower.as_str()) {
+            (Dialect::Mkio, "created") => "properties/created",
+            (Dialect::Mkio, "updated") => "properties/lastmodified",
+            (_, other) => other,
+        };
+        match key {
+            "transform" if self.dialect == Dialect::Mkio => {
+                if op != Op::Eq {
+                    return Err(unsupported());
+                }
+                match value {
+                    Token::Str(s) => Ok(Filter::Transform(s)),
+                    other => Err(FilterError::InvalidValue(describe(&other))),
+                }
+            }
             "name" => {
                 if op != Op::Eq {
                     return Err(unsupported());
@@ -378,6 +420,16 @@ mod tests {
     fn doubled_quotes_escape_a_quote_in_names() {
         let f = Filter::parse("name eq 'it''s'").unwrap();
         assert_eq!(f, Filter::Name("it's".into()));
+    }
+
+    #[test]
+    fn mkio_filters_also_take_transform_and_unprefixed_times() {
+        let f = Filter::parse_mkio("transform eq 'T' and created ge 2021-06-01T00:05:00Z").unwrap();
+        assert!(f.matches(&job("a", JobState::Queued, 10)));
+        assert!(!f.matches(&job("a", JobState::Queued, 0)));
+        assert!(Filter::parse_mkio("updated lt 2021-06-01T00:05:00Z").unwrap().matches(&job("a", JobState::Queued, 0)));
+        assert!(matches!(Filter::parse("transform eq 't'"), Err(FilterError::UnsupportedProperty(_))));
+        assert!(matches!(Filter::parse("created ge 2021-06-01T00:05:00Z"), Err(FilterError::UnsupportedProperty(_))));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! storage behind the assets (`storage`, `blob`, `outputs`), AMS job events delivered the way Event
 //! Grid delivers them (`events`), a job lifecycle driven by one ticker
 //! (`lifecycle`), Media Reserved Units through the v2 endpoint (`mru`), plus a
-//! control API for fault injection and inspection (`control`).
+//! control API for fault injection and inspection (`control`). Accounts started
+//! with the `mkio` provider speak as MediaKind MK.IO projects instead (`mkio`).
 
 pub mod arm;
 pub mod blob;
@@ -15,6 +16,7 @@ pub mod control;
 pub mod events;
 pub mod filter;
 pub mod lifecycle;
+pub mod mkio;
 pub mod model;
 pub mod mru;
 pub mod outputs;
@@ -36,7 +38,9 @@ pub use state::Emulator;
 /// The full HTTP surface: control API, the v2 MRU endpoints, everything else goes to ARM.
 pub fn router(emulator: Arc<Emulator>) -> Router {
     control::router()
+        .merge(mkio::control::router())
         .route(&format!("{}{{*rest}}", mru::PREFIX), any(mru::handle))
+        .route(&format!("{}{{*rest}}", mkio::PREFIX), any(mkio::handle))
         .route(&format!("{}{{*rest}}", blob::PREFIX), any(blob::handle))
         .route(&format!("{}{{account}}", streaming::KEY_DELIVERY_PREFIX), get(streaming::key_delivery))
         .route(&format!("{}{{account}}/{{*rest}}", streaming::STREAM_PREFIX), get(streaming::stream))

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::events::{EventGridEvent, EventSource};
+use crate::mkio;
 use crate::model::{Account, Fault, Job, JobError, JobState};
 use crate::outputs;
 use crate::state::Emulator;
@@ -252,16 +253,26 @@ pub fn spawn_ticker(emulator: Arc<Emulator>) -> tokio::task::JoinHandle<()> {
             let dt = instant.duration_since(last);
             last = instant;
             let now = Utc::now();
-            let events = {
+            let (events, webhooks) = {
                 let mut state = emulator.lock();
                 let mut events = Vec::new();
+                let mut webhooks = Vec::new();
                 for account in state.accounts.values_mut() {
-                    events.extend(advance(&emulator.config, account, dt, now, &|a, j| emulator.event_source(a, j)));
+                    let raised = advance(&emulator.config, account, dt, now, &|a, j| emulator.event_source(a, j));
+                    // MK.IO projects send webhooks, not Event Grid events.
+                    if account.mkio.is_some() {
+                        webhooks.extend(mkio::webhooks::job_events(&emulator, account, &raised));
+                    } else {
+                        events.extend(raised);
+                    }
                 }
-                events
+                (events, webhooks)
             };
             if !events.is_empty() {
                 emulator.dispatcher.publish(events);
+            }
+            if !webhooks.is_empty() {
+                mkio::webhooks::publish(&emulator, webhooks);
             }
         }
     })

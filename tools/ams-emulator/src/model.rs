@@ -494,6 +494,8 @@ pub struct Account {
     pub storage: Storage,
     /// Streaming policies, locators and content key policies.
     pub streaming: Streaming,
+    /// The MK.IO project this account is, when it speaks as MK.IO.
+    pub mkio: Option<crate::mkio::Project>,
 }
 
 impl Account {
@@ -516,6 +518,7 @@ impl Account {
             jobs: BTreeMap::new(),
             storage: Storage::new(&storage_account_name(name)),
             streaming: Streaming::default(),
+            mkio: None,
         }
     }
 

@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::config::Config;
+use crate::config::{Config, Provider};
 use crate::events::{Dispatcher, EventSource};
+use crate::mkio;
 use crate::model::{Account, Job, Mru};
 
 /// All accounts, keyed by lowercase name (account names are case-insensitive).
@@ -29,6 +30,8 @@ pub struct Emulator {
     pub config: Config,
     /// Event delivery.
     pub dispatcher: Dispatcher,
+    /// Webhook delivery of the MK.IO projects.
+    pub mkio: mkio::Webhooks,
     /// `http://127.0.0.1:PORT` as bound; URLs the emulator hands out (v2 endpoints, SAS URLs) start with it.
     pub base_url: String,
     state: Mutex<State>,
@@ -42,11 +45,16 @@ impl Emulator {
             .iter()
             .map(|a| {
                 let mru = Mru::new(a.mru_mode, config.max_mru);
-                (a.name.to_ascii_lowercase(), Account::with_mru(&a.name, &a.region, mru))
+                let mut account = Account::with_mru(&a.name, &a.region, mru);
+                if a.provider == Provider::Mkio {
+                    mkio::init_account(&config, &mut account, &base_url);
+                }
+                (a.name.to_ascii_lowercase(), account)
             })
             .collect();
         let dispatcher = Dispatcher::new(config.event_endpoint.clone(), config.event_types.clone(), config.time_scale);
-        Arc::new(Emulator { config, dispatcher, base_url, state: Mutex::new(State { accounts }) })
+        let mkio = mkio::Webhooks::new(config.time_scale);
+        Arc::new(Emulator { config, dispatcher, mkio, base_url, state: Mutex::new(State { accounts }) })
     }
 
     /// Locks the state. A poisoned lock is recovered: each critical section

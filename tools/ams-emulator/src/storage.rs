@@ -2,10 +2,10 @@
 //! block blobs, asynchronous server-side copies, and service SAS signing and
 //! checking. HTTP lives in `blob`; this module knows nothing about it.
 //!
-//! SAS tokens are signed the way Azure signs service SAS (version 2020-12-06
-//! layout of the string-to-sign, HMAC-SHA256 with a storage key), so a token
-//! is bound to its permissions, expiry and container, and any change to them
-//! breaks the signature.
+//! SAS tokens are signed the way Azure signs service and account SAS (version
+//! 2020-12-06 layout of the string-to-sign, HMAC-SHA256 with a storage key), so a
+//! token is bound to its permissions, expiry and container (or account), and any
+//! change to them breaks the signature.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -60,6 +60,10 @@ pub enum SasError {
     /// A valid SAS that lacks the permission the operation needs.
     #[error("This request is not authorized to perform this operation using this permission.")]
     PermissionMismatch,
+    /// A valid account SAS that does not cover the blob service or the resource type (`o` for blobs, `c` for
+    /// containers) the operation touches.
+    #[error("This request is not authorized to perform this operation using this resource type.")]
+    ResourceTypeMismatch,
 }
 
 /// Status of a server-side copy, as `x-ms-copy-status` spells it.
@@ -278,8 +282,37 @@ impl Storage {
         }
     }
 
+    /// An account SAS query string (without `?`) for the blob service, signed with the first key: what an
+    /// operator would configure a client with to reach every container of the account. The expiry is fixed
+    /// and far away and the keys derive from the name, so the token is the same on every run.
+    pub fn account_sas(&self, permissions: &str, expiry: &str) -> String {
+        let fields = AccountSasFields {
+            permissions: permissions.to_string(),
+            services: "b".to_string(),
+            resource_types: "sco".to_string(),
+            start: String::new(),
+            expiry: expiry.to_string(),
+            ip: String::new(),
+            protocol: String::new(),
+            version: SAS_VERSION.to_string(),
+        };
+        let sig = sign_with(&self.keys[0], &fields.string_to_sign(&self.name));
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("sv", &fields.version)
+            .append_pair("ss", &fields.services)
+            .append_pair("srt", &fields.resource_types)
+            .append_pair("sp", &fields.permissions)
+            .append_pair("se", &fields.expiry)
+            .append_pair("sig", &sig);
+        q.finish()
+    }
+
     /// Checks that `query` carries a SAS of this account that grants `needed`
     /// (any one of them) on `container` (and `blob`, for blob-scoped tokens) at `now`.
+    ///
+    /// Service SAS (`sr=c` or `sr=b`) and account SAS (`ss`/`srt`, no `sr`) are both accepted. An account
+    /// SAS must name the blob service and the resource type the call touches: `o` for a blob, `c` for a
+    /// container-level call (`blob` is `None`).
     pub fn check_sas(
         &self,
         query: &[(String, String)],
@@ -291,49 +324,89 @@ impl Storage {
         let get = |k: &str| query.iter().find(|(qk, _)| qk == k).map(|(_, v)| v.as_str());
         let fail = |m: &str| SasError::AuthenticationFailed(m.to_string());
         let sig = get("sig").ok_or_else(|| fail("The request carries no shared access signature (sig)."))?;
-        let fields = SasFields {
-            permissions: get("sp").unwrap_or("").to_string(),
-            start: get("st").unwrap_or("").to_string(),
-            expiry: get("se").ok_or_else(|| fail("Signature fields not well formed: se is missing."))?.to_string(),
-            version: get("sv").ok_or_else(|| fail("Signature fields not well formed: sv is missing."))?.to_string(),
-            resource: get("sr").ok_or_else(|| fail("Signature fields not well formed: sr is missing."))?.to_string(),
-        };
-        let resource = match fields.resource.as_str() {
-            "c" => self.canonical_resource(container, None),
-            "b" => self.canonical_resource(container, Some(blob.unwrap_or(""))),
-            other => return Err(fail(&format!("Signature fields not well formed: sr={other} is not supported."))),
-        };
-        let given = B64.decode(sig).map_err(|_| fail("Signature fields not well formed: sig is not base64."))?;
-        let matches = self.keys.iter().any(|key| {
-            let mut mac = mac_for(key);
-            mac.update(fields.string_to_sign(&resource).as_bytes());
-            mac.verify_slice(&given).is_ok()
-        });
-        if !matches {
-            return Err(fail(&format!(
-                "Signature did not match. String to sign used was {}",
-                fields.string_to_sign(&resource).replace('\n', "\\n")
-            )));
+        let permissions = get("sp").unwrap_or("").to_string();
+        let start = get("st").unwrap_or("").to_string();
+        let expiry = get("se").ok_or_else(|| fail("Signature fields not well formed: se is missing."))?.to_string();
+        let version = get("sv").ok_or_else(|| fail("Signature fields not well formed: sv is missing."))?.to_string();
+        match (get("sr"), get("ss")) {
+            (None, Some(services)) => {
+                let resource_types =
+                    get("srt").ok_or_else(|| fail("Signature fields not well formed: srt is missing."))?;
+                let fields = AccountSasFields {
+                    permissions: permissions.clone(),
+                    services: services.to_string(),
+                    resource_types: resource_types.to_string(),
+                    start: start.clone(),
+                    expiry: expiry.clone(),
+                    ip: get("sip").unwrap_or("").to_string(),
+                    protocol: get("spr").unwrap_or("").to_string(),
+                    version: version.clone(),
+                };
+                self.verify(sig, &fields.string_to_sign(&self.name))?;
+                if !services.contains('b') {
+                    return Err(SasError::ResourceTypeMismatch);
+                }
+                let needed_type = if blob.is_some() { 'o' } else { 'c' };
+                if !resource_types.contains(needed_type) {
+                    return Err(SasError::ResourceTypeMismatch);
+                }
+            }
+            (sr, _) => {
+                let fields = SasFields {
+                    permissions: permissions.clone(),
+                    start: start.clone(),
+                    expiry: expiry.clone(),
+                    version,
+                    resource: sr.ok_or_else(|| fail("Signature fields not well formed: sr is missing."))?.to_string(),
+                };
+                let resource = match fields.resource.as_str() {
+                    "c" => self.canonical_resource(container, None),
+                    "b" => self.canonical_resource(container, Some(blob.unwrap_or(""))),
+                    other => {
+                        return Err(fail(&format!("Signature fields not well formed: sr={other} is not supported.")))
+                    }
+                };
+                self.verify(sig, &fields.string_to_sign(&resource))?;
+            }
         }
-        let expiry = parse_sas_time(&fields.expiry).ok_or_else(|| fail("Signature fields not well formed: se."))?;
-        let start = match fields.start.as_str() {
+        let expiry_at = parse_sas_time(&expiry).ok_or_else(|| fail("Signature fields not well formed: se."))?;
+        let start_at = match start.as_str() {
             "" => None,
             s => Some(parse_sas_time(s).ok_or_else(|| fail("Signature fields not well formed: st."))?),
         };
-        if *now >= expiry || start.is_some_and(|s| *now < s) {
+        if *now >= expiry_at || start_at.is_some_and(|s| *now < s) {
             return Err(fail(&format!(
                 "Signed expiry time [{}] must be after the current time [{}]: the signature is not valid in this time frame.",
-                fields.expiry,
+                expiry,
                 now.format("%a, %d %b %Y %H:%M:%S GMT")
             )));
         }
-        if !fields.permissions.chars().all(|c| "racwdxyltmeopi".contains(c)) {
+        if !permissions.chars().all(|c| "racwdxyltmeopi".contains(c)) {
             return Err(fail("Signature fields not well formed: sp has unknown permissions."));
         }
-        if needed.iter().any(|p| fields.permissions.contains(p.letter())) {
+        if needed.iter().any(|p| permissions.contains(p.letter())) {
             Ok(())
         } else {
             Err(SasError::PermissionMismatch)
+        }
+    }
+
+    /// Checks `sig` against `string_to_sign` with either key.
+    fn verify(&self, sig: &str, string_to_sign: &str) -> Result<(), SasError> {
+        let fail = |m: &str| SasError::AuthenticationFailed(m.to_string());
+        let given = B64.decode(sig).map_err(|_| fail("Signature fields not well formed: sig is not base64."))?;
+        let matches = self.keys.iter().any(|key| {
+            let mut mac = mac_for(key);
+            mac.update(string_to_sign.as_bytes());
+            mac.verify_slice(&given).is_ok()
+        });
+        if matches {
+            Ok(())
+        } else {
+            Err(fail(&format!(
+                "Signature did not match. String to sign used was {}",
+                string_to_sign.replace('\n', "\\n")
+            )))
         }
     }
 }
@@ -381,9 +454,47 @@ impl SasFields {
     }
 
     fn sign(&self, key: &[u8], canonical_resource: &str) -> String {
-        let mut mac = mac_for(key);
-        mac.update(self.string_to_sign(canonical_resource).as_bytes());
-        B64.encode(mac.finalize().into_bytes())
+        sign_with(key, &self.string_to_sign(canonical_resource))
+    }
+}
+
+/// Base64 HMAC-SHA256 of `text` with `key`.
+fn sign_with(key: &[u8], text: &str) -> String {
+    let mut mac = mac_for(key);
+    mac.update(text.as_bytes());
+    B64.encode(mac.finalize().into_bytes())
+}
+
+/// The signed fields of an account SAS.
+struct AccountSasFields {
+    permissions: String,
+    services: String,
+    resource_types: String,
+    start: String,
+    expiry: String,
+    ip: String,
+    protocol: String,
+    version: String,
+}
+
+impl AccountSasFields {
+    /// Account SAS string-to-sign, version 2020-12-06 layout: account name, sp, ss, srt, st, se, sip, spr,
+    /// sv, encryption scope, and a final newline.
+    fn string_to_sign(&self, account: &str) -> String {
+        [
+            account,
+            self.permissions.as_str(),
+            self.services.as_str(),
+            self.resource_types.as_str(),
+            self.start.as_str(),
+            self.expiry.as_str(),
+            self.ip.as_str(),
+            self.protocol.as_str(),
+            self.version.as_str(),
+            "",
+            "",
+        ]
+        .join("\n")
     }
 }
 
@@ -442,6 +553,31 @@ mod tests {
         assert!(auth_failed(s.check_sas(&widened, "c1", None, &[Permission::Write], &now)));
         let unsigned: Vec<(String, String)> = query(&raw).into_iter().filter(|(k, _)| k != "sig").collect();
         assert!(auth_failed(s.check_sas(&unsigned, "c1", None, &[Permission::List], &now)));
+    }
+
+    #[test]
+    fn an_account_sas_reaches_every_container_for_the_resource_types_it_names() {
+        let s = Storage::new("eaststorage");
+        let now = Utc::now();
+        let sas = query(&s.account_sas("rl", "2099-12-31T00:00:00Z"));
+        assert_eq!(s.check_sas(&sas, "any", Some("x/y.mp4"), &[Permission::Read], &now), Ok(()));
+        assert_eq!(s.check_sas(&sas, "other", None, &[Permission::List], &now), Ok(()));
+        assert_eq!(s.check_sas(&sas, "any", Some("x"), &[Permission::Write], &now), Err(SasError::PermissionMismatch));
+        assert!(matches!(
+            Storage::new("weststorage").check_sas(&sas, "any", None, &[Permission::List], &now),
+            Err(SasError::AuthenticationFailed(_))
+        ));
+        let objects_only: Vec<(String, String)> = sas
+            .iter()
+            .map(|(k, v)| if k == "srt" { (k.clone(), "o".into()) } else { (k.clone(), v.clone()) })
+            .collect();
+        assert!(
+            matches!(
+                s.check_sas(&objects_only, "any", None, &[Permission::List], &now),
+                Err(SasError::AuthenticationFailed(_))
+            ),
+            "srt is signed"
+        );
     }
 
     #[test]

@@ -254,7 +254,7 @@ fn predefined(name: &str) -> Option<Map<String, Value>> {
 }
 
 /// The properties of a policy the account can use: its own or a predefined one.
-fn policy_properties(account: &Account, name: &str) -> Option<(String, Map<String, Value>)> {
+pub(crate) fn policy_properties(account: &Account, name: &str) -> Option<(String, Map<String, Value>)> {
     if let Some(p) = account.streaming.policies.get(&name.to_ascii_lowercase()) {
         return Some((p.name.clone(), p.properties.clone()));
     }
@@ -295,7 +295,7 @@ fn deleted(existed: bool) -> Response {
 
 // ---------------------------------------------------------------- streaming policies
 
-fn policy_json(account_id: &str, p: &StreamingPolicy) -> Value {
+pub(crate) fn policy_json(account_id: &str, p: &StreamingPolicy) -> Value {
     let mut props = Map::new();
     props.insert("created".into(), arm_time(&p.created).into());
     props.extend(p.properties.clone());
@@ -439,7 +439,7 @@ fn ckp_properties(p: &ContentKeyPolicy, with_secrets: bool) -> Value {
     Value::Object(props)
 }
 
-fn ckp_json(account_id: &str, p: &ContentKeyPolicy) -> Value {
+pub(crate) fn ckp_json(account_id: &str, p: &ContentKeyPolicy) -> Value {
     json!({
         "name": p.name,
         "id": format!("{account_id}/contentKeyPolicies/{}", p.name),
@@ -585,7 +585,7 @@ fn key_json(k: &LocatorKey, with_value: bool) -> Value {
     Value::Object(m)
 }
 
-fn locator_json(account_id: &str, l: &StreamingLocator) -> Value {
+pub(crate) fn locator_json(account_id: &str, l: &StreamingLocator) -> Value {
     let mut props = Map::new();
     props.insert("assetName".into(), l.asset_name.clone().into());
     props.insert("created".into(), arm_time(&l.created).into());
@@ -792,6 +792,11 @@ pub fn list_content_keys(account: &Account, name: &str) -> Result<Response, ArmE
 /// the ARM sample. Download paths list every other blob of the asset when the
 /// policy enables download for any scheme.
 pub fn list_paths(account: &Account, name: &str) -> Result<Response, ArmError> {
+    Ok(Json(paths_json(account, name)?).into_response())
+}
+
+/// The listPaths answer as JSON (the MK.IO mode adds its `drm` map to it).
+pub(crate) fn paths_json(account: &Account, name: &str) -> Result<Value, ArmError> {
     let l = find_locator(account, name)?;
     let (_, policy) =
         policy_properties(account, &l.policy_name).ok_or_else(|| not_found("streaming policy", &l.policy_name))?;
@@ -832,7 +837,7 @@ pub fn list_paths(account: &Account, name: &str) -> Result<Response, ArmError> {
     } else {
         Vec::new()
     };
-    Ok(Json(json!({"streamingPaths": streaming_paths, "downloadPaths": download_paths})).into_response())
+    Ok(json!({"streamingPaths": streaming_paths, "downloadPaths": download_paths}))
 }
 
 /// `POST .../assets/{name}/listStreamingLocators`.

@@ -8,5 +8,6 @@ mod common;
 mod delivery;
 mod faults;
 mod lifecycle;
+mod mkio;
 mod mru;
 mod streaming;
