@@ -64,12 +64,19 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
     };
     let outputs = app.settings.transforms.get(&job.transform).copied().unwrap_or(1);
     let mut tried = Vec::new();
+    let mut busy = 0;
     let mut alerts = Vec::new();
 
     for name in order {
         let Some(account) = app.settings.account(name) else { continue };
         if job.state != JobState::Pending {
             break;
+        }
+        if !app.media.has_room(account) {
+            // Its request budget is spent for now: nothing is wrong with it, and an attempt that cannot
+            // even be sent is not worth a row. The job waits for the next free slot here or elsewhere.
+            busy += 1;
+            continue;
         }
         let expected_attempt = job.attempt;
         let (claimed, attempt) = job.begin_attempt(&account.name, &account.region, outputs, now);
@@ -115,6 +122,10 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
             }
             Err(error) => {
                 warn!(job_id = %job.job_id, account = %account.name, region = %account.region, %error, "submission failed");
+                if matches!(error, MediaError::OverBudget(_)) {
+                    // Found busy after all (another submission took the last slot first).
+                    busy += 1;
+                }
                 if error.is_account_fault() {
                     let reason = error.to_string();
                     let threshold = app.settings.failover.submit_failures_to_remove;
@@ -169,7 +180,10 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
         }
     }
 
-    if job.state == JobState::Pending {
+    if job.state == JobState::Pending && busy > 0 {
+        // An account that is only busy takes the job at a later sweep: not a reason to alert anyone.
+        tracing::debug!(job_id = %job.job_id, tried = ?tried, busy, "accounts are at their request budget; kept as Pending");
+    } else if job.state == JobState::Pending {
         // Logged per job only at debug: a sweep retrying many waiting jobs says so in one summary line.
         tracing::debug!(job_id = %job.job_id, tried = ?tried, "no account could take the job; kept as Pending");
         let repeat = app.settings.failover.alert_repeat;

@@ -185,6 +185,18 @@ impl MkioClient {
         }
     }
 
+    /// Whether a write to the account's project would be sent within [`MAX_WAIT`] now.
+    pub fn has_room(&self, account: &AccountConfig) -> bool {
+        let Some(mkio) = account.mkio.as_ref() else { return true };
+        let key = format!("{}|{}", mkio.endpoint, mkio.project);
+        let Ok(mut budgets) = self.budgets.lock() else { return true };
+        let now = Instant::now();
+        budgets
+            .entry(key)
+            .or_insert_with(|| ProjectBudget::new(mkio.reads_per_minute, mkio.writes_per_minute, now))
+            .has_room(CallKind::Write, now, MAX_WAIT)
+    }
+
     fn backoff(&self, mkio: &MkioAccount, outcome: Result<(), Option<Duration>>) -> Duration {
         let key = format!("{}|{}", mkio.endpoint, mkio.project);
         let Ok(mut budgets) = self.budgets.lock() else { return Duration::MAX };

@@ -86,6 +86,16 @@ impl MediaClient {
         }
     }
 
+    /// Whether the account can take a new job's calls now: `false` only while the product's own request
+    /// budget for it (MK.IO's rate limits) is spent, so placement tries another account, or waits, without
+    /// recording a failed attempt.
+    pub fn has_room(&self, account: &AccountConfig) -> bool {
+        match self.wire(account) {
+            Wire::Mkio(wire) => wire.has_room(account),
+            Wire::Arm(_) => true,
+        }
+    }
+
     /// A refusal of the account's own API token (401/403) seen since the last call of this, if any: the
     /// sweep alerts about it. Accounts authenticated by the app's identity have none to report here.
     pub fn take_token_refusal(&self, account: &AccountConfig) -> Option<mkio::TokenRefusal> {

@@ -139,6 +139,15 @@ impl ProjectBudget {
         }
     }
 
+    /// Whether a call of `kind` made at `now` would be admitted within `bound` (nothing is taken).
+    pub fn has_room(&mut self, kind: CallKind, now: Instant, bound: Duration) -> bool {
+        let bucket = match kind {
+            CallKind::Read => &mut self.reads,
+            CallKind::Write => &mut self.writes,
+        };
+        self.backoff.remaining(now) <= bound && bucket.wait(now) <= bound
+    }
+
     /// Admits a call of `kind` at `now` if it can be sent within `bound`: the wait before sending it (its
     /// token is taken), or why not (nothing is taken).
     pub fn admit(&mut self, kind: CallKind, now: Instant, bound: Duration) -> Result<Duration, Refusal> {
@@ -231,6 +240,18 @@ mod tests {
         assert_eq!(backoff.remaining(now), Duration::ZERO);
         assert_eq!(backoff.throttled(now, None), Duration::from_secs(1));
         assert_eq!(backoff.throttled(now, Some(Duration::from_secs(3))), Duration::from_secs(3), "Retry-After wins");
+    }
+
+    #[test]
+    fn asking_for_room_takes_nothing() {
+        let now = Instant::now();
+        let mut budget = ProjectBudget::new(10, 10, now);
+        for _ in 0..5 {
+            assert!(budget.has_room(CallKind::Write, now, Duration::ZERO));
+        }
+        assert!(budget.admit(CallKind::Write, now, Duration::ZERO).is_ok());
+        assert!(!budget.has_room(CallKind::Write, now, Duration::ZERO), "the one write of burst is taken");
+        assert!(budget.has_room(CallKind::Write, now, Duration::from_secs(10)), "the next comes within 10 s");
     }
 
     #[test]
