@@ -24,6 +24,11 @@ pub fn options() -> StackOptions {
     StackOptions::new(PathBuf::from(env!("CARGO_BIN_EXE_handler")), PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
+/// [`options`] with every account on the provider the parameterised suites run on (`TEST_PROVIDER`).
+pub fn provider_options() -> StackOptions {
+    options().on_provider(testkit::stack::test_provider())
+}
+
 /// The stack, with a store on its tables.
 pub struct Stack {
     inner: testkit::stack::Stack,
