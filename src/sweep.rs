@@ -14,7 +14,9 @@ use crate::domain::credential::CredentialStatus;
 use crate::domain::sweep::{evacuate, plan_account, removable_for_stuck, AccountPlan, AccountView, Thresholds};
 use crate::domain::{Alert, AttemptRecord, HealthRecord, JobState};
 use crate::store::{StoreError, SweepSummary};
-use crate::workflow::{cooldown, place_job, reconcile, repair_job, resubmit_stuck, Repair, ORPHAN_INDEX_AGE};
+use crate::workflow::{
+    cooldown, place_job, read_back, reconcile, repair_job, resubmit_stuck, Repair, ORPHAN_INDEX_AGE,
+};
 use crate::{publish, scaling, App};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
@@ -40,16 +42,22 @@ pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreEr
     // Lost events first, so what follows judges the attempts as they really are.
     let mut judged = Vec::with_capacity(app.settings.accounts.len());
     let mut reconciled = false;
+    let mut unreachable = BTreeSet::new();
     for account in &app.settings.accounts {
-        let read = plan(app, account, now).await?;
+        let read = plan(app, account, now, false).await?;
         reconciled |= reconcile_account(app, account, &read.plan.reconcile, now, &mut report).await?;
+        let (confirmed, down) = confirm_account(app, account, &read.plan.confirm, now, &mut report).await?;
+        reconciled |= confirmed;
+        if down {
+            unreachable.insert(account.name.clone());
+        }
         judged.push(read);
     }
     // Reconciling can change attempts on any account (a vanished job is placed elsewhere): read again then.
-    if reconciled {
+    if reconciled || !unreachable.is_empty() {
         judged.clear();
         for account in &app.settings.accounts {
-            judged.push(plan(app, account, now).await?);
+            judged.push(plan(app, account, now, unreachable.contains(&account.name)).await?);
         }
     }
     // Every open job is accounted for by an active attempt or a pending marker; repair those that are not.
@@ -193,8 +201,9 @@ struct Judged {
     active_jobs: Vec<String>,
 }
 
-/// Reads the account's counter row and active attempts, and judges them.
-async fn plan(app: &App, account: &AccountConfig, now: DateTime<Utc>) -> Result<Judged, StoreError> {
+/// Reads the account's counter row and active attempts, and judges them; `unreachable` if reading its jobs
+/// failed in this sweep.
+async fn plan(app: &App, account: &AccountConfig, now: DateTime<Utc>, unreachable: bool) -> Result<Judged, StoreError> {
     let row = app.store.account(&account.name).await?;
     let attempts = app.store.active_attempts(&account.name).await?;
     let view = AccountView {
@@ -203,6 +212,7 @@ async fn plan(app: &App, account: &AccountConfig, now: DateTime<Utc>) -> Result<
         mru_current: row.mru.as_ref().map(|m| m.current),
         stuck_after: account.stuck_after,
         scheduled_events: account.provider.capabilities().scheduled_events,
+        unreachable,
         attempts: &attempts,
     };
     Ok(Judged {
@@ -230,6 +240,30 @@ async fn reconcile_account(
         report.log.push(format!("{}: read {} quiet job(s) from Media Services", account.name, quiet.len()));
     }
     Ok(!quiet.is_empty())
+}
+
+/// Reads the jobs that have not started past the threshold on an account without Scheduled events, and
+/// applies what the reads say. Returns whether any was read, and whether a read failed for a reason of the
+/// account's (not the product's own budget): then those jobs count as stuck without confirmation.
+async fn confirm_account(
+    app: &App,
+    account: &AccountConfig,
+    waiting: &[AttemptRecord],
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> Result<(bool, bool), StoreError> {
+    let mut down = false;
+    for attempt in waiting {
+        let (alerts, failed) = read_back(app, account, attempt, now).await?;
+        report.alerts.extend(alerts);
+        down |= failed.is_some_and(|e| e.is_account_fault());
+        // It may have run and finished with both webhooks lost: its publication starts here then.
+        report.alerts.extend(publish::after_reconcile(app, account, attempt, now).await?);
+    }
+    if !waiting.is_empty() {
+        report.log.push(format!("{}: read {} job(s) that had not started", account.name, waiting.len()));
+    }
+    Ok((!waiting.is_empty(), down))
 }
 
 /// Takes accounts with enough stuck jobs out of rotation, as long as another account in rotation is not

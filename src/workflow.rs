@@ -357,13 +357,35 @@ pub async fn reconcile(
     attempt: &AttemptRecord,
     now: DateTime<Utc>,
 ) -> Result<Vec<Alert>, StoreError> {
+    Ok(read_back(app, account, attempt, now).await?.0)
+}
+
+/// [`reconcile`], also telling why the job could not be read, if it could not: the sweep takes a region
+/// that cannot even answer for a job it never reported started as evidence against it.
+pub async fn read_back(
+    app: &App,
+    account: &AccountConfig,
+    attempt: &AttemptRecord,
+    now: DateTime<Utc>,
+) -> Result<(Vec<Alert>, Option<MediaError>), StoreError> {
     let found = match app.media.get_job(account, &attempt.transform, &attempt.ams_job_name).await {
         Ok(found) => found,
         Err(error) => {
             warn!(job_id = %attempt.job_id, account = %account.name, region = %account.region, %error, "could not read a quiet job; trying again next sweep");
-            return Ok(vec![]);
+            return Ok((vec![], Some(error)));
         }
     };
+    Ok((apply_read(app, account, attempt, found, now).await?, None))
+}
+
+/// Applies what a read of the attempt's job found (see [`reconcile`]).
+async fn apply_read(
+    app: &App,
+    account: &AccountConfig,
+    attempt: &AttemptRecord,
+    found: Option<crate::media::AmsJob>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Alert>, StoreError> {
     let change = match found {
         Some(ams) => {
             let at = ams.last_modified.filter(|t| *t <= now).unwrap_or(now);

@@ -30,6 +30,9 @@ pub struct AccountView<'a> {
     pub stuck_after: Duration,
     /// Its provider reports the Scheduled state (see the module docs for those that do not).
     pub scheduled_events: bool,
+    /// Reading its jobs failed in this sweep (an outage, a refused token): a job that never started there
+    /// counts as stuck without the read that would otherwise confirm it.
+    pub unreachable: bool,
     /// Its active attempts.
     pub attempts: &'a [AttemptRecord],
 }
@@ -69,8 +72,10 @@ pub struct AccountPlan {
     pub resubmit: Vec<AttemptRecord>,
     /// How many attempts are stuck (moved now or later).
     pub stuck: usize,
-    /// Attempts to read from Media Services.
+    /// Attempts to read from Media Services because they went quiet.
     pub reconcile: Vec<AttemptRecord>,
+    /// Attempts to read to confirm they never started (see [`Verdict::Confirm`]).
+    pub confirm: Vec<AttemptRecord>,
     /// Why the account should leave rotation, if it should.
     pub remove_because: Option<String>,
 }
@@ -108,7 +113,7 @@ pub fn assess(attempt: &AttemptRecord, view: &AccountView<'_>, thresholds: &Thre
         let waited = elapsed(since, now);
         if waited >= view.stuck_after {
             let read_after_threshold = elapsed(since, attempt.last_heard_at) >= view.stuck_after;
-            if !view.scheduled_events && !read_after_threshold {
+            if !view.scheduled_events && !read_after_threshold && !view.unreachable {
                 return Verdict::Confirm;
             }
             let resubmit = thresholds.wait_grace.is_none_or(|grace| waited >= view.stuck_after + grace);
@@ -123,11 +128,12 @@ pub fn assess(attempt: &AttemptRecord, view: &AccountView<'_>, thresholds: &Thre
 
 /// Judges every active attempt of one account.
 pub fn plan_account(view: &AccountView<'_>, thresholds: &Thresholds, now: DateTime<Utc>) -> AccountPlan {
-    let mut plan = AccountPlan { resubmit: vec![], stuck: 0, reconcile: vec![], remove_because: None };
+    let mut plan = AccountPlan { resubmit: vec![], stuck: 0, reconcile: vec![], confirm: vec![], remove_because: None };
     for attempt in view.attempts {
         match assess(attempt, view, thresholds, now) {
             Verdict::Fine => {}
-            Verdict::Quiet | Verdict::Confirm => plan.reconcile.push(attempt.clone()),
+            Verdict::Quiet => plan.reconcile.push(attempt.clone()),
+            Verdict::Confirm => plan.confirm.push(attempt.clone()),
             Verdict::Stuck { resubmit } => {
                 plan.stuck += 1;
                 if resubmit {
@@ -189,6 +195,7 @@ mod tests {
             mru_current: None,
             stuck_after: Duration::from_secs(600),
             scheduled_events: true,
+            unreachable: false,
             attempts,
         }
     }
@@ -204,7 +211,10 @@ mod tests {
             "its start may be a lost webhook"
         );
         let plan = plan_account(&without(&queued), &TH, t(600));
-        assert_eq!((plan.stuck, plan.reconcile.len(), plan.remove_because), (0, 1, None));
+        assert_eq!((plan.stuck, plan.confirm.len(), plan.remove_because), (0, 1, None));
+        // A region that could not even answer for it is not given the benefit of the doubt.
+        let unreachable = AccountView { unreachable: true, ..without(&queued) };
+        assert_eq!(assess(&queued[0], &unreachable, &TH, t(600)), Verdict::Stuck { resubmit: true });
         // Read at 600 s and still waiting: stuck, and its account may leave rotation.
         let confirmed = [attempt(JobState::Queued, 0, None, 600)];
         assert_eq!(assess(&confirmed[0], &without(&confirmed), &TH, t(601)), Verdict::Stuck { resubmit: true });
