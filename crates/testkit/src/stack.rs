@@ -470,9 +470,13 @@ impl Stack {
         if self.options.provider_of(account) == "mkio" {
             format!("{base}/api/v1/projects/{account}/media/{path}")
         } else {
-            let query = if path.contains('?') { "&" } else { "?" };
+            let version = match (path.contains("api-version="), path.contains('?')) {
+                (true, _) => "",
+                (false, true) => "&api-version=2023-01-01",
+                (false, false) => "?api-version=2023-01-01",
+            };
             format!(
-                "{base}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Media/mediaServices/{account}/{path}{query}api-version=2023-01-01"
+                "{base}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Media/mediaServices/{account}/{path}{version}"
             )
         }
     }
@@ -490,9 +494,10 @@ impl Stack {
         if let (Some(mkio), "mkio") = (&self.mkio, self.options.provider_of(account)) {
             request = request.bearer_auth(&mkio.token);
         }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
+        request = match body {
+            Some(body) => request.json(body),
+            None => request.header("content-length", "0"),
+        };
         let response = request.send().await?;
         let status = response.status();
         let text = response.text().await?;
