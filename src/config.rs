@@ -478,6 +478,7 @@ impl Settings {
             &get,
         )?;
         let mkio_webhook = mkio::webhook(&get, accounts.iter().any(|a| a.mkio.is_some()))?;
+        mkio::distinct_projects(&accounts)?;
 
         let storage = match (get("TABLES_CONNECTION_STRING"), get("TABLES_ENDPOINT")) {
             (Some(cs), None) => StorageConfig::ConnectionString(cs),
@@ -976,6 +977,9 @@ mod tests {
         assert!(problem(no_storage, &[]).contains("storage"));
         let managed = r#"[{"name":"mkwe","region":"r","provider":"mkio","mruMode":"managed","storage":{"name":"s","url":"https://s.blob.core.windows.net"}}]"#;
         assert!(problem(managed, &[]).contains("reserved units"));
+        let twice = r#"[{"name":"mkwe","region":"r","provider":"mkio","project":"p","storage":{"name":"s","url":"https://s.blob.core.windows.net"}},
+            {"name":"mkne","region":"r","provider":"mkio","project":"P","tokenSetting":"MKIO_TOKEN_MKWE","storage":{"name":"s","url":"https://s.blob.core.windows.net","sasSetting":"MKIO_STORAGE_SAS_MKWE"}}]"#;
+        assert!(problem(twice, &[]).contains("same MK.IO project"));
         let project_on_ams =
             r#"[{"name":"amswe","region":"r","subscriptionId":"s","resourceGroup":"g","project":"p"}]"#;
         assert!(problem(project_on_ams, &[]).contains("for provider mkio"));

@@ -228,6 +228,23 @@ pub fn jwt_expiry(token: &str) -> Result<Option<DateTime<Utc>>, JwtError> {
     }
 }
 
+/// Refuses two accounts naming one MK.IO project: its webhook deliveries name the project only, so they
+/// could not be told apart, and the two would split one rate budget without knowing it.
+pub(super) fn distinct_projects(accounts: &[super::AccountConfig]) -> Result<(), ConfigError> {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for account in accounts {
+        let Some(mkio) = &account.mkio else { continue };
+        if let Some((other, _)) = seen.iter().find(|(_, p)| p.eq_ignore_ascii_case(&mkio.project)) {
+            return Err(bad(
+                "MEDIA_ACCOUNTS",
+                format!("accounts {other:?} and {:?} name the same MK.IO project {:?}", account.name, mkio.project),
+            ));
+        }
+        seen.push((&account.name, &mkio.project));
+    }
+    Ok(())
+}
+
 /// The MK.IO webhook: where MK.IO should deliver job events, and the secret it must send with them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookSettings {
