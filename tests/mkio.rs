@@ -253,3 +253,40 @@ async fn an_expired_token_gives_a_clear_alert_not_a_silent_stop() -> anyhow::Res
     assert_eq!(stack.alerts().iter().filter(|a| a["type"] == "CredentialRefused").count(), 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_project_gets_its_webhook_rule_from_the_handler_and_a_changed_one_is_put_back() -> anyhow::Result<()> {
+    let stack = Stack::start(mkio(&[("DEFINITIONS_CHECK_EVERY", "0s")])).await?;
+    let token = stack.mkio.as_ref().map(|m| m.token.clone()).unwrap_or_default();
+    let rule_url =
+        |account: &str| format!("{}/api/v1/projects/{account}/webhook/rules/ams-failover-jobs", stack.emulator.url);
+    let read = |account: &str| {
+        let request = stack.http.get(rule_url(account)).bearer_auth(&token);
+        async move { anyhow::Ok(request.send().await?.json::<Value>().await?) }
+    };
+    let webhook = format!("{}/api/events/mkio", stack.devhost.url);
+    for account in [A, B] {
+        let rule = read(account).await?;
+        assert_eq!(rule["spec"]["url"], webhook, "{rule}");
+        assert_eq!(rule["spec"]["enabled"], true);
+        let events: Vec<&str> =
+            rule["spec"]["events"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        assert!(events.contains(&"MediaKind.JobStarted") && events.contains(&"MediaKind.JobFinished"), "{rule}");
+        let secret = &rule["spec"]["authentication"]["headers"]["x-mkio-webhook-secret"];
+        assert!(secret.is_string() && *secret != TEST_WEBHOOK_SECRET, "the secret is set and read back masked: {rule}");
+    }
+    // Someone points A's rule elsewhere and drops the secret.
+    let moved = json!({"spec": {"enabled": true, "url": "https://elsewhere.example/hook", "events": ["MediaKind.JobFinished"]}});
+    let status = stack.http.put(rule_url(A)).bearer_auth(&token).json(&moved).send().await?.status();
+    assert!(status.is_success(), "{status}");
+    assert!(stack.sweep().await?, "the sweep failed");
+    let repaired = read(A).await?;
+    assert_eq!(repaired["spec"]["url"], webhook, "{repaired}");
+    assert!(repaired["spec"]["authentication"]["headers"]["x-mkio-webhook-secret"].is_string(), "{repaired}");
+    // And A's events reach the handler again.
+    stack.fault(B, json!({"mode": "outage"})).await?;
+    let (status, body, _) = stack.submit(&job_body("after-repair")).await?;
+    assert_eq!((status.as_u16(), body["account"].as_str()), (202, Some(A)), "{body}");
+    wait_finished(&stack, &["after-repair".to_owned()]).await?;
+    Ok(())
+}
