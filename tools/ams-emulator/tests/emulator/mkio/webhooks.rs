@@ -246,3 +246,22 @@ async fn a_stalled_project_sends_no_job_started_until_it_heals() {
     rx.wait_accepted("MediaKind.JobStarted", 1).await;
     rx.wait_accepted("MediaKind.JobFinished", 1).await;
 }
+
+#[tokio::test]
+async fn reordered_and_delayed_deliveries_all_still_arrive() {
+    let rx = Receiver::start(&[], None).await;
+    let emu = super::start(&[]).await;
+    let c = Client::new(&emu).await;
+    assert_eq!(put_rule(&c, "east", "jobs", rule(&rx.url)).await.status, 201);
+    let set = emu
+        .post(&format!("{}/_emulator/mkio/webhooks", emu.base), Some(json!({"reorder": 1.0, "max_delay_ms": 40})))
+        .await;
+    assert_eq!((set.body["reorder"].clone(), set.body["max_delay_ms"].clone()), (json!(1.0), json!(40)));
+    for j in ["a", "b"] {
+        assert_eq!(c.submit("east", j).await.status, 201);
+    }
+    rx.wait_accepted("MediaKind.JobFinished", 2).await;
+    settle(&emu).await;
+    assert_eq!(rx.accepted("MediaKind.JobStarted").len(), 2);
+    assert_eq!(webhook_counters(&emu).await["reordered"], 4);
+}
