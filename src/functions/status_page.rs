@@ -100,6 +100,10 @@ fn account_card(page: &mut String, account: &Value) {
         page.push_str("</dl>");
     }
 
+    // An API token about to expire (or expired) is the one thing here only a person can fix.
+    if let Some(warning) = account["credential"]["warning"].as_str() {
+        let _ = write!(page, "<p class=\"credential warn\">{}</p>", esc(warning));
+    }
     let _ = write!(page, "<p class=\"inflight\">in flight <b>{}</b></p>", account["inFlight"].as_u64().unwrap_or(0));
     let by_state: Vec<(&String, &Value)> = account["activeByState"]
         .as_object()
@@ -114,6 +118,15 @@ fn account_card(page: &mut String, account: &Value) {
     }
 
     let mru = &account["mru"];
+    if mru["mode"] == "none" {
+        // The provider has no reserved units: say so rather than show a maximum of zero.
+        let _ = write!(
+            page,
+            "<p class=\"mru\">no reserved units, {} in flight</p></section>",
+            mru["unitsInFlight"].as_u64().unwrap_or(0)
+        );
+        return;
+    }
     let _ = write!(page, "<p class=\"mru\">MRUs ({})", esc(&text(&mru["mode"])));
     match mru["current"].as_u64() {
         Some(current) => {
@@ -256,6 +269,17 @@ mod tests {
         assert!(wants_html(Some("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")));
         assert!(wants_html(Some("application/json;q=0.5, text/html")));
         assert!(!wants_html(Some("text/html;q=0, application/json")));
+    }
+
+    #[test]
+    fn an_mkio_account_shows_its_token_warning_and_no_reserved_units() {
+        let status = json!({"accountsInRotation": 1, "accounts": [{"name": "mkwe", "region": "westeurope",
+            "inRotation": true, "inFlight": 0, "activeByState": {}, "provider": "mkio",
+            "mru": {"mode": "none", "scaling": "off", "unitsInFlight": 0},
+            "credential": {"setting": "MKIO_TOKEN_MKWE", "warning": "the API token in MKIO_TOKEN_MKWE expires <soon>"}}]});
+        let page = render(&status, Utc::now());
+        assert!(page.contains("expires &lt;soon&gt;"), "{page}");
+        assert!(page.contains("no reserved units") && !page.contains("MRUs (none)"), "{page}");
     }
 
     #[test]
