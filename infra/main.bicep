@@ -111,6 +111,8 @@ param callbackRetry string = ''
 param trafficManagerHost string = ''
 @description('STREAMING_TRAFFIC_MANAGER_HOST: host name viewers use for streaming (a custom domain CNAMEd to the streaming profile).')
 param streamingTrafficManagerHost string = ''
+@description('MKIO_WEBHOOK_URL: with MK.IO accounts, the public URL of OnMkioEvent (https://<app>.azurewebsites.net/api/events/mkio).')
+param mkioWebhookUrl string = ''
 
 @description('More app settings, name to value, for settings that have no parameter yet. Never put secrets here: use extraSecretSettings.')
 param extraAppSettings object = {}
@@ -126,6 +128,9 @@ param tokenSigningKey string = ''
 @description('CALLBACK_SIGNING_KEY: key (at least 32 characters) that signs callbacks; without it SubmitJob refuses callbackUrl. It goes to the Key Vault.')
 @secure()
 param callbackSigningKey string = ''
+@description('MKIO_WEBHOOK_SECRET: with MK.IO accounts, the shared secret (16 characters or more) the webhook rule sends. It goes to the Key Vault.')
+@secure()
+param mkioWebhookSecret string = ''
 @description('More secret app settings (media providers\' API keys and tokens), name to value: each goes to the Key Vault and reaches the app as a reference.')
 @secure()
 param extraSecretSettings object = {}
@@ -312,13 +317,15 @@ var optionalHandlerSettings = union(
   empty(streamingPolicy) ? {} : { STREAMING_POLICY: streamingPolicy },
   empty(definitionsCheckEvery) ? {} : { DEFINITIONS_CHECK_EVERY: definitionsCheckEvery },
   empty(publishRetry) ? {} : { PUBLISH_RETRY: publishRetry },
-  empty(callbackRetry) ? {} : { CALLBACK_RETRY: callbackRetry }
+  empty(callbackRetry) ? {} : { CALLBACK_RETRY: callbackRetry },
+  empty(mkioWebhookUrl) ? {} : { MKIO_WEBHOOK_URL: mkioWebhookUrl }
 )
 
 // Secret settings (tests/infra.rs checks this block): they go to the Key Vault, and the app gets references.
 var secretHandlerSettings = union(
   empty(tokenSigningKey) ? {} : { TOKEN_SIGNING_KEY: tokenSigningKey },
   empty(callbackSigningKey) ? {} : { CALLBACK_SIGNING_KEY: callbackSigningKey },
+  empty(mkioWebhookSecret) ? {} : { MKIO_WEBHOOK_SECRET: mkioWebhookSecret },
   extraSecretSettings
 )
 var secretSettingNames = [for s in items(secretHandlerSettings): s.key]

@@ -12,6 +12,10 @@ use std::fmt;
 use std::time::Duration;
 use url::Url;
 
+pub mod mkio;
+
+pub use mkio::{MkioAccount, Secret, WebhookSettings};
+
 /// The ARM endpoint of the public Azure cloud.
 pub const DEFAULT_ARM_ENDPOINT: &str = "https://management.azure.com";
 
@@ -43,7 +47,7 @@ pub struct Setting {
 pub fn help() -> String {
     let mut text = String::from(
         "handler: the Azure Functions custom handler of ams-failover (SubmitJob, GetJob, GetStatus, \
-         OnJobStateChange, SweepStuckJobs).\n\n\
+         OnJobStateChange, OnMkioEvent, SweepStuckJobs).\n\n\
          The Functions host (or tools/devhost locally) starts it with no arguments and the app settings in the \
          environment; it serves the function routes on 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT (default 3000).\n\n\
          Settings:\n",
@@ -66,7 +70,17 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "MEDIA_ACCOUNTS",
         need: Need::Required,
-        doc: "JSON array of accounts: name, region, provider (ams, default, or rms), subscriptionId, resourceGroup, armEndpoint (default https://management.azure.com; rms: required, the instance's API endpoint), mruMode (managed|automatic, default automatic; managed only where the provider has reserved units, so never on rms), maxMru (default 10), mruEndpoint (default: discovered from ARM), stuckAfter (default STUCK_AFTER); rms accounts also: apiKeySetting (the app setting holding the instance's API key, a Key Vault reference in Azure; default RMS_API_KEY_<NAME>, the account name in capitals) and eventTopic (required: resource id of the instance's Event Grid custom topic eg-topic-<suffix>, by which events are matched to the account)",
+        doc: "JSON array of accounts: name, region, provider (ams, default; rms; or mkio), subscriptionId, resourceGroup, armEndpoint (default https://management.azure.com; rms: required, the instance's API endpoint), mruMode (managed|automatic, default automatic; managed only where the provider has reserved units, so never on rms), maxMru (default 10), mruEndpoint (default: discovered from ARM), stuckAfter (default STUCK_AFTER); rms accounts also: apiKeySetting (the app setting holding the instance's API key, a Key Vault reference in Azure; default RMS_API_KEY_<NAME>, the account name in capitals) and eventTopic (required: resource id of the instance's Event Grid custom topic eg-topic-<suffix>, by which events are matched to the account); mkio accounts: project (default: the name), mkioEndpoint (default https://app.mk.io), tokenSetting (default MKIO_TOKEN_<NAME>), storage {name, url, sasSetting (default MKIO_STORAGE_SAS_<NAME>)}, writesPerMinute (default 900), readsPerMinute (default 1800); no subscriptionId or resourceGroup",
+    },
+    Setting {
+        name: "MKIO_WEBHOOK_URL",
+        need: Need::Optional,
+        doc: "with mkio accounts: the public URL of OnMkioEvent (https://<app>/api/events/mkio) that each project's webhook rule delivers to",
+    },
+    Setting {
+        name: "MKIO_WEBHOOK_SECRET",
+        need: Need::Optional,
+        doc: "with mkio accounts: the shared secret (16 characters or more) the webhook rule sends in x-mkio-webhook-secret (a Key Vault reference in Azure)",
     },
     Setting {
         name: "TABLES_CONNECTION_STRING",
@@ -273,6 +287,8 @@ pub struct AccountConfig {
     pub event_topic: Option<String>,
     /// The API key the account's token is requested with (Ravnur), read from the setting it names.
     pub api_key: Option<ApiKey>,
+    /// The MK.IO project behind the account (`Some` exactly for provider `mkio`).
+    pub mkio: Option<MkioAccount>,
 }
 
 impl AccountConfig {
@@ -330,7 +346,10 @@ struct RawAccount {
     name: String,
     region: String,
     provider: Option<String>,
+    // MK.IO projects have neither; the check below requires them for the other providers.
+    #[serde(default)]
     subscription_id: String,
+    #[serde(default)]
     resource_group: String,
     arm_endpoint: Option<String>,
     mru_mode: Option<MruMode>,
@@ -339,6 +358,12 @@ struct RawAccount {
     stuck_after: Option<String>,
     api_key_setting: Option<String>,
     event_topic: Option<String>,
+    project: Option<String>,
+    mkio_endpoint: Option<String>,
+    token_setting: Option<String>,
+    storage: Option<mkio::RawStorage>,
+    writes_per_minute: Option<u32>,
+    reads_per_minute: Option<u32>,
 }
 
 /// Where the Table Storage state lives.
@@ -399,6 +424,8 @@ pub struct Settings {
     pub publish: PublishSettings,
     /// Outcome notifications: the topic and callbacks.
     pub notify: NotifySettings,
+    /// The MK.IO webhook (set when an account is an MK.IO project).
+    pub mkio_webhook: Option<WebhookSettings>,
 }
 
 /// Where outcome notifications go.
@@ -553,6 +580,8 @@ impl Settings {
             failover.stuck_after,
             &get,
         )?;
+        let mkio_webhook = mkio::webhook(&get, accounts.iter().any(|a| a.mkio.is_some()))?;
+        mkio::distinct_projects(&accounts)?;
 
         let storage = match (get("TABLES_CONNECTION_STRING"), get("TABLES_ENDPOINT")) {
             (Some(cs), None) => StorageConfig::ConnectionString(cs),
@@ -639,6 +668,7 @@ impl Settings {
             definitions,
             publish,
             notify,
+            mkio_webhook,
         })
     }
 
@@ -798,7 +828,7 @@ fn publication(
 fn parse_accounts(
     json: &str,
     default_stuck_after: Duration,
-    get: &impl Fn(&str) -> Option<String>,
+    get: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<AccountConfig>, ConfigError> {
     const S: &str = "MEDIA_ACCOUNTS";
     let raw: Vec<RawAccount> =
@@ -808,7 +838,7 @@ fn parse_accounts(
     }
     let mut seen = BTreeSet::new();
     raw.into_iter()
-        .map(|a| {
+        .map(|mut a| {
             let valid_name = (3..=24).contains(&a.name.len())
                 && a.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
             if !valid_name {
@@ -817,22 +847,23 @@ fn parse_accounts(
             if !seen.insert(a.name.clone()) {
                 return Err(bad(S, format!("account {:?} is listed twice", a.name)));
             }
-            for (field, value) in
-                [("region", &a.region), ("subscriptionId", &a.subscription_id), ("resourceGroup", &a.resource_group)]
-            {
-                if value.is_empty() || value.contains(['/', '?', '#']) {
+            let provider = match &a.provider {
+                Some(p) => p.parse::<Provider>().map_err(|e| bad(S, format!("account {:?}: {e}", a.name)))?,
+                None => Provider::Ams,
+            };
+            // An MK.IO project is not an ARM resource: it has no subscription or resource group.
+            let arm_scoped = provider != Provider::Mkio;
+            for (field, value, needed) in [
+                ("region", &a.region, true),
+                ("subscriptionId", &a.subscription_id, arm_scoped),
+                ("resourceGroup", &a.resource_group, arm_scoped),
+            ] {
+                if (needed && value.is_empty()) || value.contains(['/', '?', '#']) {
                     return Err(bad(
                         S,
                         format!("account {:?}: {field} must be non-empty and hold no '/', '?' or '#'", a.name),
                     ));
                 }
-            }
-            let provider = match &a.provider {
-                Some(p) => p.parse::<Provider>().map_err(|e| bad(S, format!("account {:?}: {e}", a.name)))?,
-                None => Provider::Ams,
-            };
-            if provider == Provider::Mkio {
-                return Err(bad(S, format!("account {:?}: provider {provider} is not supported yet", a.name)));
             }
             let mru_mode = a.mru_mode.unwrap_or(MruMode::Automatic);
             if mru_mode == MruMode::Managed && !provider.capabilities().reserved_units {
@@ -856,7 +887,27 @@ fn parse_accounts(
                     ),
                 ));
             }
-            let arm_endpoint = parse_url(a.arm_endpoint.as_deref().unwrap_or(DEFAULT_ARM_ENDPOINT))
+            let raw_mkio = mkio::RawMkio {
+                project: a.project.clone(),
+                mkio_endpoint: a.mkio_endpoint.clone(),
+                token_setting: a.token_setting.clone(),
+                storage: a.storage.take(),
+                writes_per_minute: a.writes_per_minute,
+                reads_per_minute: a.reads_per_minute,
+            };
+            let mkio = match provider {
+                Provider::Mkio => Some(mkio::parse_account(&a.name, raw_mkio, get)?),
+                _ if raw_mkio.any() => {
+                    return Err(bad(
+                        S,
+                        format!("account {:?}: project, mkioEndpoint, tokenSetting, storage, writesPerMinute and readsPerMinute are for provider mkio", a.name),
+                    ))
+                }
+                _ => None,
+            };
+            // An MK.IO account's API is its MK.IO endpoint; nothing ARM is called for it.
+            let arm_default = mkio.as_ref().map_or(DEFAULT_ARM_ENDPOINT, |m| m.endpoint.as_str());
+            let arm_endpoint = parse_url(a.arm_endpoint.as_deref().unwrap_or(arm_default))
                 .map_err(|p| bad(S, format!("account {:?}: armEndpoint {p}", a.name)))?;
             let mru_endpoint = match &a.mru_endpoint {
                 Some(url) => {
@@ -881,6 +932,7 @@ fn parse_accounts(
                 max_mru: a.max_mru.unwrap_or(10),
                 event_topic,
                 api_key,
+                mkio,
             })
         })
         .collect::<Result<Vec<_>, _>>()
@@ -915,7 +967,7 @@ fn distinct_event_topics(accounts: Vec<AccountConfig>) -> Result<Vec<AccountConf
 fn provider_fields(
     a: &RawAccount,
     provider: Provider,
-    get: &impl Fn(&str) -> Option<String>,
+    get: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Option<ApiKey>, Option<String>), ConfigError> {
     const S: &str = "MEDIA_ACCOUNTS";
     if provider != Provider::Rms {
@@ -1181,6 +1233,28 @@ mod tests {
         settings(&pairs)
     }
 
+    /// A JWT whose payload is `{"exp": exp}` (unsigned: the handler never verifies it).
+    fn token_expiring(exp: i64) -> String {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.c2ln", b64(r#"{"alg":"none"}"#), b64(&format!(r#"{{"exp":{exp}}}"#)))
+    }
+
+    fn mkio_settings(account: &str, extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let token = token_expiring(4_102_444_800);
+        let mut pairs = vec![
+            ("MEDIA_ACCOUNTS", account),
+            ("TABLES_CONNECTION_STRING", "UseDevelopmentStorage=true"),
+            ("TRANSFORMS", "encode"),
+            ("MKIO_TOKEN_MKWE", token.as_str()),
+            ("MKIO_STORAGE_SAS_MKWE", "?sv=2022-11-02&ss=b&srt=co&sp=rwlac&sig=abc"),
+            ("MKIO_WEBHOOK_URL", "https://app.example/api/events/mkio"),
+            ("MKIO_WEBHOOK_SECRET", "a-long-enough-shared-secret"),
+        ];
+        pairs.extend_from_slice(extra);
+        settings(&pairs)
+    }
+
     #[test]
     fn an_rms_account_reads_its_api_key_from_the_default_setting_and_maps_its_custom_topic() {
         let accounts = rms_account(&format!(r#","eventTopic":"{RMS_TOPIC}""#));
@@ -1244,14 +1318,12 @@ mod tests {
     }
 
     #[test]
-    fn fields_of_rms_accounts_are_refused_on_other_providers_and_mkio_is_not_supported_yet() {
+    fn fields_of_rms_accounts_are_refused_on_other_providers() {
         let ams = format!(
             r#"[{{"name":"amswe","region":"r","subscriptionId":"s","resourceGroup":"g","eventTopic":"{RMS_TOPIC}"}}]"#
         );
         let error = with_accounts(&ams, &[]).expect_err("refused").to_string();
         assert!(error.contains("eventTopic is for rms accounts"), "{error}");
-        let mkio = r#"[{"name":"mkwe","region":"r","provider":"mkio","subscriptionId":"s","resourceGroup":"g"}]"#;
-        assert!(with_accounts(mkio, &[]).expect_err("refused").to_string().contains("not supported yet"));
     }
 
     #[test]
@@ -1264,6 +1336,70 @@ mod tests {
         assert!(account.scales_mru());
         let rms = AccountConfig { provider: Provider::Rms, ..account.clone() };
         assert!(!rms.scales_mru(), "no reserved units, whatever mruMode says");
+    }
+
+    const MKIO_ACCOUNT: &str = r#"[{"name":"mkwe","region":"westeurope","provider":"mkio","storage":{"name":"mkwestore","url":"https://mkwestore.blob.core.windows.net"}}]"#;
+
+    #[test]
+    fn an_mkio_account_needs_no_subscription_and_takes_its_defaults() {
+        let s = mkio_settings(MKIO_ACCOUNT, &[]).expect("valid");
+        let mkio = s.accounts[0].mkio.as_ref().expect("an mkio account");
+        assert_eq!((mkio.project.as_str(), mkio.endpoint.as_str()), ("mkwe", "https://app.mk.io/"));
+        assert_eq!((mkio.writes_per_minute, mkio.reads_per_minute), (900, 1800));
+        assert_eq!(mkio.token.setting, "MKIO_TOKEN_MKWE");
+        assert_eq!(mkio.token.expires_at.map(|t| t.timestamp()), Some(4_102_444_800));
+        assert_eq!(mkio.storage.sas.expose(), "sv=2022-11-02&ss=b&srt=co&sp=rwlac&sig=abc");
+        assert!(s.mkio_webhook.is_some());
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("sig=abc") && !printed.contains("a-long-enough"), "secrets never print");
+    }
+
+    #[test]
+    fn each_bad_mkio_setting_stops_start_up_with_a_message_naming_it() {
+        let problem = |account: &str, extra: &[(&str, &str)]| match mkio_settings(account, extra) {
+            Ok(_) => String::from("accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(problem(MKIO_ACCOUNT, &[("MKIO_TOKEN_MKWE", "not-a-jwt")]).contains("MKIO_TOKEN_MKWE"));
+        assert!(problem(MKIO_ACCOUNT, &[("MKIO_TOKEN_MKWE", "@Microsoft.KeyVault(SecretUri=x)")])
+            .contains("unresolved Key Vault reference"));
+        assert!(problem(MKIO_ACCOUNT, &[("MKIO_STORAGE_SAS_MKWE", "sv=1")]).contains("MKIO_STORAGE_SAS_MKWE"));
+        assert!(problem(MKIO_ACCOUNT, &[("MKIO_WEBHOOK_SECRET", "short")]).contains("MKIO_WEBHOOK_SECRET"));
+        let no_storage = r#"[{"name":"mkwe","region":"westeurope","provider":"mkio"}]"#;
+        assert!(problem(no_storage, &[]).contains("storage"));
+        let managed = r#"[{"name":"mkwe","region":"r","provider":"mkio","mruMode":"managed","storage":{"name":"s","url":"https://s.blob.core.windows.net"}}]"#;
+        assert!(problem(managed, &[]).contains("reserved units"));
+        let twice = r#"[{"name":"mkwe","region":"r","provider":"mkio","project":"p","storage":{"name":"s","url":"https://s.blob.core.windows.net"}},
+            {"name":"mkne","region":"r","provider":"mkio","project":"P","tokenSetting":"MKIO_TOKEN_MKWE","storage":{"name":"s","url":"https://s.blob.core.windows.net","sasSetting":"MKIO_STORAGE_SAS_MKWE"}}]"#;
+        assert!(problem(twice, &[]).contains("same MK.IO project"));
+        let project_on_ams =
+            r#"[{"name":"amswe","region":"r","subscriptionId":"s","resourceGroup":"g","project":"p"}]"#;
+        assert!(problem(project_on_ams, &[]).contains("for provider mkio"));
+        let no_subscription = r#"[{"name":"amswe","region":"r","resourceGroup":"g"}]"#;
+        assert!(problem(no_subscription, &[]).contains("subscriptionId"));
+    }
+
+    #[test]
+    fn the_webhook_settings_are_needed_only_with_an_mkio_account() {
+        let e = mkio_settings(MKIO_ACCOUNT, &[("MKIO_WEBHOOK_URL", "")]).expect_err("needs the URL");
+        assert_eq!(e.setting, "MKIO_WEBHOOK_URL");
+        let s = settings(&[
+            ("MEDIA_ACCOUNTS", ACCOUNTS),
+            ("TABLES_CONNECTION_STRING", "UseDevelopmentStorage=true"),
+            ("TRANSFORMS", "encode"),
+        ])
+        .expect("valid");
+        assert!(s.mkio_webhook.is_none());
+    }
+
+    #[test]
+    fn an_expired_token_does_not_stop_start_up_so_the_sweep_can_say_so() {
+        let expired = token_expiring(1_000_000_000);
+        let s = mkio_settings(MKIO_ACCOUNT, &[("MKIO_TOKEN_MKWE", expired.as_str())]).expect("still starts");
+        assert_eq!(
+            s.accounts[0].mkio.as_ref().and_then(|m| m.token.expires_at).map(|t| t.timestamp()),
+            Some(1_000_000_000)
+        );
     }
 
     #[test]

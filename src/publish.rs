@@ -340,8 +340,21 @@ pub async fn definitions_due(app: &App, account: &AccountConfig) -> Result<(), S
 /// every account due at once. Only a truncated hash is stored, never a value.
 fn definitions_digest(app: &App) -> String {
     let d = &app.settings.definitions;
-    let text =
-        serde_json::to_string(&(&d.transforms, &d.content_key_policies, &d.streaming_policies)).unwrap_or_default();
+    // The webhook's URL and (a digest of) its secret too: MK.IO never shows the secret back, so a new one is
+    // noticed here and written to every project.
+    let webhook = app
+        .settings
+        .mkio_webhook
+        .as_ref()
+        .map(|w| (w.url.as_str(), crate::domain::credential::fingerprint(w.secret.expose())));
+    let text = serde_json::to_string(&(
+        &d.transforms,
+        &d.content_key_policies,
+        &d.streaming_policies,
+        &d.provider_transforms,
+        webhook,
+    ))
+    .unwrap_or_default();
     Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -355,18 +368,17 @@ pub async fn sync_definitions(app: &App, now: DateTime<Utc>, report: &mut SweepR
     let names: Vec<&str> = app.settings.accounts.iter().map(|a| a.name.as_str()).collect();
     let in_rotation: BTreeSet<&str> = health.in_rotation(names).into_iter().collect();
     for account in app.settings.accounts.iter().filter(|a| in_rotation.contains(a.name.as_str())) {
-        let due = match app.store.definitions_check(&account.name).await? {
-            None => true,
-            Some(last) => {
-                last.version != definitions.version
-                    || last.digest != digest
-                    || now.signed_duration_since(last.checked_at).to_std().unwrap_or(Duration::ZERO) >= every
-            }
-        };
+        let last = app.store.definitions_check(&account.name).await?;
+        // Something the service cannot show back may have changed (the webhook secret): rewrite what holds it.
+        let changed = last.as_ref().is_none_or(|last| last.version != definitions.version || last.digest != digest);
+        let due = changed
+            || last.as_ref().is_some_and(|last| {
+                now.signed_duration_since(last.checked_at).to_std().unwrap_or(Duration::ZERO) >= every
+            });
         if !due {
             continue;
         }
-        match sync_account(app, account).await {
+        match sync_account(app, account, changed).await {
             Ok(outcome) => {
                 for change in &outcome.repaired {
                     info!(account = %account.name, region = %account.region, %change, "definition repaired");
@@ -405,11 +417,13 @@ fn properties(body: &Value) -> &Value {
 
 /// Brings one account in line with the definitions: transforms and content key policies are created or
 /// updated; streaming policies are created when missing and reported when they differ.
-async fn sync_account(app: &App, account: &AccountConfig) -> Result<SyncOutcome, MediaError> {
+async fn sync_account(app: &App, account: &AccountConfig, changed: bool) -> Result<SyncOutcome, MediaError> {
     let definitions = &app.settings.definitions;
     let media = &app.media;
     let mut outcome = SyncOutcome::default();
-    for (name, body) in &definitions.transforms {
+    for name in definitions.transforms.keys() {
+        // The provider's own body where its presets are named differently.
+        let Some(body) = definitions.transform_for(name, account.provider) else { continue };
         match media.transform_properties(account, name).await? {
             None => {
                 media.put_transform(account, name, body).await?;
@@ -455,5 +469,45 @@ async fn sync_account(app: &App, account: &AccountConfig) -> Result<SyncOutcome,
             }
         }
     }
+    sync_webhook_rule(app, account, changed, &mut outcome).await?;
     Ok(outcome)
+}
+
+/// Keeps the webhook rule of a provider whose job events come by webhook (MK.IO) as the settings say, so no
+/// operator configures it by hand. A GET shows the URL, events and the names of the authentication headers
+/// but masks their values: those are compared, and the rule is also written whenever the definitions digest
+/// changed, which covers a new secret.
+async fn sync_webhook_rule(
+    app: &App,
+    account: &AccountConfig,
+    changed: bool,
+    outcome: &mut SyncOutcome,
+) -> Result<(), MediaError> {
+    let (Some(webhook), false) = (&app.settings.mkio_webhook, account.provider.capabilities().event_grid) else {
+        return Ok(());
+    };
+    use crate::media::mkio::{webhook_drift, webhook_rule_body, WEBHOOK_RULE};
+    let wanted = webhook_rule_body(
+        webhook.url.as_str(),
+        crate::functions::on_mkio_event::SECRET_HEADER,
+        webhook.secret.expose(),
+    );
+    let reason = match app.media.webhook_rule(account, WEBHOOK_RULE).await? {
+        None => Some("created".to_owned()),
+        Some(live) => {
+            let found = webhook_drift(&wanted, &live);
+            if !found.is_empty() {
+                Some(format!("updated ({})", found.join("; ")))
+            } else if changed {
+                Some("rewritten (the webhook settings changed)".to_owned())
+            } else {
+                None
+            }
+        }
+    };
+    if let Some(reason) = reason {
+        app.media.put_webhook_rule(account, WEBHOOK_RULE, &wanted).await?;
+        outcome.repaired.push(format!("webhook rule {WEBHOOK_RULE} {reason}"));
+    }
+    Ok(())
 }

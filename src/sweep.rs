@@ -10,10 +10,13 @@
 //! or places it, and only that one sends the alert.
 
 use crate::config::{AccountConfig, ScaleDown, StuckPolicy};
+use crate::domain::credential::CredentialStatus;
 use crate::domain::sweep::{evacuate, plan_account, removable_for_stuck, AccountPlan, AccountView, Thresholds};
 use crate::domain::{Alert, AttemptRecord, HealthRecord, JobState};
 use crate::store::{StoreError, SweepSummary};
-use crate::workflow::{cooldown, place_job, reconcile, repair_job, resubmit_stuck, Repair, ORPHAN_INDEX_AGE};
+use crate::workflow::{
+    cooldown, place_job, read_back, reconcile, repair_job, resubmit_stuck, Repair, ORPHAN_INDEX_AGE,
+};
 use crate::{notify, publish, scaling, App};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
@@ -39,16 +42,22 @@ pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreEr
     // Lost events first, so what follows judges the attempts as they really are.
     let mut judged = Vec::with_capacity(app.settings.accounts.len());
     let mut reconciled = false;
+    let mut unreachable = BTreeSet::new();
     for account in &app.settings.accounts {
-        let read = plan(app, account, now).await?;
+        let read = plan(app, account, now, false).await?;
         reconciled |= reconcile_account(app, account, &read.plan.reconcile, now, &mut report).await?;
+        let (confirmed, down) = confirm_account(app, account, &read.plan.confirm, now, &mut report).await?;
+        reconciled |= confirmed;
+        if down {
+            unreachable.insert(account.name.clone());
+        }
         judged.push(read);
     }
     // Reconciling can change attempts on any account (a vanished job is placed elsewhere): read again then.
-    if reconciled {
+    if reconciled || !unreachable.is_empty() {
         judged.clear();
         for account in &app.settings.accounts {
-            judged.push(plan(app, account, now).await?);
+            judged.push(plan(app, account, now, unreachable.contains(&account.name)).await?);
         }
     }
     // Every open job is accounted for by an active attempt or a pending marker; repair those that are not.
@@ -100,6 +109,8 @@ pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreEr
     // Publication last, so it never delays failover: definitions first (locators need their policies).
     publish::sync_definitions(app, now, &mut report).await?;
     publish::advance_publications(app, now, &mut report).await?;
+    // After every call of the sweep, so a refusal any of them met is reported in this sweep.
+    check_credentials(app, now, &mut report).await?;
     // Notifications after that: a caller's slow callback never delays failover or publication, and a
     // publication ended above gets its Published message in this sweep.
     let (alerts, notifications) = notify::drain(app, now).await?;
@@ -116,6 +127,41 @@ pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreEr
     };
     app.store.record_sweep(&summary).await?;
     Ok(report)
+}
+
+/// Tells operators, once per credential, about an account whose own API token has expired or was refused:
+/// its calls fail over to other regions, but only a person can fix it, and it should not look like a
+/// region that merely went quiet.
+async fn check_credentials(app: &App, now: DateTime<Utc>, report: &mut SweepReport) -> Result<(), StoreError> {
+    for account in &app.settings.accounts {
+        let Some(mkio) = &account.mkio else { continue };
+        let refused = app.media.take_token_refusal(account);
+        let problem = match (CredentialStatus::at(mkio.token.expires_at, now), refused) {
+            (status @ CredentialStatus::Expired { .. }, _) => status.warning(&mkio.token.setting),
+            (_, Some(refusal)) => Some(format!(
+                "MK.IO refused the API token in {} with {}: {}",
+                mkio.token.setting, refusal.status, refusal.message
+            )),
+            _ => None,
+        };
+        let Some(problem) = problem else { continue };
+        let (_, alerted) = app
+            .store
+            .update_health(|h| h.alert_credential(&account.name, &mkio.token.fingerprint).map(|n| (n, ())))
+            .await?;
+        if alerted.is_some() {
+            warn!(account = %account.name, region = %account.region, %problem, "the account's API token does not work");
+            report.log.push(format!("{}: {problem}", account.name));
+            report.alerts.push(Alert::credential_refused(
+                &account.name,
+                &account.region,
+                &mkio.token.setting,
+                &problem,
+                now,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Brings back accounts whose cool-down has passed, once an ARM probe succeeds.
@@ -163,8 +209,9 @@ struct Judged {
     active_jobs: Vec<String>,
 }
 
-/// Reads the account's counter row and active attempts, and judges them.
-async fn plan(app: &App, account: &AccountConfig, now: DateTime<Utc>) -> Result<Judged, StoreError> {
+/// Reads the account's counter row and active attempts, and judges them; `unreachable` if reading its jobs
+/// failed in this sweep.
+async fn plan(app: &App, account: &AccountConfig, now: DateTime<Utc>, unreachable: bool) -> Result<Judged, StoreError> {
     let row = app.store.account(&account.name).await?;
     let attempts = app.store.active_attempts(&account.name).await?;
     let view = AccountView {
@@ -172,6 +219,8 @@ async fn plan(app: &App, account: &AccountConfig, now: DateTime<Utc>) -> Result<
         counters: row.counters,
         mru_current: row.mru.as_ref().map(|m| m.current),
         stuck_after: account.stuck_after,
+        scheduled_events: account.provider.capabilities().scheduled_events,
+        unreachable,
         attempts: &attempts,
     };
     Ok(Judged {
@@ -199,6 +248,30 @@ async fn reconcile_account(
         report.log.push(format!("{}: read {} quiet job(s) from Media Services", account.name, quiet.len()));
     }
     Ok(!quiet.is_empty())
+}
+
+/// Reads the jobs that have not started past the threshold on an account without Scheduled events, and
+/// applies what the reads say. Returns whether any was read, and whether a read failed for a reason of the
+/// account's (not the product's own budget): then those jobs count as stuck without confirmation.
+async fn confirm_account(
+    app: &App,
+    account: &AccountConfig,
+    waiting: &[AttemptRecord],
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> Result<(bool, bool), StoreError> {
+    let mut down = false;
+    for attempt in waiting {
+        let (alerts, failed) = read_back(app, account, attempt, now).await?;
+        report.alerts.extend(alerts);
+        down |= failed.is_some_and(|e| e.is_account_fault());
+        // It may have run and finished with both webhooks lost: its publication starts here then.
+        report.alerts.extend(publish::after_reconcile(app, account, attempt, now).await?);
+    }
+    if !waiting.is_empty() {
+        report.log.push(format!("{}: read {} job(s) that had not started", account.name, waiting.len()));
+    }
+    Ok((!waiting.is_empty(), down))
 }
 
 /// Takes accounts with enough stuck jobs out of rotation, as long as another account in rotation is not

@@ -74,12 +74,19 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
     };
     let outputs = app.settings.transforms.get(&job.transform).copied().unwrap_or(1);
     let mut tried = Vec::new();
+    let mut busy = 0;
     let mut alerts = Vec::new();
 
     for name in order {
         let Some(account) = app.settings.account(name) else { continue };
         if job.state != JobState::Pending {
             break;
+        }
+        if !app.media.has_room(account) {
+            // Its request budget is spent for now: nothing is wrong with it, and an attempt that cannot
+            // even be sent is not worth a row. The job waits for the next free slot here or elsewhere.
+            busy += 1;
+            continue;
         }
         let expected_attempt = job.attempt;
         let (claimed, attempt) = job.begin_attempt(&account.name, &account.region, outputs, now);
@@ -125,6 +132,10 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
             }
             Err(error) => {
                 warn!(job_id = %job.job_id, account = %account.name, region = %account.region, %error, "submission failed");
+                if matches!(error, MediaError::OverBudget(_)) {
+                    // Found busy after all (another submission took the last slot first).
+                    busy += 1;
+                }
                 if error.is_account_fault() {
                     let reason = error.to_string();
                     let threshold = app.settings.failover.submit_failures_to_remove;
@@ -142,7 +153,8 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
                     code: "SubmitFailed".to_owned(),
                     message: error.to_string(),
                     category: "Account".to_owned(),
-                    retry: if error.is_account_fault() { "MayRetry" } else { "DoNotRetry" }.to_owned(),
+                    retry: if error.is_account_fault() || error.is_transient() { "MayRetry" } else { "DoNotRetry" }
+                        .to_owned(),
                 };
                 let change = app
                     .store
@@ -181,7 +193,10 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
         }
     }
 
-    if job.state == JobState::Pending {
+    if job.state == JobState::Pending && busy > 0 {
+        // An account that is only busy takes the job at a later sweep: not a reason to alert anyone.
+        tracing::debug!(job_id = %job.job_id, tried = ?tried, busy, "accounts are at their request budget; kept as Pending");
+    } else if job.state == JobState::Pending {
         // Logged per job only at debug: a sweep retrying many waiting jobs says so in one summary line.
         tracing::debug!(job_id = %job.job_id, tried = ?tried, "no account could take the job; kept as Pending");
         let repeat = app.settings.failover.alert_repeat;
@@ -203,8 +218,11 @@ async fn create_in_media_services(
     attempt: &AttemptRecord,
     request: &SubmitRequest,
 ) -> Result<(), MediaError> {
-    for asset in &attempt.output_assets {
-        app.media.ensure_asset(account, asset).await?;
+    // Media Services needs the output assets first; MK.IO's job makes its own.
+    if account.provider.capabilities().output_asset_before_job {
+        for asset in &attempt.output_assets {
+            app.media.ensure_asset(account, asset).await?;
+        }
     }
     fail_point(app, "after-output-assets");
     let mut correlation_data: BTreeMap<String, String> = request.correlation_data.clone();
@@ -252,6 +270,69 @@ pub async fn sync_job(
     Ok((Some(job.value), alerts))
 }
 
+/// What a media service reported about one of its jobs (an event, or a read of the job).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The service's job name.
+    pub job_name: String,
+    /// Its transform.
+    pub transform: String,
+    /// The state reported.
+    pub state: JobState,
+    /// When the service says it happened, if it says.
+    pub at: Option<DateTime<Utc>>,
+    /// The first output error, on errored jobs.
+    pub error: Option<ErrorInfo>,
+}
+
+/// Applies a report about a job of `account` to its attempt, the account's counters and the logical job,
+/// then scales MRUs down and starts publication as the change calls for. The one path for every event
+/// source (Event Grid, MK.IO webhooks): safe to receive twice, late, or out of order, since an attempt only
+/// moves forward and a job never follows a stale snapshot. Returns the job as stored (`None` for a job
+/// this product did not submit) and the alerts to send.
+pub async fn apply_report(
+    app: &App,
+    account: &AccountConfig,
+    report: Report,
+    now: DateTime<Utc>,
+) -> Result<(Option<JobRecord>, Vec<Alert>), StoreError> {
+    // A clock-skewed or missing event time must not put the record in the future.
+    let at = report.at.filter(|t| *t <= now).unwrap_or(now);
+    // `JobStateChange` events carry no outputs, so an Error may arrive without its code and retry hint,
+    // which decide whether the job is retried. Read them from the job itself then (best effort).
+    let error = match (&report.error, report.state) {
+        (None, JobState::Error) => {
+            app.media.get_job(account, &report.transform, &report.job_name).await.ok().flatten().and_then(|j| j.error())
+        }
+        (error, _) => error.clone(),
+    };
+    let change = app
+        .store
+        .change_attempt(&account.name, &report.job_name, |attempt| {
+            attempt.observe(report.state, at, error.clone(), now)
+        })
+        .await?;
+    let ended = matches!(&change, Some(AttemptChange::Applied { after, .. }) if !after.is_active());
+    let finished = match &change {
+        Some(AttemptChange::Applied { after, .. } | AttemptChange::Unchanged(after))
+            if after.state == JobState::Finished =>
+        {
+            Some(after.clone())
+        }
+        _ => None,
+    };
+    let (job, mut alerts) = sync_job(app, change, now).await?;
+    if ended && app.settings.mru.scale_down == crate::config::ScaleDown::OnFinal {
+        scaling::scale_down_account(app, account).await?;
+    }
+    // After the MRU change, which must not wait on it. Publish where encoded and open the other regions'
+    // rows; a repeated event finds them there.
+    if let (Some(job), Some(attempt)) = (&job, &finished) {
+        alerts.extend(crate::publish::on_job_finished(app, job, attempt, now).await?);
+    }
+    Ok((job, alerts))
+}
+
 /// Moves a stuck attempt elsewhere: closes it as superseded (only one sweep can win that), cancels its
 /// Media Services job on a best-effort basis, and places the job again on another account.
 pub async fn resubmit_stuck(
@@ -290,13 +371,35 @@ pub async fn reconcile(
     attempt: &AttemptRecord,
     now: DateTime<Utc>,
 ) -> Result<Vec<Alert>, StoreError> {
+    Ok(read_back(app, account, attempt, now).await?.0)
+}
+
+/// [`reconcile`], also telling why the job could not be read, if it could not: the sweep takes a region
+/// that cannot even answer for a job it never reported started as evidence against it.
+pub async fn read_back(
+    app: &App,
+    account: &AccountConfig,
+    attempt: &AttemptRecord,
+    now: DateTime<Utc>,
+) -> Result<(Vec<Alert>, Option<MediaError>), StoreError> {
     let found = match app.media.get_job(account, &attempt.transform, &attempt.ams_job_name).await {
         Ok(found) => found,
         Err(error) => {
             warn!(job_id = %attempt.job_id, account = %account.name, region = %account.region, %error, "could not read a quiet job; trying again next sweep");
-            return Ok(vec![]);
+            return Ok((vec![], Some(error)));
         }
     };
+    Ok((apply_read(app, account, attempt, found, now).await?, None))
+}
+
+/// Applies what a read of the attempt's job found (see [`reconcile`]).
+async fn apply_read(
+    app: &App,
+    account: &AccountConfig,
+    attempt: &AttemptRecord,
+    found: Option<crate::media::AmsJob>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Alert>, StoreError> {
     let change = match found {
         Some(ams) => {
             let at = ams.last_modified.filter(|t| *t <= now).unwrap_or(now);

@@ -1,13 +1,13 @@
 //! The job lifecycle end to end: SubmitJob, Event Grid delivery and GetJob/GetStatus through devhost,
-//! against a real Azurite and the Media Services emulator, with every account on the provider
-//! `TEST_PROVIDER` names (`ams` when unset; `./dev test` runs it once per provider).
+//! against a real Azurite and the Media Services emulator. The suite runs on the provider `TEST_PROVIDER`
+//! names (its events come as webhooks on MK.IO), except the check of foreign Event Grid events.
 
 mod support;
 
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;
-use support::{eventually, job_body, provider_options as options, Stack, StackOptions};
+use support::{eventually, job_body, options, provider_options, Stack, StackOptions};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -37,7 +37,7 @@ async fn wait_nothing_in_flight(stack: &Stack) -> anyhow::Result<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_jobs_submitted_through_the_host_all_finish_on_both_accounts() -> anyhow::Result<()> {
-    let stack = Stack::start(options()).await?;
+    let stack = Stack::start(provider_options()).await?;
     let mut ids = Vec::new();
     for i in 0..20 {
         let id = format!("life-{i}");
@@ -76,7 +76,7 @@ async fn twenty_jobs_submitted_through_the_host_all_finish_on_both_accounts() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_jobs_finish_with_exact_counters_while_events_are_duplicated_reordered_and_delayed(
 ) -> anyhow::Result<()> {
-    let stack = Stack::start(StackOptions { time_scale: 50.0, ..options() }).await?;
+    let stack = Stack::start(StackOptions { time_scale: 50.0, ..provider_options() }).await?;
     stack.events(json!({"duplicate": 0.3, "reorder": 0.3, "max_delay_ms": 150})).await?;
     let ids: Vec<String> = (0..100).map(|i| format!("chaos-{i}")).collect();
     for chunk in ids.chunks(10) {
@@ -96,7 +96,8 @@ async fn a_hundred_jobs_finish_with_exact_counters_while_events_are_duplicated_r
 async fn fifty_concurrent_submissions_keep_every_counter_equal_to_its_active_attempts() -> anyhow::Result<()> {
     // Long phases, so the jobs are still in flight when the counters are checked.
     let stack =
-        Stack::start(StackOptions { time_scale: 1.0, phases_ms: (60_000, 60_000, 60_000), ..options() }).await?;
+        Stack::start(StackOptions { time_scale: 1.0, phases_ms: (60_000, 60_000, 60_000), ..provider_options() })
+            .await?;
     stack.submit_all(&(0..50).map(|i| format!("burst-{i}")).collect::<Vec<_>>()).await?;
     stack.assert_counters_exact().await?;
     let status = stack.status().await?;
@@ -107,7 +108,7 @@ async fn fifty_concurrent_submissions_keep_every_counter_equal_to_its_active_att
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_lands_on_the_other_account_when_one_answers_503() -> anyhow::Result<()> {
-    let stack = Stack::start(options()).await?;
+    let stack = Stack::start(provider_options()).await?;
     stack.fault("amswesteurope", json!({"mode": "outage"})).await?;
     for i in 0..6 {
         let (status, body, _) = stack.submit(&job_body(&format!("outage-{i}"))).await?;
@@ -121,7 +122,7 @@ async fn a_job_lands_on_the_other_account_when_one_answers_503() -> anyhow::Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_every_account_down_the_job_is_kept_pending_and_an_alert_is_sent() -> anyhow::Result<()> {
-    let stack = Stack::start(options()).await?;
+    let stack = Stack::start(provider_options()).await?;
     for (account, _) in &stack.options.accounts {
         stack.fault(account, json!({"mode": "outage"})).await?;
     }
@@ -141,7 +142,7 @@ async fn with_every_account_down_the_job_is_kept_pending_and_an_alert_is_sent() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn resubmitting_the_same_job_is_idempotent_and_a_different_body_conflicts() -> anyhow::Result<()> {
-    let stack = Stack::start(options()).await?;
+    let stack = Stack::start(provider_options()).await?;
     let (first_status, first, _) = stack.submit(&job_body("same")).await?;
     let (again_status, again, _) = stack.submit(&job_body("same")).await?;
     assert_eq!((first_status.as_u16(), again_status.as_u16()), (202, 202));
@@ -157,7 +158,7 @@ async fn resubmitting_the_same_job_is_idempotent_and_a_different_body_conflicts(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_gets_a_clear_4xx_with_a_json_error_and_writes_nothing() -> anyhow::Result<()> {
-    let stack = Stack::start(options()).await?;
+    let stack = Stack::start(provider_options()).await?;
     let oversize = format!(r#"{{"transform":"encode","input":{{"files":["https://x/{}"]}}}}"#, "a".repeat(40_000));
     let cases: Vec<(String, u16, &str)> = vec![
         ("{not json".into(), 400, "malformed_json"),

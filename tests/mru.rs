@@ -27,6 +27,7 @@ fn account(name: &str, arm: &str) -> anyhow::Result<AccountConfig> {
         stuck_after: Duration::from_secs(600),
         event_topic: None,
         api_key: None,
+        mkio: None,
     })
 }
 

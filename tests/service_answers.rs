@@ -55,6 +55,7 @@ fn account_named(emulator: &Process, name: &str) -> anyhow::Result<AccountConfig
         stuck_after: Duration::from_secs(600),
         event_topic: None,
         api_key: None,
+        mkio: None,
     })
 }
 

@@ -13,7 +13,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;
-use support::{eventually, job_body, provider_options as options, Stack, StackOptions, RESOURCE_GROUP, SUBSCRIPTION};
+use support::{eventually, job_body, provider_options, Stack, StackOptions};
 use testkit::stack::{Logs, TEST_TOKEN_SIGNING_KEY};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -21,10 +21,15 @@ const A: &str = "amswesteurope";
 const B: &str = "amsnortheurope";
 
 fn publishing() -> StackOptions {
-    options().with_publication()
+    provider_options().with_publication()
 }
 
-/// One ARM call to the emulator: status and JSON body (`Null` when empty).
+fn on_mkio(stack: &Stack) -> bool {
+    stack.options.provider_of(A) == "mkio"
+}
+
+/// One call of an account's media API in the emulator: status and JSON body (`Null` when empty). `path` is
+/// written as for ARM; MK.IO takes the same path without the api-version.
 async fn arm(
     stack: &Stack,
     method: reqwest::Method,
@@ -32,19 +37,39 @@ async fn arm(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<(u16, Value)> {
-    let url = format!(
-        "{}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Media/mediaServices/{account}/{path}",
-        stack.emulator.url
-    );
-    let mut request = stack.authorized(account, stack.http.request(method, url)).await?;
-    request = match body {
-        Some(body) => request.json(&body),
-        None => request.header("content-length", "0"),
-    };
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    let text = response.text().await?;
-    Ok((status, if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text)? }))
+    let path = if stack.options.provider_of(account) == "mkio" { path.split('?').next().unwrap_or(path) } else { path };
+    let (status, value) = stack.media_call(method, account, path, body.as_ref()).await?;
+    Ok((status.as_u16(), value))
+}
+
+/// The preset the encode transform has in the definitions for the suite's provider.
+fn encode_preset(stack: &Stack) -> &'static str {
+    if on_mkio(stack) {
+        "H264MultipleBitrate1080p"
+    } else {
+        "AdaptiveStreaming"
+    }
+}
+
+/// A SAS URL of an asset's container: from listContainerSas on Media Services, from the project's storage
+/// and the configured SAS on MK.IO (which has no listContainerSas).
+async fn container_url(stack: &Stack, account: &str, asset: &str) -> anyhow::Result<url::Url> {
+    if let (Some(mkio), true) = (&stack.mkio, stack.options.provider_of(account) == "mkio") {
+        let live = arm_ok(stack, reqwest::Method::GET, account, &format!("assets/{asset}"), None).await?;
+        let container = live["properties"]["container"].as_str().context("no container")?;
+        let (_, _, blob_url, sas) = mkio.storages.iter().find(|s| s.0 == account).context("no storage")?;
+        return Ok(url::Url::parse(&format!("{blob_url}/{container}{sas}"))?);
+    }
+    let expiry = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let sas = arm_ok(
+        stack,
+        reqwest::Method::POST,
+        account,
+        &format!("assets/{asset}/listContainerSas?api-version=2023-01-01"),
+        Some(json!({"permissions": "Read", "expiryTime": expiry})),
+    )
+    .await?;
+    Ok(url::Url::parse(sas["assetContainerSasUrls"][0].as_str().context("no SAS URL")?)?)
 }
 
 async fn arm_ok(
@@ -85,18 +110,9 @@ async fn published_everywhere(stack: &Stack, id: &str) -> anyhow::Result<Value> 
     .await
 }
 
-/// A container's blobs, name to bytes, read with a SAS from listContainerSas.
+/// A container's blobs, name to bytes, read with a SAS URL of the container.
 async fn blobs(stack: &Stack, account: &str, asset: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let expiry = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let sas = arm_ok(
-        stack,
-        reqwest::Method::POST,
-        account,
-        &format!("assets/{asset}/listContainerSas?api-version=2023-01-01"),
-        Some(json!({"permissions": "Read", "expiryTime": expiry})),
-    )
-    .await?;
-    let container = url::Url::parse(sas["assetContainerSasUrls"][0].as_str().context("no SAS URL")?)?;
+    let container = container_url(stack, account, asset).await?;
     let mut list = container.clone();
     list.query_pairs_mut().append_pair("restype", "container").append_pair("comp", "list");
     let xml = stack.http.get(list).send().await?.text().await?;
@@ -183,6 +199,13 @@ async fn a_job_finished_in_one_region_is_published_in_both_with_the_same_ids_key
     assert_eq!(locators[0]["streamingPolicyName"], locators[1]["streamingPolicyName"]);
     assert!(!keys[0].is_empty(), "the default streaming policy encrypts, so the locator has content keys");
     assert_eq!(keys[0], keys[1], "the same content key ids and values in both regions");
+    // MK.IO adds a `drm` map naming each region's own licence server; the streaming policy's custom key
+    // acquisition URL (TRAFFIC_MANAGER_HOST) is what players use across regions, so it is not compared.
+    for answer in &mut paths {
+        if let Some(map) = answer.as_object_mut() {
+            map.remove("drm");
+        }
+    }
     assert_eq!(paths[0], paths[1], "listPaths is identical in both regions");
     assert!(paths[0]["streamingPaths"].as_array().is_some_and(|p| !p.is_empty()), "{}", paths[0]);
 
@@ -243,7 +266,7 @@ async fn definitions_that_drift_in_one_account_are_repaired_by_the_next_sweep() 
     assert_eq!(key_of(&after), json!(TEST_TOKEN_SIGNING_KEY));
     assert_eq!(after["options"][0]["restriction"]["issuer"], before["options"][0]["restriction"]["issuer"]);
     let transform = arm_ok(&stack, reqwest::Method::GET, A, "transforms/encode?api-version=2022-07-01", None).await?;
-    assert_eq!(transform["properties"]["outputs"][0]["preset"]["presetName"], "AdaptiveStreaming");
+    assert_eq!(transform["properties"]["outputs"][0]["preset"]["presetName"], encode_preset(&stack));
     let recreated =
         arm_ok(&stack, reqwest::Method::GET, B, "streamingPolicies/vod-clear-v1?api-version=2023-01-01", None).await?;
     assert_eq!(recreated["properties"]["noEncryption"]["enabledProtocols"]["download"], true);
@@ -353,8 +376,12 @@ async fn a_locator_name_already_used_for_another_asset_is_reported_as_a_conflict
     stack.fault(B, json!({"mode": "healthy"})).await?;
 
     // Meanwhile someone created a locator of that name in B for another asset.
-    arm_ok(&stack, reqwest::Method::PUT, B, "assets/stray?api-version=2023-01-01", Some(json!({"properties": {}})))
-        .await?;
+    // An MK.IO asset is a pointer into a registered storage, which it must name.
+    let stray_asset = match stack.mkio.as_ref().and_then(|m| m.storages.iter().find(|s| s.0 == B)) {
+        Some((_, storage, _, _)) if on_mkio(&stack) => json!({"properties": {"storageAccountName": storage}}),
+        _ => json!({"properties": {}}),
+    };
+    arm_ok(&stack, reqwest::Method::PUT, B, "assets/stray?api-version=2023-01-01", Some(stray_asset)).await?;
     let stray = json!({"properties": {"assetName": "stray", "streamingPolicyName": "Predefined_ClearStreamingOnly"}});
     let path = format!("streamingLocators/{asset}?api-version=2023-01-01");
     arm_ok(&stack, reqwest::Method::PUT, B, &path, Some(stray)).await?;

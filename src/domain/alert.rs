@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Alert {
-    /// What kind of event this is: `RegionRemoved`, `RegionReadmitted`, `NoHealthyAccount`, `JobFailed`.
+    /// What kind of event this is: `RegionRemoved`, `RegionReadmitted`, `NoHealthyAccount`, `JobFailed`,
+    /// `CredentialRefused`, ...
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// The account concerned, if one.
@@ -148,6 +149,20 @@ impl Alert {
             "RegionReadmitted",
             format!("back in rotation after a successful probe; out since {}", seconds(&out_since)),
             "Nothing to do. If it is removed again soon, its next cool-down is longer.",
+            now,
+        )
+        .at(account, region)
+    }
+
+    /// An account's own API credential (an MK.IO token) has expired or is refused: every call to the account
+    /// fails until an operator replaces it. Sent once per credential.
+    pub fn credential_refused(account: &str, region: &str, setting: &str, problem: &str, now: DateTime<Utc>) -> Alert {
+        Alert::new(
+            "CredentialRefused",
+            format!("{account} ({region}) cannot be used: {problem}"),
+            &format!(
+                "Create a new API token for the project (restricted to it, as long-lived as policy allows) and put it in {setting} (the Key Vault secret it references, in Azure); the app reads it at start-up, so restart it. Until then jobs go to the other regions and this one leaves rotation when its calls fail."
+            ),
             now,
         )
         .at(account, region)

@@ -6,6 +6,7 @@
 //! the handler starts, and `{"setting": "NAME", "format": "https://{}/x", "optional": true}` puts the setting
 //! into a template, or drops the field when the setting is not set.
 
+use super::provider::Provider;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,6 +65,12 @@ pub struct Definitions {
     /// Streaming policy name to ARM body.
     #[serde(default)]
     pub streaming_policies: BTreeMap<String, Value>,
+    /// Transforms whose body differs by provider (MK.IO names its built-in presets its own way): provider
+    /// name, then transform name, to body. A transform not listed for a provider uses its `transforms` entry;
+    /// one that is listed must exist there too, with as many outputs, so a job can fail over between
+    /// providers under the same transform name.
+    #[serde(default)]
+    pub provider_transforms: BTreeMap<String, BTreeMap<String, Value>>,
     /// The streaming policy new locators use unless `STREAMING_POLICY` names another.
     pub default_streaming_policy: String,
 }
@@ -76,6 +83,7 @@ impl fmt::Debug for Definitions {
             .field("transforms", &self.transforms.keys().collect::<Vec<_>>())
             .field("content_key_policies", &self.content_key_policies.keys().collect::<Vec<_>>())
             .field("streaming_policies", &self.streaming_policies.keys().collect::<Vec<_>>())
+            .field("provider_transforms", &self.provider_transforms.keys().collect::<Vec<_>>())
             .field("default_streaming_policy", &self.default_streaming_policy)
             .finish()
     }
@@ -124,6 +132,25 @@ impl Definitions {
                 }
             }
         }
+        let outputs = definitions.transform_outputs();
+        for (provider, transforms) in &definitions.provider_transforms {
+            provider
+                .parse::<Provider>()
+                .map_err(|e| DefinitionsError::Malformed(format!("providerTransforms: {e}")))?;
+            for (name, body) in transforms {
+                let Some(wanted) = outputs.get(name) else {
+                    return Err(DefinitionsError::Inconsistent(format!(
+                        "providerTransforms.{provider} defines {name:?}, which is not in transforms"
+                    )));
+                };
+                let count = body.pointer("/properties/outputs").and_then(Value::as_array).map(Vec::len);
+                if count != Some(*wanted) {
+                    return Err(DefinitionsError::Inconsistent(format!(
+                        "providerTransforms.{provider}.{name} must have {wanted} output(s), like transforms.{name}"
+                    )));
+                }
+            }
+        }
         for (name, body) in &definitions.streaming_policies {
             if let Some(ckp) = body.pointer("/properties/defaultContentKeyPolicyName").and_then(Value::as_str) {
                 if !definitions.content_key_policies.contains_key(ckp) {
@@ -145,6 +172,14 @@ impl Definitions {
     /// Whether locators may use this streaming policy: one of the file's or a predefined one.
     pub fn has_streaming_policy(&self, name: &str) -> bool {
         self.streaming_policies.contains_key(name) || PREDEFINED_STREAMING_POLICIES.contains(&name)
+    }
+
+    /// The body of transform `name` for accounts of `provider`: the provider's own if it has one.
+    pub fn transform_for(&self, name: &str, provider: Provider) -> Option<&Value> {
+        self.provider_transforms
+            .get(provider.as_str())
+            .and_then(|transforms| transforms.get(name))
+            .or_else(|| self.transforms.get(name))
     }
 
     /// The number of outputs of each defined transform.
@@ -171,7 +206,10 @@ impl Definitions {
     /// that `lookup` does not have.
     pub fn resolve(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<Definitions, String> {
         let mut resolved = self.clone();
-        for map in [&mut resolved.transforms, &mut resolved.content_key_policies, &mut resolved.streaming_policies] {
+        for map in [&mut resolved.transforms, &mut resolved.content_key_policies, &mut resolved.streaming_policies]
+            .into_iter()
+            .chain(resolved.provider_transforms.values_mut())
+        {
             for body in map.values_mut() {
                 substitute(body, &lookup)?;
             }
@@ -186,7 +224,11 @@ impl Definitions {
     }
 
     fn bodies(&self) -> impl Iterator<Item = &Value> {
-        self.transforms.values().chain(self.content_key_policies.values()).chain(self.streaming_policies.values())
+        self.transforms
+            .values()
+            .chain(self.content_key_policies.values())
+            .chain(self.streaming_policies.values())
+            .chain(self.provider_transforms.values().flat_map(BTreeMap::values))
     }
 }
 
@@ -443,6 +485,37 @@ mod tests {
         assert!(transform_mismatches(&definitions, &configured(&[("encode", 1)])).is_empty());
         assert_eq!(transform_mismatches(&definitions, &configured(&[("encode", 2)])).len(), 1);
         assert_eq!(transform_mismatches(&definitions, &configured(&[("encode", 1), ("thumbs", 1)])).len(), 1);
+    }
+
+    #[test]
+    fn mkio_accounts_get_the_encode_transform_with_mkios_own_preset_name() {
+        let definitions = Definitions::parse(MEDIA_DEFINITIONS).expect("valid");
+        let preset = |p: Provider| {
+            definitions
+                .transform_for("encode", p)
+                .and_then(|b| b.pointer("/properties/outputs/0/preset/presetName"))
+                .cloned()
+        };
+        assert_eq!(preset(Provider::Ams), Some(json!("AdaptiveStreaming")));
+        assert_eq!(preset(Provider::Mkio), Some(json!("H264MultipleBitrate1080p")));
+        assert_eq!(definitions.transform_for("nope", Provider::Mkio), None);
+    }
+
+    #[test]
+    fn a_provider_transform_must_match_a_transform_and_its_output_count() {
+        let base = r#""transforms": {"t": {"properties": {"outputs": [{}]}}}, "defaultStreamingPolicy": "Predefined_ClearKey""#;
+        let with =
+            |extra: &str| Definitions::parse(&format!(r#"{{"version": 1, {base}, "providerTransforms": {extra}}}"#));
+        assert!(with(r#"{"mkio": {"t": {"properties": {"outputs": [{"x": 1}]}}}}"#).is_ok());
+        assert!(matches!(
+            with(r#"{"mkio": {"u": {"properties": {"outputs": [{}]}}}}"#),
+            Err(DefinitionsError::Inconsistent(_))
+        ));
+        assert!(matches!(
+            with(r#"{"mkio": {"t": {"properties": {"outputs": [{}, {}]}}}}"#),
+            Err(DefinitionsError::Inconsistent(_))
+        ));
+        assert!(matches!(with(r#"{"bitmovin": {}}"#), Err(DefinitionsError::Malformed(_))));
     }
 
     #[test]

@@ -144,7 +144,7 @@ fn parse_subject(subject: &str) -> Result<(String, String), Unusable> {
 
 /// Whether a Media Services job name can be part of a Table key (`a|{name}`): none of `/ \ # ?`, no
 /// control characters, and short enough (keys are at most 1 KiB; ours are far shorter).
-fn is_storable_name(name: &str) -> bool {
+pub(crate) fn is_storable_name(name: &str) -> bool {
     name.len() <= 512 && !name.chars().any(|c| matches!(c, '/' | '\\' | '#' | '?') || c.is_control())
 }
 

@@ -34,6 +34,10 @@ pub struct AccountHealth {
     /// The cool-down of its last removal, in seconds.
     #[serde(default)]
     pub last_cooldown_secs: u64,
+    /// The fingerprint of the API credential operators were last told is expired or refused, so they are
+    /// told once per credential; forgotten when the account comes back into rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_alerted: Option<String>,
 }
 
 /// The cool-down rule: `base`, doubled (up to `max`) for an account removed again within twice its last
@@ -122,8 +126,22 @@ impl HealthRecord {
         }
         let mut next = self.clone();
         next.removed.remove(account);
-        next.accounts.entry(account.to_owned()).or_default().readmitted_at = Some(now);
+        let entry = next.accounts.entry(account.to_owned()).or_default();
+        entry.readmitted_at = Some(now);
+        // Its calls work again: a later refusal of the same credential is news.
+        entry.credential_alerted = None;
         Some(next)
+    }
+
+    /// The list noting that operators are told the credential with `fingerprint` of `account` is expired or
+    /// refused; `None` when they were already told about that credential.
+    pub fn alert_credential(&self, account: &str, fingerprint: &str) -> Option<HealthRecord> {
+        let told = self.accounts.get(account).and_then(|a| a.credential_alerted.as_deref());
+        (told != Some(fingerprint)).then(|| {
+            let mut next = self.clone();
+            next.accounts.entry(account.to_owned()).or_default().credential_alerted = Some(fingerprint.to_owned());
+            next
+        })
     }
 
     /// The list after a transient submission failure on `account`, and the removal if this failure was the
@@ -215,6 +233,18 @@ mod tests {
     }
 
     const COOLDOWN: Cooldown = Cooldown { base: Duration::from_secs(100), max: Duration::from_secs(350) };
+
+    #[test]
+    fn operators_hear_once_per_credential_about_a_refused_one_and_again_after_the_account_came_back() {
+        let h = HealthRecord::default();
+        let told = h.alert_credential("mkwe", "f1").expect("first time");
+        assert!(told.alert_credential("mkwe", "f1").is_none(), "the same token again");
+        assert!(told.alert_credential("mkwe", "f2").is_some(), "a new token that is refused too");
+        assert!(told.alert_credential("mkne", "f1").is_some(), "another account");
+        let (out, _) = told.remove("mkwe", "token", t(0), COOLDOWN).expect("removed");
+        let back = out.readmit("mkwe", t(200)).expect("back");
+        assert!(back.alert_credential("mkwe", "f1").is_some(), "it worked in between");
+    }
 
     #[test]
     fn a_removed_account_leaves_rotation_until_its_cooldown_has_passed() {

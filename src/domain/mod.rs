@@ -3,6 +3,8 @@
 
 pub mod alert;
 pub mod choice;
+pub mod cloud_event;
+pub mod credential;
 pub mod definitions;
 pub mod event;
 pub mod health;

@@ -6,6 +6,11 @@
 //! account is *saturated* — a managed account with more units in flight than MRUs while at least one of its
 //! jobs is Processing. Then the encoders are busy and the wait is the account's own queue, not a failure. A
 //! stalled region has nothing Processing (its running jobs finish, no new one starts), so it is not excused.
+//!
+//! Providers that never report Scheduled (MK.IO: its webhooks say only "started" and "finished") cannot show
+//! time spent in Scheduled. There a job is stuck when it was accepted and has not started within the
+//! threshold, and since the only word of a start may be a lost webhook, only once a read of the job after
+//! the threshold still found it waiting: until then the verdict is [`Verdict::Confirm`].
 
 use super::records::{AccountCounters, AttemptRecord};
 use super::state::JobState;
@@ -23,6 +28,11 @@ pub struct AccountView<'a> {
     pub mru_current: Option<u32>,
     /// Its stuck threshold.
     pub stuck_after: Duration,
+    /// Its provider reports the Scheduled state (see the module docs for those that do not).
+    pub scheduled_events: bool,
+    /// Reading its jobs failed in this sweep (an outage, a refused token): a job that never started there
+    /// counts as stuck without the read that would otherwise confirm it.
+    pub unreachable: bool,
     /// Its active attempts.
     pub attempts: &'a [AttemptRecord],
 }
@@ -50,6 +60,9 @@ pub enum Verdict {
     },
     /// Heard nothing for a while: read it from Media Services.
     Quiet,
+    /// Past the threshold without having started, on a provider without Scheduled events, and not read
+    /// since: read it, and judge it on what the read says.
+    Confirm,
 }
 
 /// What the sweep should do about one account.
@@ -59,8 +72,10 @@ pub struct AccountPlan {
     pub resubmit: Vec<AttemptRecord>,
     /// How many attempts are stuck (moved now or later).
     pub stuck: usize,
-    /// Attempts to read from Media Services.
+    /// Attempts to read from Media Services because they went quiet.
     pub reconcile: Vec<AttemptRecord>,
+    /// Attempts to read to confirm they never started (see [`Verdict::Confirm`]).
+    pub confirm: Vec<AttemptRecord>,
     /// Why the account should leave rotation, if it should.
     pub remove_because: Option<String>,
 }
@@ -87,6 +102,8 @@ fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
 pub fn assess(attempt: &AttemptRecord, view: &AccountView<'_>, thresholds: &Thresholds, now: DateTime<Utc>) -> Verdict {
     let waiting_since = match attempt.state {
         JobState::Scheduled if saturated(view) => None,
+        // Without Scheduled events the wait to start counts from acceptance, whatever a read called it.
+        JobState::Scheduled if !view.scheduled_events => Some(attempt.submitted_at),
         JobState::Scheduled => Some(attempt.scheduled_at.unwrap_or(attempt.submitted_at)),
         // Submitted but never heard from.
         JobState::Submitting | JobState::Queued => Some(attempt.submitted_at),
@@ -95,6 +112,10 @@ pub fn assess(attempt: &AttemptRecord, view: &AccountView<'_>, thresholds: &Thre
     if let Some(since) = waiting_since {
         let waited = elapsed(since, now);
         if waited >= view.stuck_after {
+            let read_after_threshold = elapsed(since, attempt.last_heard_at) >= view.stuck_after;
+            if !view.scheduled_events && !read_after_threshold && !view.unreachable {
+                return Verdict::Confirm;
+            }
             let resubmit = thresholds.wait_grace.is_none_or(|grace| waited >= view.stuck_after + grace);
             return Verdict::Stuck { resubmit };
         }
@@ -107,11 +128,12 @@ pub fn assess(attempt: &AttemptRecord, view: &AccountView<'_>, thresholds: &Thre
 
 /// Judges every active attempt of one account.
 pub fn plan_account(view: &AccountView<'_>, thresholds: &Thresholds, now: DateTime<Utc>) -> AccountPlan {
-    let mut plan = AccountPlan { resubmit: vec![], stuck: 0, reconcile: vec![], remove_because: None };
+    let mut plan = AccountPlan { resubmit: vec![], stuck: 0, reconcile: vec![], confirm: vec![], remove_because: None };
     for attempt in view.attempts {
         match assess(attempt, view, thresholds, now) {
             Verdict::Fine => {}
             Verdict::Quiet => plan.reconcile.push(attempt.clone()),
+            Verdict::Confirm => plan.confirm.push(attempt.clone()),
             Verdict::Stuck { resubmit } => {
                 plan.stuck += 1;
                 if resubmit {
@@ -172,8 +194,36 @@ mod tests {
             counters: AccountCounters::default(),
             mru_current: None,
             stuck_after: Duration::from_secs(600),
+            scheduled_events: true,
+            unreachable: false,
             attempts,
         }
+    }
+
+    #[test]
+    fn without_scheduled_events_a_job_that_never_started_is_stuck_once_a_read_after_the_threshold_agrees() {
+        let without = |attempts| AccountView { scheduled_events: false, ..view(attempts) };
+        let queued = [attempt(JobState::Queued, 0, None, 590)];
+        assert_eq!(assess(&queued[0], &without(&queued), &TH, t(599)), Verdict::Fine);
+        assert_eq!(
+            assess(&queued[0], &without(&queued), &TH, t(600)),
+            Verdict::Confirm,
+            "its start may be a lost webhook"
+        );
+        let plan = plan_account(&without(&queued), &TH, t(600));
+        assert_eq!((plan.stuck, plan.confirm.len(), plan.remove_because), (0, 1, None));
+        // A region that could not even answer for it is not given the benefit of the doubt.
+        let unreachable = AccountView { unreachable: true, ..without(&queued) };
+        assert_eq!(assess(&queued[0], &unreachable, &TH, t(600)), Verdict::Stuck { resubmit: true });
+        // Read at 600 s and still waiting: stuck, and its account may leave rotation.
+        let confirmed = [attempt(JobState::Queued, 0, None, 600)];
+        assert_eq!(assess(&confirmed[0], &without(&confirmed), &TH, t(601)), Verdict::Stuck { resubmit: true });
+        // A read that calls it Scheduled does not restart the clock: only starting does.
+        let scheduled = [attempt(JobState::Scheduled, 0, Some(590), 600)];
+        assert_eq!(assess(&scheduled[0], &without(&scheduled), &TH, t(601)), Verdict::Stuck { resubmit: true });
+        // Started: never stuck, only read back when quiet.
+        let started = [attempt(JobState::Processing, 0, None, 10)];
+        assert_eq!(assess(&started[0], &without(&started), &TH, t(601)), Verdict::Quiet);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! and of each account's counter shards; no scans. With `Accept: text/html` the same answer comes as the
 //! status page ([`super::status_page`]).
 
+use crate::domain::credential::CredentialStatus;
 use crate::invoke::{HttpRequestData, HttpResponseData, InvokeRequest, InvokeResponse};
 use crate::store::StoreError;
 use crate::App;
@@ -17,6 +18,7 @@ pub fn run(
     req: InvokeRequest,
 ) -> Pin<Box<dyn Future<Output = Result<InvokeResponse, StoreError>> + Send + '_>> {
     Box::pin(async move {
+        let now = chrono::Utc::now();
         let health = app.store.health().await?;
         let mut accounts = Vec::with_capacity(app.settings.accounts.len());
         for account in &app.settings.accounts {
@@ -42,7 +44,7 @@ pub fn run(
                 }
             };
             let removal = health.removed.get(&account.name);
-            accounts.push(json!({
+            let mut entry = json!({
                 "name": account.name,
                 "region": account.region,
                 "provider": account.provider,
@@ -51,7 +53,18 @@ pub fn run(
                 "inFlight": counters.in_flight(),
                 "activeByState": counters.by_state(),
                 "mru": mru,
-            }));
+            });
+            if let Some(mkio) = &account.mkio {
+                // A token lasts a year at most and is renewed by hand: say so well before it stops working.
+                let status = CredentialStatus::at(mkio.token.expires_at, now);
+                let warning = status.warning(&mkio.token.setting);
+                if let Some(warning) = &warning {
+                    tracing::warn!(account = %account.name, region = %account.region, %warning, "MK.IO token");
+                }
+                entry["credential"] = json!({ "setting": mkio.token.setting, "status": status, "warning": warning });
+                entry["project"] = json!(mkio.project);
+            }
+            accounts.push(entry);
         }
         let in_rotation = accounts.iter().filter(|a| a["inRotation"] == json!(true)).count();
         // What the last sweep found: open jobs, jobs waiting for an account, and open jobs it had to repair
@@ -61,7 +74,7 @@ pub fn run(
         let http = HttpRequestData::from_invocation(&req, "req").unwrap_or_default();
         let accept = http.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("accept")).map(|(_, v)| v.join(","));
         let res = if super::status_page::wants_html(accept.as_deref()) {
-            HttpResponseData::html(200, super::status_page::render(&status, chrono::Utc::now()))
+            HttpResponseData::html(200, super::status_page::render(&status, now))
         } else {
             HttpResponseData::json(200, &status)
         };

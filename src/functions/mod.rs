@@ -4,6 +4,7 @@
 pub mod get_job;
 pub mod get_status;
 pub mod on_job_state_change;
+pub mod on_mkio_event;
 pub mod status_page;
 pub mod submit_job;
 pub mod sweep_stuck_jobs;
@@ -43,6 +44,12 @@ pub fn router(app: App) -> Router {
             "/OnJobStateChange",
             post(|s: State<App>, h: HeaderMap, b: Bytes| {
                 invoke(s, h, b, "OnJobStateChange", Kind::Event, on_job_state_change::run)
+            }),
+        )
+        .route(
+            "/OnMkioEvent",
+            post(|s: State<App>, h: HeaderMap, b: Bytes| {
+                invoke(s, h, b, "OnMkioEvent", Kind::Http, on_mkio_event::run)
             }),
         )
         .route(

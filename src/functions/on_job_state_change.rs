@@ -3,13 +3,12 @@
 //! used are logged and acknowledged, so Event Grid does not retry them for a day.
 
 use super::with_alerts;
-use crate::config::{AccountConfig, ScaleDown};
-use crate::domain::{Incoming, JobEvent, JobState};
+use crate::config::AccountConfig;
+use crate::domain::{Incoming, JobEvent};
 use crate::invoke::{InvokeRequest, InvokeResponse};
-use crate::store::{AttemptChange, StoreError};
-use crate::workflow::sync_job;
+use crate::store::StoreError;
+use crate::workflow::{apply_report, Report};
 use crate::App;
-use crate::{publish, scaling};
 use chrono::Utc;
 use std::future::Future;
 use std::pin::Pin;
@@ -51,39 +50,14 @@ async fn apply(app: &App, event: JobEvent) -> Result<InvokeResponse, StoreError>
 }
 
 async fn apply_to_account(app: &App, account: &AccountConfig, event: JobEvent) -> Result<InvokeResponse, StoreError> {
-    let now = Utc::now();
-    // A clock-skewed or missing event time must not put the record in the future.
-    let at = event.event_time.filter(|t| *t <= now).unwrap_or(now);
-    // `JobStateChange` events carry no outputs, so an Error may arrive without its code and retry hint,
-    // which decide whether the job is retried. Read them from the job itself then (best effort).
-    let error = match (&event.error, event.state) {
-        (None, JobState::Error) => {
-            app.media.get_job(account, &event.transform, &event.job_name).await.ok().flatten().and_then(|j| j.error())
-        }
-        (error, _) => error.clone(),
+    let report = Report {
+        job_name: event.job_name.clone(),
+        transform: event.transform.clone(),
+        state: event.state,
+        at: event.event_time,
+        error: event.error.clone(),
     };
-    let change = app
-        .store
-        .change_attempt(&account.name, &event.job_name, |attempt| attempt.observe(event.state, at, error.clone(), now))
-        .await?;
-    let ended = matches!(&change, Some(AttemptChange::Applied { after, .. }) if !after.is_active());
-    let finished = match &change {
-        Some(AttemptChange::Applied { after, .. } | AttemptChange::Unchanged(after))
-            if after.state == JobState::Finished =>
-        {
-            Some(after.clone())
-        }
-        _ => None,
-    };
-    let (job, mut alerts) = sync_job(app, change, now).await?;
-    if ended && app.settings.mru.scale_down == ScaleDown::OnFinal {
-        scaling::scale_down_account(app, account).await?;
-    }
-    // After the MRU change, which must not wait on it. Publish where encoded and open the other regions'
-    // rows; a repeated event finds them there.
-    if let (Some(job), Some(attempt)) = (&job, &finished) {
-        alerts.extend(publish::on_job_finished(app, job, attempt, now).await?);
-    }
+    let (job, alerts) = apply_report(app, account, report, Utc::now()).await?;
     let response = match job {
         None => {
             warn!(state = %event.state, "event for a job this product did not submit; acknowledged");

@@ -106,6 +106,10 @@ fn account_card(page: &mut String, account: &Value) {
         page.push_str("</dl>");
     }
 
+    // An API token about to expire (or expired) is the one thing here only a person can fix.
+    if let Some(warning) = account["credential"]["warning"].as_str() {
+        let _ = write!(page, "<p class=\"credential warn\">{}</p>", esc(warning));
+    }
     let _ = write!(page, "<p class=\"inflight\">in flight <b>{}</b></p>", account["inFlight"].as_u64().unwrap_or(0));
     let by_state: Vec<(&String, &Value)> = account["activeByState"]
         .as_object()
@@ -268,6 +272,17 @@ mod tests {
         assert!(wants_html(Some("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")));
         assert!(wants_html(Some("application/json;q=0.5, text/html")));
         assert!(!wants_html(Some("text/html;q=0, application/json")));
+    }
+
+    #[test]
+    fn an_mkio_account_shows_its_token_warning_and_no_reserved_units() {
+        let status = json!({"accountsInRotation": 1, "accounts": [{"name": "mkwe", "region": "westeurope",
+            "inRotation": true, "inFlight": 0, "activeByState": {}, "provider": "mkio",
+            "mru": {"mode": "none", "scaling": "off", "unitsInFlight": 0},
+            "credential": {"setting": "MKIO_TOKEN_MKWE", "warning": "the API token in MKIO_TOKEN_MKWE expires <soon>"}}]});
+        let page = render(&status, Utc::now());
+        assert!(page.contains("expires &lt;soon&gt;"), "{page}");
+        assert!(page.contains("no reserved units") && !page.contains("MRUs (none)"), "{page}");
     }
 
     #[test]

@@ -59,6 +59,11 @@ pub enum MediaError {
     /// 5xx, a timeout, a connection error or an unreadable answer: may work later or elsewhere.
     #[error("transient failure: {0}")]
     Transient(String),
+    /// Not sent: the product's own request budget for the account (MK.IO's per-project rate limits) has no
+    /// room within a short wait. Later or elsewhere will do, and nothing is wrong with the account, so it
+    /// does not count towards removing it.
+    #[error("not sent, over the request budget: {0}")]
+    OverBudget(String),
     /// The account refused or is not there as configured: 401/403 (credentials, role assignments), a 404
     /// whose code says the subscription, resource group or account itself is missing, or a 409 on an asset
     /// PUT (the account cannot reach its storage). Another account may take the same request.
@@ -76,15 +81,16 @@ pub enum MediaError {
 impl MediaError {
     /// Whether another try (later, or on another account) may succeed because the trouble is passing.
     pub fn is_transient(&self) -> bool {
-        matches!(self, MediaError::Throttled { .. } | MediaError::Transient(_))
+        matches!(self, MediaError::Throttled { .. } | MediaError::Transient(_) | MediaError::OverBudget(_))
     }
 
     /// Whether the failure belongs to the account rather than to the request: it counts against the
     /// account, and the same request may succeed on another one. Transient failures belong to the account
     /// too; only [`MediaError::Rejected`] (the service would refuse the request everywhere) and
-    /// [`MediaError::NotFound`] of a child resource do not.
+    /// [`MediaError::NotFound`] of a child resource do not, nor does [`MediaError::OverBudget`]: the call
+    /// never reached the account.
     pub fn is_account_fault(&self) -> bool {
-        self.is_transient() || matches!(self, MediaError::Account { .. })
+        matches!(self, MediaError::Throttled { .. } | MediaError::Transient(_) | MediaError::Account { .. })
     }
 
     /// The answer to a job create whose output asset is missing: real Media Services says 400 BadRequest
@@ -524,13 +530,13 @@ fn job_url(account: &AccountConfig, transform: &str, name: &str) -> String {
 
 /// Whether a job found under the name is the one `spec` describes: same correlation data (which carries
 /// the product's job id and attempt number) and same output assets.
-fn same_job(existing: &AmsJob, spec: &JobSpec) -> bool {
+pub(super) fn same_job(existing: &AmsJob, spec: &JobSpec) -> bool {
     let assets: Vec<&str> = existing.outputs.iter().filter_map(|o| o.asset_name.as_deref()).collect();
     let wanted: Vec<&str> = spec.output_assets.iter().map(String::as_str).collect();
     existing.correlation_data == spec.correlation_data && assets == wanted
 }
 
-fn parse_job(value: Value) -> Result<AmsJob, MediaError> {
+pub(super) fn parse_job(value: Value) -> Result<AmsJob, MediaError> {
     let raw: RawJob =
         serde_json::from_value(value).map_err(|e| MediaError::Transient(format!("unreadable job resource: {e}")))?;
     raw.try_into()

@@ -3,16 +3,19 @@
 //!
 //! [`MediaClient`] is the one interface the rest of the product uses. Each account names its provider, and
 //! the client hands the call to the wire that provider speaks: [`arm::ArmClient`] for Azure Media Services
-//! and Ravnur (the same ARM API, different tokens; [`rms`] holds Ravnur's token). `workflow`, `sweep` and `publish` never ask which one it
-//! is; where providers differ in what they can do, the rules read [`crate::domain::Capabilities`].
+//! and Ravnur (the same ARM API, different tokens; [`rms`] holds Ravnur's token), [`mkio::MkioClient`] for
+//! MK.IO. `workflow`, `sweep` and `publish` never ask which one it is; where providers differ in what they
+//! can do, the rules read [`crate::domain::Capabilities`].
 
 pub mod arm;
 pub mod blob;
+pub mod mkio;
 pub mod mru;
 pub mod rms;
 pub mod streaming;
 
 pub use arm::{AmsJob, AmsJobOutput, ArmClient, JobSpec, MediaError};
+pub use mkio::MkioClient;
 pub use mru::ReservedUnits;
 
 use crate::config::{AccountConfig, ArmAuth};
@@ -30,25 +33,82 @@ pub struct MediaClient {
     pub(super) http: reqwest::Client,
     pub(super) timeout: Duration,
     arm: ArmClient,
+    mkio: MkioClient,
+}
+
+/// One provider's wire.
+enum Wire<'a> {
+    /// Azure Media Services and Ravnur.
+    Arm(&'a ArmClient),
+    /// MK.IO.
+    Mkio(&'a MkioClient),
+}
+
+/// Calls `method` on the account's wire; every wire has the same method for each facade call.
+macro_rules! route {
+    ($self:ident, $account:ident, $method:ident($($arg:expr),*)) => {
+        match $self.wire($account) {
+            Wire::Arm(wire) => wire.$method($account, $($arg),*).await,
+            Wire::Mkio(wire) => wire.$method($account, $($arg),*).await,
+        }
+    };
 }
 
 impl MediaClient {
     /// A client whose ARM calls authenticate per `auth`, each call given `timeout`.
     pub fn new(http: reqwest::Client, auth: &ArmAuth, timeout: Duration) -> azure_core::Result<Self> {
         let arm = ArmClient::new(http.clone(), auth, timeout)?;
-        Ok(MediaClient { http, timeout, arm })
+        let mkio = MkioClient::new(http.clone(), timeout);
+        Ok(MediaClient { http, timeout, arm, mkio })
     }
 
     /// The wire the account's provider speaks.
-    fn wire(&self, account: &AccountConfig) -> &ArmClient {
+    fn wire(&self, account: &AccountConfig) -> Wire<'_> {
         match account.provider {
-            Provider::Ams | Provider::Rms | Provider::Mkio => &self.arm,
+            Provider::Ams | Provider::Rms => Wire::Arm(&self.arm),
+            Provider::Mkio => Wire::Mkio(&self.mkio),
+        }
+    }
+
+    /// The project's webhook rule `name` as the service shows it, or `None`; accounts whose events come
+    /// through Event Grid have none.
+    pub async fn webhook_rule(&self, account: &AccountConfig, name: &str) -> Result<Option<Value>, MediaError> {
+        match self.wire(account) {
+            Wire::Mkio(wire) => wire.webhook_rule(account, name).await,
+            Wire::Arm(_) => Ok(None),
+        }
+    }
+
+    /// Creates or replaces the project's webhook rule `name`; nothing for Event Grid accounts.
+    pub async fn put_webhook_rule(&self, account: &AccountConfig, name: &str, body: &Value) -> Result<(), MediaError> {
+        match self.wire(account) {
+            Wire::Mkio(wire) => wire.put_webhook_rule(account, name, body).await,
+            Wire::Arm(_) => Ok(()),
+        }
+    }
+
+    /// Whether the account can take a new job's calls now: `false` only while the product's own request
+    /// budget for it (MK.IO's rate limits) is spent, so placement tries another account, or waits, without
+    /// recording a failed attempt.
+    pub fn has_room(&self, account: &AccountConfig) -> bool {
+        match self.wire(account) {
+            Wire::Mkio(wire) => wire.has_room(account),
+            Wire::Arm(_) => true,
+        }
+    }
+
+    /// A refusal of the account's own API token (401/403) seen since the last call of this, if any: the
+    /// sweep alerts about it. Accounts authenticated by the app's identity have none to report here.
+    pub fn take_token_refusal(&self, account: &AccountConfig) -> Option<mkio::TokenRefusal> {
+        match self.wire(account) {
+            Wire::Mkio(wire) => wire.take_refusal(account),
+            Wire::Arm(_) => None,
         }
     }
 
     /// Creates the output asset if it does not exist (an existing one is fine: names are deterministic).
     pub async fn ensure_asset(&self, account: &AccountConfig, asset: &str) -> Result<(), MediaError> {
-        self.wire(account).ensure_asset(account, asset).await
+        route!(self, account, ensure_asset(asset))
     }
 
     /// Creates the job, or returns the same job if a retry finds it already there.
@@ -59,12 +119,12 @@ impl MediaClient {
         name: &str,
         spec: &JobSpec,
     ) -> Result<AmsJob, MediaError> {
-        self.wire(account).create_job(account, transform, name, spec).await
+        route!(self, account, create_job(transform, name, spec))
     }
 
     /// Checks that the account's API answers.
     pub async fn probe(&self, account: &AccountConfig, transform: &str) -> Result<(), MediaError> {
-        self.wire(account).probe(account, transform).await
+        route!(self, account, probe(transform))
     }
 
     /// Reads a job; `None` if it does not exist.
@@ -74,12 +134,12 @@ impl MediaClient {
         transform: &str,
         name: &str,
     ) -> Result<Option<AmsJob>, MediaError> {
-        self.wire(account).get_job(account, transform, name).await
+        route!(self, account, get_job(transform, name))
     }
 
     /// Asks the service to cancel a job (a no-op for a job that has ended).
     pub async fn cancel_job(&self, account: &AccountConfig, transform: &str, name: &str) -> Result<(), MediaError> {
-        self.wire(account).cancel_job(account, transform, name).await
+        route!(self, account, cancel_job(transform, name))
     }
 
     /// Lists a transform's jobs matching an OData `$filter`, following every page.
@@ -89,17 +149,17 @@ impl MediaClient {
         transform: &str,
         filter: Option<&str>,
     ) -> Result<Vec<AmsJob>, MediaError> {
-        self.wire(account).list_jobs(account, transform, filter).await
+        route!(self, account, list_jobs(transform, filter))
     }
 
     /// A transform's `properties`, or `None` if it does not exist.
     pub async fn transform_properties(&self, account: &AccountConfig, name: &str) -> Result<Option<Value>, MediaError> {
-        self.wire(account).transform_properties(account, name).await
+        route!(self, account, transform_properties(name))
     }
 
     /// Creates or replaces a transform.
     pub async fn put_transform(&self, account: &AccountConfig, name: &str, body: &Value) -> Result<(), MediaError> {
-        self.wire(account).put_transform(account, name, body).await
+        route!(self, account, put_transform(name, body))
     }
 
     /// A content key policy's properties with its secrets, or `None` if it does not exist.
@@ -108,7 +168,7 @@ impl MediaClient {
         account: &AccountConfig,
         name: &str,
     ) -> Result<Option<Value>, MediaError> {
-        self.wire(account).content_key_policy_with_secrets(account, name).await
+        route!(self, account, content_key_policy_with_secrets(name))
     }
 
     /// Creates or replaces a content key policy.
@@ -118,7 +178,7 @@ impl MediaClient {
         name: &str,
         body: &Value,
     ) -> Result<(), MediaError> {
-        self.wire(account).put_content_key_policy(account, name, body).await
+        route!(self, account, put_content_key_policy(name, body))
     }
 
     /// A streaming policy's properties, or `None` if it does not exist.
@@ -127,7 +187,7 @@ impl MediaClient {
         account: &AccountConfig,
         name: &str,
     ) -> Result<Option<Value>, MediaError> {
-        self.wire(account).streaming_policy_properties(account, name).await
+        route!(self, account, streaming_policy_properties(name))
     }
 
     /// Creates a streaming policy; `false` if one of that name was already there.
@@ -137,7 +197,7 @@ impl MediaClient {
         name: &str,
         body: &Value,
     ) -> Result<bool, MediaError> {
-        self.wire(account).create_streaming_policy(account, name, body).await
+        route!(self, account, create_streaming_policy(name, body))
     }
 
     /// A signed URL of the asset's container.
@@ -148,7 +208,7 @@ impl MediaClient {
         permissions: SasPermissions,
         expiry: DateTime<Utc>,
     ) -> Result<SasUrl, MediaError> {
-        self.wire(account).container_sas(account, asset, permissions, expiry).await
+        route!(self, account, container_sas(asset, permissions, expiry))
     }
 
     /// Creates a streaming locator with the given id and keys.
@@ -158,32 +218,32 @@ impl MediaClient {
         name: &str,
         spec: &LocatorSpec<'_>,
     ) -> Result<LocatorCreated, MediaError> {
-        self.wire(account).create_locator(account, name, spec).await
+        route!(self, account, create_locator(name, spec))
     }
 
     /// A streaming locator as it is, or `None` if it does not exist.
     pub async fn get_locator(&self, account: &AccountConfig, name: &str) -> Result<Option<LiveLocator>, MediaError> {
-        self.wire(account).get_locator(account, name).await
+        route!(self, account, get_locator(name))
     }
 
     /// A locator's content keys with their values.
     pub async fn list_content_keys(&self, account: &AccountConfig, name: &str) -> Result<Vec<ContentKey>, MediaError> {
-        self.wire(account).list_content_keys(account, name).await
+        route!(self, account, list_content_keys(name))
     }
 
     /// A locator's streaming paths.
     pub async fn list_paths(&self, account: &AccountConfig, name: &str) -> Result<LocatorPaths, MediaError> {
-        self.wire(account).list_paths(account, name).await
+        route!(self, account, list_paths(name))
     }
 
     /// The account's v2 endpoint for reserved units.
     pub async fn mru_endpoint(&self, account: &AccountConfig) -> Result<Url, MediaError> {
-        self.wire(account).mru_endpoint(account).await
+        route!(self, account, mru_endpoint())
     }
 
     /// Reads the account's reserved units.
     pub async fn get_reserved_units(&self, account: &AccountConfig) -> Result<ReservedUnits, MediaError> {
-        self.wire(account).get_reserved_units(account).await
+        route!(self, account, get_reserved_units())
     }
 
     /// Sets the account's reserved units to `count`, keeping the unit type.
@@ -194,6 +254,6 @@ impl MediaClient {
         unit_type: u8,
         count: u32,
     ) -> Result<(), MediaError> {
-        self.wire(account).set_reserved_units(account, account_id, unit_type, count).await
+        route!(self, account, set_reserved_units(account_id, unit_type, count))
     }
 }

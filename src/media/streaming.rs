@@ -98,7 +98,7 @@ struct RawKey {
     label: String,
 }
 
-fn parse_locator(value: &Value) -> Result<LiveLocator, MediaError> {
+pub(super) fn parse_locator(value: &Value) -> Result<LiveLocator, MediaError> {
     let props = value.get("properties").cloned().unwrap_or(Value::Null);
     let raw: RawLocatorProperties = serde_json::from_value(props)
         .map_err(|e| MediaError::Transient(format!("unreadable streaming locator: {e}")))?;

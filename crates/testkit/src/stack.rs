@@ -142,6 +142,9 @@ pub struct StackOptions {
     pub emulator_args: Vec<String>,
     /// Accounts (by name) that speak as another provider than Azure Media Services (`rms`, `mkio`).
     pub providers: Vec<(&'static str, &'static str)>,
+    /// The handler's request budget of each MK.IO project, (reads, writes) per minute; its default when
+    /// `None`.
+    pub mkio_budget: Option<(u32, u32)>,
 }
 
 impl StackOptions {
@@ -159,6 +162,7 @@ impl StackOptions {
             outputs_dir: None,
             emulator_args: Vec::new(),
             providers: Vec::new(),
+            mkio_budget: None,
         }
     }
 
@@ -220,8 +224,81 @@ impl StackOptions {
     }
 }
 
+/// The shared secret stacks give the MK.IO webhook (a test value, not a secret).
+pub const TEST_WEBHOOK_SECRET: &str = "test-webhook-secret-0123456789";
+
+/// An unsigned JWT expiring at `exp` (seconds since the epoch): what the emulator's MK.IO projects accept
+/// until then (they check the shape and `exp`, not a signature), and what the handler reads the expiry of.
+pub fn mkio_token(exp: i64) -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&format!(r#"{{"sub":"testkit","exp":{exp}}}"#)))
+}
+
+/// The setting holding account `name`'s MK.IO token (the handler's default name).
+pub fn mkio_token_setting(name: &str) -> String {
+    format!("MKIO_TOKEN_{}", name.to_ascii_uppercase())
+}
+
+/// What the handler needs to reach the emulator's MK.IO projects: a token, each project's storage (as the
+/// emulator's control API shows it: account name, blob URL, an account SAS), and where webhooks go.
+#[derive(Clone, Debug, Default)]
+pub struct MkioWiring {
+    /// A token every project accepts for a year (as long as MK.IO lets one live).
+    pub token: String,
+    /// Per account: storage name, blob URL, SAS (with its leading `?`).
+    pub storages: Vec<(String, String, String, String)>,
+    /// OnMkioEvent's URL on devhost.
+    pub webhook_url: String,
+}
+
+impl MkioWiring {
+    /// Reads each MK.IO account's storage from the emulator at `arm`; webhooks will go to devhost at
+    /// `devhost`.
+    pub async fn read(http: &reqwest::Client, arm: &str, devhost: &str) -> anyhow::Result<MkioWiring> {
+        let accounts: Vec<Value> = http.get(format!("{arm}/_emulator/accounts")).send().await?.json().await?;
+        let storages = accounts
+            .iter()
+            .filter_map(|a| {
+                let storage = a.pointer("/mkio/storage")?;
+                Some((
+                    a["name"].as_str()?.to_owned(),
+                    storage["storageAccount"].as_str()?.to_owned(),
+                    storage["blobUrl"].as_str()?.to_owned(),
+                    storage["sas"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + 365 * 86_400;
+        Ok(MkioWiring {
+            token: mkio_token(i64::try_from(exp)?),
+            storages,
+            webhook_url: format!("{devhost}/api/events/mkio"),
+        })
+    }
+
+    /// The handler's settings for the MK.IO accounts: each token and storage SAS, the webhook URL and secret.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        let mut settings = vec![
+            ("MKIO_WEBHOOK_URL".to_owned(), self.webhook_url.clone()),
+            ("MKIO_WEBHOOK_SECRET".to_owned(), TEST_WEBHOOK_SECRET.to_owned()),
+        ];
+        for (name, _, _, sas) in &self.storages {
+            settings.push((mkio_token_setting(name), self.token.clone()));
+            settings.push((format!("MKIO_STORAGE_SAS_{}", name.to_ascii_uppercase()), sas.clone()));
+        }
+        settings
+    }
+}
+
 /// `MEDIA_ACCOUNTS` for `options`' accounts served by the emulator at `arm`.
 pub fn accounts_setting(options: &StackOptions, arm: &str) -> String {
+    accounts_setting_wired(options, arm, None)
+}
+
+/// `MEDIA_ACCOUNTS` for `options`' accounts served by the emulator at `arm`, MK.IO projects wired per
+/// `mkio` (without it they name a storage the emulator has not shown, and only the configuration is right).
+pub fn accounts_setting_wired(options: &StackOptions, arm: &str, mkio: Option<&MkioWiring>) -> String {
     let list: Vec<Value> = options
         .accounts
         .iter()
@@ -235,6 +312,18 @@ pub fn accounts_setting(options: &StackOptions, arm: &str) -> String {
             if provider == "rms" {
                 // The key comes from the default setting (RMS_API_KEY_<NAME>, see `handler_settings`).
                 account["eventTopic"] = json!(rms_event_topic(name));
+            }
+            if provider == "mkio" {
+                // A project is not an ARM resource; the emulator serves it under its own API paths.
+                account = json!({"name": name, "region": region, "provider": "mkio", "mkioEndpoint": arm,
+                    "mruMode": "automatic", "storage": {"name": name, "url": format!("{arm}/blob/{name}")}});
+                if let Some((_, storage, url, _)) = mkio.and_then(|m| m.storages.iter().find(|s| s.0 == *name)) {
+                    account["storage"] = json!({"name": storage, "url": url});
+                }
+                if let Some((reads, writes)) = options.mkio_budget {
+                    account["readsPerMinute"] = json!(reads);
+                    account["writesPerMinute"] = json!(writes);
+                }
             }
             if let Some((_, max)) = options.managed.iter().find(|(m, _)| m == name) {
                 account["mruMode"] = json!("managed");
@@ -304,6 +393,26 @@ pub struct Stack {
     pub http: reqwest::Client,
     /// How it was started.
     pub options: StackOptions,
+    /// How the handler reaches the emulator's MK.IO projects, when it has any.
+    pub mkio: Option<MkioWiring>,
+}
+
+/// Creates the test transform in every MK.IO project of the emulator at `arm`, with MK.IO's preset name.
+pub async fn create_mkio_transforms(
+    http: &reqwest::Client,
+    arm: &str,
+    options: &StackOptions,
+    token: &str,
+) -> anyhow::Result<()> {
+    for (name, _) in options.accounts.iter().filter(|(name, _)| options.provider_of(name) == "mkio") {
+        let url = format!("{arm}/api/v1/projects/{name}/media/transforms/{TRANSFORM}");
+        let body = json!({"properties": {"outputs": [{"preset": {"@odata.type": "#Microsoft.Media.BuiltInStandardEncoderPreset", "presetName": "H264MultipleBitrate1080p"}}]}});
+        let status = http.put(url).bearer_auth(token).json(&body).send().await?.status();
+        if !status.is_success() {
+            bail!("creating the transform in project {name} answered {status}");
+        }
+    }
+    Ok(())
 }
 
 /// A token of the emulator at `arm` for its rms accounts, as the product gets one.
@@ -338,7 +447,8 @@ pub async fn authorized(
 
 /// Creates the test transform in every account of `options` on the emulator at `arm`.
 pub async fn create_transforms(http: &reqwest::Client, arm: &str, options: &StackOptions) -> anyhow::Result<()> {
-    for (name, _) in &options.accounts {
+    // MK.IO projects get theirs through their own API (`create_mkio_transforms`).
+    for (name, _) in options.accounts.iter().filter(|(name, _)| options.provider_of(name) != "mkio") {
         let url = format!(
             "{arm}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Media/mediaServices/{name}/transforms/{TRANSFORM}?api-version=2022-07-01"
         );
@@ -362,6 +472,17 @@ impl Stack {
         let emulator = start_emulator(&emulator_bin, &options)?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
         create_transforms(&http, &emulator.url, &options).await?;
+        // MK.IO projects deliver webhooks to a URL the handler writes into their rules at start-up, so
+        // devhost's port must be known before it starts.
+        let any_mkio = options.accounts.iter().any(|(name, _)| options.provider_of(name) == "mkio");
+        let port = if any_mkio { crate::try_free_port()? } else { 0 };
+        let mkio = if any_mkio {
+            let wiring = MkioWiring::read(&http, &emulator.url, &format!("http://127.0.0.1:{port}")).await?;
+            create_mkio_transforms(&http, &emulator.url, &options, &wiring.token).await?;
+            Some(wiring)
+        } else {
+            None
+        };
 
         let prefix = crate::unique_prefix();
         let (outputs, outputs_dir) = match &options.outputs_dir {
@@ -381,11 +502,15 @@ impl Stack {
         let mut cmd = Command::new(devhost_bin);
         cmd.arg("--app-root")
             .arg(&options.app_root)
-            .args(["--port", "0", "--handler"])
+            .args(["--port", &port.to_string(), "--handler"])
             .arg(&options.handler)
             .arg("--outputs-dir")
             .arg(&outputs);
         cmd.envs(handler_settings(&azurite, &prefix, &options, &emulator.url));
+        if let Some(wiring) = &mkio {
+            cmd.env("MEDIA_ACCOUNTS", accounts_setting_wired(&options, &emulator.url, Some(wiring)));
+            cmd.envs(wiring.settings());
+        }
         cmd.env("SERVICE_BUS_ENDPOINT", &service_bus.url);
         cmd.envs(options.settings.iter().cloned());
         let devhost = spawn_listening("devhost", cmd, &options.logs)?;
@@ -400,10 +525,76 @@ impl Stack {
             _outputs_dir: outputs_dir,
             http,
             options,
+            mkio,
         };
         let endpoint = format!("{}/runtime/webhooks/EventGrid?functionName=OnJobStateChange", stack.devhost.url);
         stack.events(json!({ "endpoint": endpoint })).await?;
+        if stack.mkio.is_some() {
+            // The first sweep writes every project's webhook rule (the definitions sync does), as the first
+            // timer tick would in Azure; before it no MK.IO event reaches the handler.
+            if !stack.sweep().await? {
+                bail!("the first sweep of a stack with MK.IO projects failed");
+            }
+        }
         Ok(stack)
+    }
+
+    /// The URL of `path` (`transforms/encode`, `streamingLocators/x`) in account `account`'s media API,
+    /// ARM or MK.IO as the account's provider speaks.
+    pub fn media_url(&self, account: &str, path: &str) -> String {
+        let base = &self.emulator.url;
+        if self.options.provider_of(account) == "mkio" {
+            format!("{base}/api/v1/projects/{account}/media/{path}")
+        } else {
+            let version = match (path.contains("api-version="), path.contains('?')) {
+                (true, _) => "",
+                (false, true) => "&api-version=2023-01-01",
+                (false, false) => "?api-version=2023-01-01",
+            };
+            format!(
+                "{base}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Media/mediaServices/{account}/{path}{version}"
+            )
+        }
+    }
+
+    /// One call of account `account`'s media API (with the MK.IO token where needed): status and JSON body
+    /// (`Null` when empty).
+    pub async fn media_call(
+        &self,
+        method: reqwest::Method,
+        account: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self.http.request(method, self.media_url(account, path));
+        if let (Some(mkio), "mkio") = (&self.mkio, self.options.provider_of(account)) {
+            request = request.bearer_auth(&mkio.token);
+        }
+        request = self.authorized(account, request).await?;
+        request = match body {
+            Some(body) => request.json(body),
+            None => request.header("content-length", "0"),
+        };
+        let response = request.send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        Ok((status, if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text)? }))
+    }
+
+    /// The emulator's request counts of MK.IO project `account` (`requests` of its control view).
+    pub async fn mkio_requests(&self, account: &str) -> anyhow::Result<Value> {
+        Ok(self.emulator_account(account).await?.pointer("/mkio/requests").cloned().unwrap_or(Value::Null))
+    }
+
+    /// `POST /api/events/mkio` with `headers`: status and JSON body.
+    pub async fn post_mkio_event(&self, body: &Value, secret: Option<&str>) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self.http.post(format!("{}/api/events/mkio", self.devhost.url)).json(body);
+        if let Some(secret) = secret {
+            request = request.header("x-mkio-webhook-secret", secret);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 
     /// `POST /api/jobs`: status, JSON body, Location header.
@@ -479,8 +670,17 @@ impl Stack {
         self.control("/_emulator/rms/expire-tokens", json!({})).await
     }
 
-    /// Changes the emulator's event delivery.
+    /// Changes the emulator's event delivery: Event Grid's, and MK.IO's webhooks with the same knobs.
     pub async fn events(&self, settings: Value) -> anyhow::Result<()> {
+        if self.mkio.is_some() {
+            let mut webhooks = settings.clone();
+            if let Some(map) = webhooks.as_object_mut() {
+                map.remove("endpoint");
+                if !map.is_empty() {
+                    self.control("/_emulator/mkio/webhooks", webhooks).await?;
+                }
+            }
+        }
         self.control("/_emulator/events", settings).await
     }
 
