@@ -149,9 +149,9 @@ param clientApiKey string = ''
 @secure()
 param operatorApiKey string = ''
 @description('Functions of the client API: they get the `client` key.')
-param clientApiFunctions array = ['SubmitJob', 'GetJob', 'CancelJob', 'ListJobs']
+param clientApiFunctions array = ['SubmitJob', 'GetJob']
 @description('Functions of the operator API: they get the `operator` key.')
-param operatorApiFunctions array = ['GetStatus', 'DrainAccount', 'ReadmitAccount']
+param operatorApiFunctions array = ['GetStatus']
 
 // ---------------------------------------------------------------------------------------------------------
 // Alerts that reach a person

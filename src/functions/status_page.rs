@@ -278,7 +278,8 @@ mod tests {
     fn an_mkio_account_shows_its_token_warning_and_no_reserved_units() {
         let status = json!({"accountsInRotation": 1, "accounts": [{"name": "mkwe", "region": "westeurope",
             "inRotation": true, "inFlight": 0, "activeByState": {}, "provider": "mkio",
-            "mru": {"mode": "none", "scaling": "off", "unitsInFlight": 0},
+            "mru": {"mode": "automatic", "scaling": false, "unitsInFlight": 0,
+                    "note": "mkio has no reserved units: MRU scaling is off"},
             "credential": {"setting": "MKIO_TOKEN_MKWE", "warning": "the API token in MKIO_TOKEN_MKWE expires <soon>"}}]});
         let page = render(&status, Utc::now());
         assert!(page.contains("expires &lt;soon&gt;"), "{page}");
