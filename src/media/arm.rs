@@ -487,10 +487,7 @@ impl ArmClient {
         if req.body.is_some() && !req.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type")) {
             request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
         }
-        let response = request.send().await.map_err(|e| {
-            let kind = if e.is_timeout() { "timed out" } else { "failed" };
-            MediaError::Transient(format!("ARM call {kind}: {e}"))
-        })?;
+        let response = request.send().await.map_err(|e| send_failed("ARM call", &e))?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
         let text =
@@ -542,7 +539,13 @@ pub(super) fn parse_job(value: Value) -> Result<AmsJob, MediaError> {
     raw.try_into()
 }
 
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+/// A request that got no answer (timeout, connection error): transient, worded the same for every wire.
+pub(super) fn send_failed(what: &str, e: &reqwest::Error) -> MediaError {
+    let kind = if e.is_timeout() { "timed out" } else { "failed" };
+    MediaError::Transient(format!("{what} {kind}: {e}"))
+}
+
+pub(super) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())

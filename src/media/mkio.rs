@@ -16,7 +16,7 @@
 pub mod budget;
 pub mod error;
 
-use super::arm::{parse_job, same_job, AmsJob, JobSpec, MediaError};
+use super::arm::{parse_job, retry_after, same_job, send_failed, AmsJob, JobSpec, MediaError};
 use super::mru::ReservedUnits;
 use super::streaming::{parse_locator, ContentKey, LocatorCreated, LocatorSpec, SasPermissions, SasUrl};
 use crate::config::{AccountConfig, MkioAccount};
@@ -276,17 +276,9 @@ impl MkioClient {
             Some(body) => request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_string()),
             None => request.header(reqwest::header::CONTENT_LENGTH, "0"),
         };
-        let response = request.send().await.map_err(|e| {
-            let kind = if e.is_timeout() { "timed out" } else { "failed" };
-            MediaError::Transient(format!("MK.IO call {kind}: {e}"))
-        })?;
+        let response = request.send().await.map_err(|e| send_failed("MK.IO call", &e))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(response.headers());
         let text = response
             .text()
             .await
@@ -578,20 +570,7 @@ impl MkioClient {
         spec: &LocatorSpec<'_>,
     ) -> Result<LocatorCreated, MediaError> {
         let url = Self::media_url(project_of(account)?, &format!("streamingLocators/{name}"));
-        let mut properties = json!({
-            "assetName": spec.asset_name,
-            "streamingPolicyName": spec.streaming_policy_name,
-            "streamingLocatorId": spec.streaming_locator_id,
-        });
-        if !spec.content_keys.is_empty() {
-            let keys: Vec<Value> = spec
-                .content_keys
-                .iter()
-                .map(|k| json!({ "id": k.id, "labelReferenceInStreamingPolicy": k.label, "value": k.value }))
-                .collect();
-            properties["contentKeys"] = Value::Array(keys);
-        }
-        match self.call(account, Method::PUT, &url, Some(&json!({ "properties": properties }))).await {
+        match self.call(account, Method::PUT, &url, Some(&spec.body())).await {
             Ok(created) => parse_locator(&created).map(LocatorCreated::Created),
             Err(error @ MediaError::Rejected { .. }) => match self.get_locator(account, name).await? {
                 Some(live) => Ok(LocatorCreated::Existing(live)),

@@ -11,7 +11,7 @@
 //! The policy is pure (times are passed in) and unit-tested; [`TokenSource`] adds the HTTP and the cache.
 //! Neither the key nor a token ever appears in a log line, an error or `Debug` output.
 
-use super::arm::{arm_error, MediaError};
+use super::arm::{arm_error, retry_after, send_failed, MediaError};
 use crate::config::{AccountConfig, ApiKey};
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -192,18 +192,16 @@ impl TokenSource {
         now: DateTime<Utc>,
     ) -> Result<CachedToken, MediaError> {
         let body = json!({ "subscriptionId": self.subscription_id, "apiKey": self.api_key.expose() });
-        let response = http.post(self.url.clone()).timeout(timeout).json(&body).send().await.map_err(|e| {
-            let kind = if e.is_timeout() { "timed out" } else { "failed" };
-            // reqwest's error names the URL, never the body, so the key stays out of it.
-            MediaError::Transient(format!("RMS token request {kind}: {e}"))
-        })?;
+        // reqwest's error names the URL, never the body, so the key stays out of it.
+        let response = http
+            .post(self.url.clone())
+            .timeout(timeout)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| send_failed("RMS token request", &e))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(response.headers());
         let text = response
             .text()
             .await

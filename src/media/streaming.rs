@@ -70,6 +70,26 @@ pub struct LocatorSpec<'a> {
     pub content_keys: &'a [ContentKey],
 }
 
+impl LocatorSpec<'_> {
+    /// The create body, the same on every wire that has locators (Media Services, Ravnur, MK.IO).
+    pub(super) fn body(&self) -> Value {
+        let mut properties = json!({
+            "assetName": self.asset_name,
+            "streamingPolicyName": self.streaming_policy_name,
+            "streamingLocatorId": self.streaming_locator_id,
+        });
+        if !self.content_keys.is_empty() {
+            let keys: Vec<Value> = self
+                .content_keys
+                .iter()
+                .map(|k| json!({ "id": k.id, "labelReferenceInStreamingPolicy": k.label, "value": k.value }))
+                .collect();
+            properties["contentKeys"] = Value::Array(keys);
+        }
+        json!({ "properties": properties })
+    }
+}
+
 /// The outcome of creating a locator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LocatorCreated {
@@ -240,20 +260,7 @@ impl ArmClient {
         spec: &LocatorSpec<'_>,
     ) -> Result<LocatorCreated, MediaError> {
         let url = format!("{}/streamingLocators/{name}?api-version={METADATA_API}", base(account));
-        let mut properties = json!({
-            "assetName": spec.asset_name,
-            "streamingPolicyName": spec.streaming_policy_name,
-            "streamingLocatorId": spec.streaming_locator_id,
-        });
-        if !spec.content_keys.is_empty() {
-            let keys: Vec<Value> = spec
-                .content_keys
-                .iter()
-                .map(|k| json!({ "id": k.id, "labelReferenceInStreamingPolicy": k.label, "value": k.value }))
-                .collect();
-            properties["contentKeys"] = Value::Array(keys);
-        }
-        match self.arm(account, Method::PUT, &url, Some(&json!({ "properties": properties }))).await {
+        match self.arm(account, Method::PUT, &url, Some(&spec.body())).await {
             Ok(created) => parse_locator(&created).map(LocatorCreated::Created),
             // Only 201 and a default error are documented for a create: after any 4xx, a locator that reads
             // back under the name is the existing one (the caller compares it); otherwise the refusal stands.
