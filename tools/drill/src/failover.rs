@@ -33,9 +33,74 @@ use testkit::stack::{job_body, Logs, Stack, StackOptions};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-/// The accounts, one per region. With the default seed the second one fails.
-const ACCOUNTS: [(&str, &str); 3] =
-    [("amsnortheurope", "northeurope"), ("amswesteurope", "westeurope"), ("amsfrancecentral", "francecentral")];
+/// One region of the drill's fleet: its account and the provider the account speaks as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Region {
+    account: &'static str,
+    region: &'static str,
+    /// `ams`, `rms` or `mkio`, as `MEDIA_ACCOUNTS` and the emulator spell it.
+    provider: &'static str,
+}
+
+impl Region {
+    const fn new(account: &'static str, region: &'static str, provider: &'static str) -> Region {
+        Region { account, region, provider }
+    }
+
+    /// The provider's name as a reader knows it.
+    fn provider_label(&self) -> &'static str {
+        match self.provider {
+            "rms" => "Ravnur RMS",
+            "mkio" => "MK.IO",
+            _ => "AMS",
+        }
+    }
+
+    /// `westeurope (MK.IO)`: the region and its provider, as the timeline and the report name it.
+    fn label(&self) -> String {
+        format!("{} ({})", self.region, self.provider_label())
+    }
+}
+
+/// Which providers the drill's three regions speak as.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Fleet {
+    /// Three Azure Media Services accounts.
+    #[default]
+    Ams,
+    /// One region on each provider: AMS, MK.IO and Ravnur RMS. With the default seed the MK.IO region fails,
+    /// so its jobs move to the other two providers.
+    Mixed,
+}
+
+impl Fleet {
+    /// The drill's folder under the workspace root, one per fleet so neither run overwrites the other.
+    fn default_out(self) -> PathBuf {
+        PathBuf::from(match self {
+            Fleet::Ams => ".local/drill",
+            Fleet::Mixed => ".local/drill-mixed",
+        })
+    }
+
+    /// The regions, one account each. With the default seed the second one fails.
+    fn regions(self) -> &'static [Region; 3] {
+        const AMS: [Region; 3] = [
+            Region::new("amsnortheurope", "northeurope", "ams"),
+            Region::new("amswesteurope", "westeurope", "ams"),
+            Region::new("amsfrancecentral", "francecentral", "ams"),
+        ];
+        const MIXED: [Region; 3] = [
+            Region::new("amsnortheurope", "northeurope", "ams"),
+            Region::new("mkiowesteurope", "westeurope", "mkio"),
+            Region::new("rmsfrancecentral", "francecentral", "rms"),
+        ];
+        match self {
+            Fleet::Ams => &AMS,
+            Fleet::Mixed => &MIXED,
+        }
+    }
+}
 
 /// Emulated phases (queued, scheduled, processing) in emulated ms, at [`TIME_SCALE`]: a healthy job spends
 /// 0.5 s queued, 0.5 s scheduled and 3 s processing.
@@ -80,15 +145,18 @@ pub struct Args {
     #[arg(long)]
     pub duration: Option<u64>,
     /// Where report.html, summary.json, the stack's log and the alerts go (relative to the workspace root, found
-    /// from the current directory).
-    #[arg(long, default_value = ".local/drill")]
-    pub out: PathBuf,
+    /// from the current directory; default `.local/drill`, or `.local/drill-mixed` with `--fleet mixed`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Shorter everything: a shorter warm-up, cool-down and tail, for tests.
     #[arg(long)]
     pub quick: bool,
     /// Seed of the arrival jitter; it also picks the failing region (1 = westeurope).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// `ams`: three Azure Media Services accounts; `mixed`: one region each on AMS, MK.IO and Ravnur RMS.
+    #[arg(long, value_enum, default_value_t = Fleet::Ams)]
+    pub fleet: Fleet,
 }
 
 /// The drill's timing, from the options.
@@ -187,12 +255,14 @@ struct State {
 }
 
 impl State {
+    // GetStatus samples come first: they are at most a sample period late, while an alert's time is to the
+    // second (truncated), up to a second early.
     fn removed_at(&self) -> Option<f64> {
-        self.removed_alert_at.or(self.removed_sample_at)
+        self.removed_sample_at.or(self.removed_alert_at)
     }
 
     fn readmitted_at(&self) -> Option<f64> {
-        self.readmitted_alert_at.or(self.readmitted_sample_at)
+        self.readmitted_sample_at.or(self.readmitted_alert_at)
     }
 }
 
@@ -200,13 +270,20 @@ impl State {
 struct Shared {
     started: Instant,
     started_utc: DateTime<Utc>,
+    regions: &'static [Region; 3],
     faulty: usize,
     state: Mutex<State>,
 }
 
 impl Shared {
-    fn new(faulty: usize) -> Shared {
-        Shared { started: Instant::now(), started_utc: Utc::now(), faulty, state: Mutex::new(State::default()) }
+    fn new(regions: &'static [Region; 3], faulty: usize) -> Shared {
+        Shared {
+            started: Instant::now(),
+            started_utc: Utc::now(),
+            regions,
+            faulty,
+            state: Mutex::new(State::default()),
+        }
     }
 
     /// The state; a task that panicked while holding it left nothing half-written that matters here.
@@ -230,11 +307,16 @@ impl Shared {
     }
 
     fn faulty_account(&self) -> &'static str {
-        ACCOUNTS[self.faulty].0
+        self.regions[self.faulty].account
     }
 
     fn faulty_region(&self) -> &'static str {
-        ACCOUNTS[self.faulty].1
+        self.regions[self.faulty].region
+    }
+
+    /// The region of `account` with its provider, or the account's name when it is not one of the drill's.
+    fn label_of(&self, account: &str) -> String {
+        self.regions.iter().find(|r| r.account == account).map_or_else(|| account.to_owned(), Region::label)
     }
 
     /// Prints a timeline line and keeps it for the report.
@@ -253,23 +335,21 @@ fn time(v: &Value) -> Option<DateTime<Utc>> {
     v.as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|d| d.with_timezone(&Utc))
 }
 
-fn region_of(account: &str) -> &str {
-    ACCOUNTS.iter().find(|(name, _)| *name == account).map_or(account, |(_, region)| region)
-}
-
 /// Runs the drill.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let plan = Plan::new(&args)?;
     let root = testkit::workspace_root()?;
-    let out = root.join(&args.out);
+    let out = root.join(args.out.clone().unwrap_or_else(|| args.fleet.default_out()));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let log_path = out.join("stack.log");
     // A fresh log per run; a missing file is fine.
     let _ = std::fs::remove_file(&log_path);
-    let faulty = usize::try_from(args.seed % ACCOUNTS.len() as u64).unwrap_or(0);
+    let fleet = args.fleet.regions();
+    let faulty = usize::try_from(args.seed % fleet.len() as u64).unwrap_or(0);
 
     let mut options = StackOptions::new(testkit::try_workspace_bin("handler")?, root.clone());
-    options.accounts = ACCOUNTS.to_vec();
+    options.accounts = fleet.iter().map(|r| (r.account, r.region)).collect();
+    options.providers = fleet.iter().map(|r| (r.account, r.provider)).collect();
     options.time_scale = TIME_SCALE;
     options.phases_ms = PHASES_MS;
     options.settings = plan.settings();
@@ -277,7 +357,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     options.outputs_dir = Some(out.clone());
     println!(
         "Failover drill: three regions, a steady stream of jobs; {} stalls, goes down and recovers.",
-        ACCOUNTS[faulty].1
+        fleet[faulty].label()
     );
     println!(
         "Starting Azurite, the Media Services emulator and devhost with the handler (logs: {}, alerts: {})",
@@ -294,12 +374,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let stack = Arc::new(Stack::start(options).await.context("starting the local stack")?);
     println!("  functions  {}/api", stack.devhost.url);
     println!("  emulator   {}", stack.emulator.url);
-    for (i, (name, region)) in ACCOUNTS.iter().enumerate() {
-        println!("  account    {name} ({region}){}", if i == faulty { "  <- fails" } else { "" });
+    for (i, r) in fleet.iter().enumerate() {
+        println!("  account    {} in {}{}", r.account, r.label(), if i == faulty { "  <- fails" } else { "" });
     }
     println!();
 
-    let shared = Arc::new(Shared::new(faulty));
+    let shared = Arc::new(Shared::new(fleet, faulty));
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = tokio::spawn(sample_status(stack.clone(), shared.clone()));
     let watcher = tokio::spawn(watch(stack.clone(), shared.clone()));
@@ -360,7 +440,7 @@ async fn story(stack: &Stack, shared: &Shared, plan: &Plan) -> anyhow::Result<()
     stack.fault(account, json!({"mode": "stall"})).await?;
     let stall_at = shared.t();
     shared.lock().stall_at = Some(stall_at);
-    shared.log("PHASE", format!("stall: {region} ({account}) still answers, but no job there leaves Scheduled"));
+    shared.log("PHASE", format!("stall: {region} ({account}) still answers, but no job there starts processing"));
 
     let Some(removed_at) = wait_for(shared, REMOVAL_LIMIT, State::removed_at).await else {
         bail!("{region} was not taken out of rotation within {}s of the stall", REMOVAL_LIMIT.as_secs());
@@ -476,8 +556,9 @@ async fn sample_status(stack: Arc<Stack>, shared: Arc<Shared>) {
         };
         let t = shared.t();
         let listed = status["accounts"].as_array().cloned().unwrap_or_default();
-        let mut regions = Vec::with_capacity(ACCOUNTS.len());
-        for (i, (name, region)) in ACCOUNTS.iter().enumerate() {
+        let mut regions = Vec::with_capacity(shared.regions.len());
+        for (i, r) in shared.regions.iter().enumerate() {
+            let (name, region) = (r.account, r.label());
             let account = listed.iter().find(|a| a["name"] == *name).cloned().unwrap_or(Value::Null);
             let in_rotation = account["inRotation"].as_bool().unwrap_or(true);
             regions.push(RegionSample { in_flight: account["inFlight"].as_u64().unwrap_or(0), in_rotation });
@@ -487,7 +568,7 @@ async fn sample_status(stack: Arc<Stack>, shared: Arc<Shared>) {
                 shared.log(
                     "STATUS",
                     format!(
-                        "{region} ({name}) out of rotation, cool-down {}s: {}",
+                        "{name} in {region} out of rotation, cool-down {}s: {}",
                         removed["cooldownSecs"],
                         text(&removed["reason"])
                     ),
@@ -497,7 +578,7 @@ async fn sample_status(stack: Arc<Stack>, shared: Arc<Shared>) {
                     state.removed_sample_at.get_or_insert(t);
                 }
             } else if !was_in && in_rotation {
-                shared.log("STATUS", format!("{region} ({name}) back in rotation"));
+                shared.log("STATUS", format!("{name} in {region} back in rotation"));
                 let mut state = shared.lock();
                 if i == shared.faulty && state.removed_at().is_some() {
                     state.readmitted_sample_at.get_or_insert(t);
@@ -519,11 +600,12 @@ async fn sample_status(stack: Arc<Stack>, shared: Arc<Shared>) {
         }
         if t - last_tick >= TICK_EVERY_SECS {
             last_tick = t;
-            let parts: Vec<String> = ACCOUNTS
+            let parts: Vec<String> = shared
+                .regions
                 .iter()
                 .zip(&regions)
-                .map(|((_, region), r)| {
-                    format!("{region} {}{}", r.in_flight, if r.in_rotation { "" } else { " (out)" })
+                .map(|(region, r)| {
+                    format!("{} {}{}", region.label(), r.in_flight, if r.in_rotation { "" } else { " (out)" })
                 })
                 .collect();
             // Terminal only: the report's chart shows these.
@@ -610,12 +692,12 @@ fn note_moves(shared: &Shared, jobs: &[Value], seen: &mut BTreeSet<String>) {
         if n < 2 {
             continue;
         }
-        let to = region_of(job["account"].as_str().unwrap_or("?"));
+        let to = shared.label_of(job["account"].as_str().unwrap_or("?"));
         let previous = by_name.get(format!("{id}-a{}", n - 1).as_str());
         let from = match previous {
             Some(p) => format!(
                 "{} (attempt {} {} there)",
-                region_of(p["account"].as_str().unwrap_or("?")),
+                shared.label_of(p["account"].as_str().unwrap_or("?")),
                 n - 1,
                 text(&p["state"])
             ),
@@ -720,8 +802,12 @@ async fn wait_idle(stack: &Stack, shared: &Shared) {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Summary {
+    /// The regions, each with its account and provider.
+    regions: Vec<Region>,
     faulty_account: String,
     faulty_region: String,
+    /// The failing region's provider (`ams`, `rms`, `mkio`).
+    faulty_provider: String,
     seconds: f64,
     submitted: usize,
     accepted: usize,
@@ -731,6 +817,8 @@ struct Summary {
     completed_twice: Vec<String>,
     encoded_twice: Vec<String>,
     moved: Vec<String>,
+    /// Jobs that ran on more than one provider (only a mixed fleet has any).
+    moved_across_providers: Vec<String>,
     /// Where each job's first attempt went, by region: the handler's random choice over the stream.
     first_placed: BTreeMap<String, usize>,
     stuck_jobs: Vec<String>,
@@ -791,8 +879,16 @@ fn summarize(
     }
     let encoded_twice: Vec<String> = encoded.into_iter().filter(|(_, n)| *n > 1).map(|(id, _)| id).collect();
     let moved: Vec<String> = jobs.iter().filter(|(_, j)| attempts(j).len() > 1).map(|(id, _)| id.clone()).collect();
-    let mut first_placed: BTreeMap<String, usize> =
-        ACCOUNTS.iter().map(|(_, region)| ((*region).to_owned(), 0)).collect();
+    // Jobs whose attempts ran on more than one provider: failover across providers.
+    let provider_of = |account: &Value| shared.regions.iter().find(|r| *account == r.account).map(|r| r.provider);
+    let moved_across_providers: Vec<String> = jobs
+        .iter()
+        .filter(|(_, j)| {
+            attempts(j).iter().filter_map(|a| provider_of(&a["account"])).collect::<BTreeSet<_>>().len() > 1
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    let mut first_placed: BTreeMap<String, usize> = shared.regions.iter().map(|r| (r.region.to_owned(), 0)).collect();
     for job in jobs.values() {
         if let Some(region) = attempts(job).first().and_then(|a| a["region"].as_str()) {
             *first_placed.entry(region.to_owned()).or_default() += 1;
@@ -879,8 +975,10 @@ fn summarize(
     }
     let submissions = &state.submissions;
     Summary {
+        regions: shared.regions.to_vec(),
         faulty_account: faulty.to_owned(),
         faulty_region: shared.faulty_region().to_owned(),
+        faulty_provider: shared.regions[shared.faulty].provider.to_owned(),
         seconds: shared.t(),
         submitted: submissions.len(),
         accepted: accepted.len(),
@@ -890,6 +988,7 @@ fn summarize(
         completed_twice,
         encoded_twice,
         moved,
+        moved_across_providers,
         first_placed,
         stuck_jobs,
         placed_while_out,
@@ -922,7 +1021,9 @@ fn summary_rows(s: &Summary) -> Vec<(String, String)> {
     let list = |ids: &[String]| if ids.is_empty() { String::new() } else { format!(" ({})", ids.join(", ")) };
     let alerts: Vec<String> = s.alerts.iter().map(|(k, n)| format!("{k} {n}")).collect();
     let placed: Vec<String> = s.first_placed.iter().map(|(region, n)| format!("{region} {n}")).collect();
+    let regions: Vec<String> = s.regions.iter().map(|r| format!("{} {}", r.region, r.provider_label())).collect();
     vec![
+        ("regions".into(), regions.join(", ")),
         ("failing region".into(), format!("{} ({})", s.faulty_region, s.faulty_account)),
         (
             "jobs submitted".into(),
@@ -936,6 +1037,7 @@ fn summary_rows(s: &Summary) -> Vec<(String, String)> {
             format!("{}{}", s.encoded_twice.len(), list(&s.encoded_twice)),
         ),
         ("jobs moved to another region".into(), s.moved.len().to_string()),
+        ("jobs moved to another provider".into(), s.moved_across_providers.len().to_string()),
         ("first attempts per region".into(), placed.join(", ")),
         ("fault -> region removed".into(), secs(s.time_to_removal_secs)),
         (
@@ -991,13 +1093,14 @@ fn write_outputs(out: &Path, shared: &Shared, summary: &Summary) -> anyhow::Resu
     let report = Report {
         title: format!("Failover drill: {} stalls, goes down and recovers", summary.faulty_region),
         subtitle: format!(
-            "Three regions on the local stack, {} jobs submitted over {:.0} s, run at {}. Times are real seconds (the product's minutes scaled down).",
+            "Three regions on the local stack ({}), {} jobs submitted over {:.0} s, run at {}. Times are real seconds (the product's minutes scaled down).",
+            summary.regions.iter().map(Region::label).collect::<Vec<_>>().join(", "),
             summary.submitted,
             summary.seconds,
             shared.started_utc.format("%Y-%m-%d %H:%M:%S UTC")
         ),
         verdict: (summary.passed, verdict),
-        regions: ACCOUNTS.iter().map(|(_, region)| (*region).to_owned()).collect(),
+        regions: shared.regions.iter().map(Region::label).collect(),
         faulty: shared.faulty,
         samples: state.samples.clone(),
         markers,
@@ -1026,7 +1129,7 @@ mod tests {
 
     #[test]
     fn quick_mode_shortens_the_drill_but_keeps_the_stuck_threshold() {
-        let args = |quick| Args { jobs_per_second: None, duration: None, out: PathBuf::new(), quick, seed: 1 };
+        let args = |quick| Args { jobs_per_second: None, duration: None, out: None, quick, seed: 1, fleet: Fleet::Ams };
         let (quick, full) = (Plan::new(&args(true)).expect("valid"), Plan::new(&args(false)).expect("valid"));
         assert!(quick.min_stream < full.min_stream && quick.cooldown < full.cooldown);
         for plan in [quick, full] {
@@ -1036,7 +1139,8 @@ mod tests {
 
     #[test]
     fn a_rate_of_zero_is_refused() {
-        let args = Args { jobs_per_second: Some(0.0), duration: None, out: PathBuf::new(), quick: false, seed: 1 };
+        let args =
+            Args { jobs_per_second: Some(0.0), duration: None, out: None, quick: false, seed: 1, fleet: Fleet::Ams };
         assert!(Plan::new(&args).is_err());
     }
 }

@@ -37,12 +37,20 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::Exit
     }
 }
 
-#[test]
-fn the_quick_failover_drill_loses_no_job_completes_none_twice_and_reports_the_removal_and_readmission() {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("failover-drill-{}", std::process::id()));
+/// What one run of the drill left: its summary, its terminal output, and the folder it wrote.
+struct Run {
+    summary: Value,
+    stdout: String,
+    out: PathBuf,
+}
+
+/// Runs `drill --quick` with `args` into a folder of its own, and fails the test if the drill did.
+fn run_quick_drill(name: &str, args: &[&str]) -> Run {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let mut child = Command::new(env!("CARGO_BIN_EXE_drill"))
         .arg("--quick")
+        .args(args)
         .arg("--out")
         .arg(&out)
         .stdin(Stdio::null())
@@ -59,10 +67,15 @@ fn the_quick_failover_drill_loses_no_job_completes_none_twice_and_reports_the_re
 
     let status = status.unwrap_or_else(|| panic!("the drill did not end within {LIMIT:?}\n{context}"));
     assert!(status.success(), "the drill failed ({status})\n{context}");
-
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).expect("summary.json"))
             .expect("summary.json is JSON");
+    Run { summary, stdout, out }
+}
+
+/// What every passing drill shows, whatever its fleet: no job lost or completed twice, the failing region
+/// removed and readmitted, nothing placed on it while out.
+fn assert_the_drill_passed(summary: &Value) {
     assert_eq!(summary["passed"], true, "{summary:#}");
     assert!(summary["accepted"].as_u64() > Some(0), "{summary:#}");
     assert_eq!(summary["finished"], summary["accepted"], "{summary:#}");
@@ -73,8 +86,16 @@ fn the_quick_failover_drill_loses_no_job_completes_none_twice_and_reports_the_re
     assert_eq!(summary["placedWhileOut"], serde_json::json!([]), "nothing lands on a removed region: {summary:#}");
     assert!(summary["alerts"]["RegionRemoved"].as_u64() >= Some(1), "{summary:#}");
     assert!(summary["alerts"]["RegionReadmitted"].as_u64() >= Some(1), "{summary:#}");
-    assert!(stdout.contains("jobs lost") && stdout.contains("jobs completed twice"), "{context}");
-    assert!(stdout.contains("RegionRemoved") && stdout.contains("RegionReadmitted"), "{context}");
+}
+
+#[test]
+fn the_quick_failover_drill_loses_no_job_completes_none_twice_and_reports_the_removal_and_readmission() {
+    let Run { summary, stdout, out } = run_quick_drill("failover-drill", &[]);
+    assert_the_drill_passed(&summary);
+    assert_eq!(summary["faultyProvider"], "ams", "{summary:#}");
+    assert_eq!(summary["movedAcrossProviders"], serde_json::json!([]), "one provider only: {summary:#}");
+    assert!(stdout.contains("jobs lost") && stdout.contains("jobs completed twice"), "{stdout}");
+    assert!(stdout.contains("RegionRemoved") && stdout.contains("RegionReadmitted"), "{stdout}");
 
     let alerts = std::fs::read_to_string(out.join("alerts.jsonl")).expect("the drill keeps its alerts in its folder");
     assert!(alerts.contains("\"RegionRemoved\"") && alerts.contains("\"RegionReadmitted\""), "{alerts}");
@@ -85,5 +106,24 @@ fn the_quick_failover_drill_loses_no_job_completes_none_twice_and_reports_the_re
         assert!(html.contains(&format!("data-marker=\"{marker}\"")), "the chart marks the {marker}");
     }
     assert!(!html.contains("<script src") && !html.contains("<link"), "the report fetches nothing");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn the_quick_drill_on_a_mixed_fleet_moves_the_failing_mk_io_regions_jobs_to_the_other_providers() {
+    let Run { summary, stdout, out } = run_quick_drill("failover-drill-mixed", &["--fleet", "mixed"]);
+    assert_the_drill_passed(&summary);
+    let providers: Vec<&str> =
+        summary["regions"].as_array().into_iter().flatten().filter_map(|r| r["provider"].as_str()).collect();
+    assert_eq!(providers, ["ams", "mkio", "rms"], "one region on each provider: {summary:#}");
+    assert_eq!(summary["faultyProvider"], "mkio", "{summary:#}");
+    // The region is removed for its stuck jobs, and each of those can only move to another provider.
+    assert!(
+        !summary["movedAcrossProviders"].as_array().is_none_or(Vec::is_empty),
+        "stuck jobs moved from MK.IO to AMS or RMS: {summary:#}"
+    );
+    assert!(stdout.contains("westeurope (MK.IO)") && stdout.contains("francecentral (Ravnur RMS)"), "{stdout}");
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    assert!(html.contains("westeurope (MK.IO)"), "the report names each region's provider");
     let _ = std::fs::remove_dir_all(&out);
 }
