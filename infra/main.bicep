@@ -32,10 +32,15 @@ param resourceGroupName string = ''
 // Media Services accounts
 // ---------------------------------------------------------------------------------------------------------
 
-@description('''Existing Media Services accounts, two or more in different regions. Each item:
-{ name, region, resourceGroup, subscriptionId? (default: this subscription), mruMode? (managed|automatic,
-default automatic), maxMru? (default 10), armEndpoint?, systemTopicName? (default <name>-events; give the
-existing topic's name if the account already has a system topic), streamingEndpointName? (default default) }''')
+@description('''Media accounts, two or more in different regions, each `provider` ams (default), rms or mkio.
+Every item: { name, region, provider?, stuckAfter? }. ams (existing Azure Media Services accounts): resourceGroup,
+subscriptionId? (default: this subscription), mruMode? (managed|automatic, default automatic), maxMru? (default 10),
+armEndpoint?, systemTopicName? (default <name>-events; give the existing topic's name if the account already has a
+system topic), streamingEndpointName? (default default). rms (Ravnur instances): resourceGroup, subscriptionId?,
+armEndpoint (the instance's API endpoint), eventTopic (resource id of the instance's Event Grid custom topic),
+apiKeySetting?, streamingHostName?, keyDeliveryHostName?. mkio (MK.IO projects): project?, mkioEndpoint?,
+tokenSetting?, storage { name, url, sasSetting? }, writesPerMinute?, readsPerMinute?, streamingHostName?,
+keyDeliveryHostName?. Secrets (API keys, tokens, SAS) go in mediaSecrets, never here.''')
 @minLength(1)
 param mediaAccounts array
 
@@ -111,7 +116,7 @@ param callbackRetry string = ''
 param trafficManagerHost string = ''
 @description('STREAMING_TRAFFIC_MANAGER_HOST: host name viewers use for streaming (a custom domain CNAMEd to the streaming profile).')
 param streamingTrafficManagerHost string = ''
-@description('MKIO_WEBHOOK_URL: with MK.IO accounts, the public URL of OnMkioEvent (https://<app>.azurewebsites.net/api/events/mkio).')
+@description('MKIO_WEBHOOK_URL: with MK.IO accounts, the public URL of OnMkioEvent; empty: the handler uses https://<the app\'s default host name>/api/events/mkio, from WEBSITE_HOSTNAME. Set it when a custom domain or a gateway fronts the app.')
 param mkioWebhookUrl string = ''
 
 @description('More app settings, name to value, for settings that have no parameter yet. Never put secrets here: use extraSecretSettings.')
@@ -128,10 +133,13 @@ param tokenSigningKey string = ''
 @description('CALLBACK_SIGNING_KEY: key (at least 32 characters) that signs callbacks; without it SubmitJob refuses callbackUrl. It goes to the Key Vault.')
 @secure()
 param callbackSigningKey string = ''
-@description('MKIO_WEBHOOK_SECRET: with MK.IO accounts, the shared secret (16 characters or more) the webhook rule sends. It goes to the Key Vault.')
+@description('MKIO_WEBHOOK_SECRET: with MK.IO accounts, the shared secret (16 characters or more) the webhook rule sends; the preprovision hook generates one when MEDIA_ACCOUNTS has an mkio account. It goes to the Key Vault.')
 @secure()
 param mkioWebhookSecret string = ''
-@description('More secret app settings (media providers\' API keys and tokens), name to value: each goes to the Key Vault and reaches the app as a reference.')
+@description('MEDIA_SECRETS: secrets of the media providers as a JSON object, setting name to value: RMS_API_KEY_<NAME> of each rms account, MKIO_TOKEN_<NAME> and MKIO_STORAGE_SAS_<NAME> of each mkio account (or the names their apiKeySetting, tokenSetting and sasSetting give). Each goes to the Key Vault and reaches the app as a reference. A string, so that azd can pass it from one environment value.')
+@secure()
+param mediaSecrets string = ''
+@description('More secret app settings, name to value: each goes to the Key Vault and reaches the app as a reference.')
 @secure()
 param extraSecretSettings object = {}
 
@@ -206,13 +214,27 @@ var deadLetterContainerName = 'eventgrid-deadletter'
 
 // Defaults of the optional account fields, then the account as given.
 var accounts = [
-  for a in mediaAccounts: union({ subscriptionId: subscription().subscriptionId, mruMode: 'automatic', maxMru: 10, systemTopicName: '${a.name}-events', streamingEndpointName: 'default' }, a)
+  for a in mediaAccounts: union({ provider: 'ams', subscriptionId: subscription().subscriptionId, mruMode: 'automatic', maxMru: 10, systemTopicName: '${a.name}-events', streamingEndpointName: 'default' }, a)
 ]
 
-// MEDIA_ACCOUNTS as the handler reads it (it rejects unknown fields, so only these).
+// MEDIA_ACCOUNTS as the handler reads it. It rejects unknown fields, so the template-only fields
+// (systemTopicName, streamingEndpointName, streamingHostName, keyDeliveryHostName) stay out, and MK.IO projects,
+// which have no subscription, resource group or reserved units, get none of those.
 var mediaAccountsSetting = [
-  for a in accounts: union({ name: a.name, region: a.region, subscriptionId: a.subscriptionId, resourceGroup: a.resourceGroup, mruMode: a.mruMode, maxMru: a.maxMru }, contains(a, 'armEndpoint') ? { armEndpoint: a.armEndpoint } : {})
+  for a in accounts: union({ name: a.name, region: a.region, provider: a.provider },
+    a.provider == 'mkio' ? {} : { subscriptionId: a.subscriptionId, resourceGroup: a.resourceGroup, mruMode: a.mruMode, maxMru: a.maxMru },
+    contains(a, 'armEndpoint') ? { armEndpoint: a.armEndpoint } : {},
+    contains(a, 'stuckAfter') ? { stuckAfter: a.stuckAfter } : {},
+    contains(a, 'eventTopic') ? { eventTopic: a.eventTopic } : {},
+    contains(a, 'apiKeySetting') ? { apiKeySetting: a.apiKeySetting } : {},
+    contains(a, 'project') ? { project: a.project } : {},
+    contains(a, 'mkioEndpoint') ? { mkioEndpoint: a.mkioEndpoint } : {},
+    contains(a, 'tokenSetting') ? { tokenSetting: a.tokenSetting } : {},
+    contains(a, 'storage') ? { storage: a.storage } : {},
+    contains(a, 'writesPerMinute') ? { writesPerMinute: a.writesPerMinute } : {},
+    contains(a, 'readsPerMinute') ? { readsPerMinute: a.readsPerMinute } : {})
 ]
+var anyMkio = length(filter(accounts, a => a.provider == 'mkio')) > 0
 
 // ---------------------------------------------------------------------------------------------------------
 // Resources of the app
@@ -326,6 +348,7 @@ var secretHandlerSettings = union(
   empty(tokenSigningKey) ? {} : { TOKEN_SIGNING_KEY: tokenSigningKey },
   empty(callbackSigningKey) ? {} : { CALLBACK_SIGNING_KEY: callbackSigningKey },
   empty(mkioWebhookSecret) ? {} : { MKIO_WEBHOOK_SECRET: mkioWebhookSecret },
+  empty(mediaSecrets) ? {} : json(mediaSecrets),
   extraSecretSettings
 )
 var secretSettingNames = [for s in items(secretHandlerSettings): s.key]
@@ -354,6 +377,8 @@ module functionApp 'modules/function-app.bicep' = {
     appSettings: union(hostSettings, handlerSettings, optionalHandlerSettings, extraAppSettings)
     keyVaultReferences: keyVault.outputs.references
     entraClientId: entraClientId
+    // MK.IO delivers webhooks with the shared secret, never with an Entra ID token.
+    anonymousPaths: anyMkio ? ['/api/events/mkio'] : []
     storageAccountName: storage.outputs.name
     storageBlobEndpoint: storage.outputs.blobEndpoint
     deploymentContainerName: deploymentContainerName
@@ -390,11 +415,13 @@ module functionKeys 'modules/function-keys.bicep' = if (deployEventSubscriptions
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Per Media Services account, in the account's resource group
+// Per Azure Media Services account, in the account's resource group. Ravnur instances publish their events on
+// a custom topic of their own (below); MK.IO projects live outside Azure and send webhooks, which the handler
+// subscribes itself.
 // ---------------------------------------------------------------------------------------------------------
 
 module media 'modules/media-account.bicep' = [
-  for a in accounts: {
+  for a in accounts: if (a.provider == 'ams') {
     name: 'media-${a.name}'
     scope: resourceGroup(a.subscriptionId, a.resourceGroup)
     params: {
@@ -409,7 +436,7 @@ module media 'modules/media-account.bicep' = [
 ]
 
 module deadLetterRoles 'modules/dead-letter-role.bicep' = [
-  for (a, i) in accounts: {
+  for (a, i) in accounts: if (a.provider == 'ams') {
     name: 'dead-letter-role-${a.name}'
     scope: rg
     params: {
@@ -421,7 +448,7 @@ module deadLetterRoles 'modules/dead-letter-role.bicep' = [
 ]
 
 module jobEvents 'modules/job-events.bicep' = [
-  for (a, i) in accounts: if (deployEventSubscriptions) {
+  for (a, i) in accounts: if (deployEventSubscriptions && a.provider == 'ams') {
     name: 'job-events-${a.name}'
     scope: resourceGroup(a.subscriptionId, a.resourceGroup)
     dependsOn: [deadLetterRoles]
@@ -438,9 +465,47 @@ module jobEvents 'modules/job-events.bicep' = [
   }
 ]
 
+// Each Ravnur instance's custom topic (eg-topic-<suffix> in the instance's resource group, its resource id in
+// eventTopic) delivers the same AMS-schema job events to OnJobStateChange. The topic belongs to the instance,
+// which gives it no identity the template could use for dead-lettering, so its subscription has none: the
+// sweep's reconciliation reads any job whose events were lost.
+module rmsJobEvents 'modules/job-events.bicep' = [
+  for a in accounts: if (deployEventSubscriptions && a.provider == 'rms') {
+    name: 'rms-job-events-${a.name}'
+    scope: resourceGroup(split(a.eventTopic, '/')[2], split(a.eventTopic, '/')[4])
+    params: {
+      customTopicName: last(split(a.eventTopic, '/'))
+      functionAppId: functionApp.outputs.id
+      functionName: 'OnJobStateChange'
+      maxDeliveryAttempts: eventMaxDeliveryAttempts
+      eventTimeToLiveInMinutes: eventTimeToLiveInMinutes
+      includeGenericJobStateChange: includeGenericJobStateChange
+    }
+  }
+]
+
 // ---------------------------------------------------------------------------------------------------------
-// Traffic Manager: one endpoint per account in each profile
+// Traffic Manager: one endpoint per account in each profile (Ravnur and MK.IO accounts when they name their hosts)
 // ---------------------------------------------------------------------------------------------------------
+
+// AMS accounts name their hosts through their resources; Ravnur and MK.IO accounts give streamingHostName and
+// keyDeliveryHostName in MEDIA_ACCOUNTS, and one that gives none is left out of that profile.
+var streamingOriginsAll = [
+  for (a, i) in accounts: {
+    name: a.name
+    region: a.region
+    target: a.provider == 'ams' ? media[i].outputs.streamingHostName : (contains(a, 'streamingHostName') ? a.streamingHostName : '')
+  }
+]
+var streamingOrigins = filter(streamingOriginsAll, e => !empty(e.target))
+var keyDeliveryHostsAll = [
+  for (a, i) in accounts: {
+    name: a.name
+    region: a.region
+    target: a.provider == 'ams' ? media[i].outputs.keyDeliveryHostName : (contains(a, 'keyDeliveryHostName') ? a.keyDeliveryHostName : '')
+  }
+]
+var keyDeliveryHosts = filter(keyDeliveryHostsAll, e => !empty(e.target))
 
 module streamingTrafficManager 'modules/traffic-manager.bicep' = {
   name: 'tm-streaming'
@@ -451,13 +516,7 @@ module streamingTrafficManager 'modules/traffic-manager.bicep' = {
     tags: tags
     probePath: streamingProbePath
     expectedStatusCodeRanges: streamingProbeStatusRanges
-    endpoints: [
-      for (a, i) in accounts: {
-        name: a.name
-        region: a.region
-        target: media[i].outputs.streamingHostName
-      }
-    ]
+    endpoints: streamingOrigins
   }
 }
 
@@ -470,13 +529,7 @@ module keyDeliveryTrafficManager 'modules/traffic-manager.bicep' = {
     tags: tags
     probePath: keyDeliveryProbePath
     expectedStatusCodeRanges: keyDeliveryProbeStatusRanges
-    endpoints: [
-      for (a, i) in accounts: {
-        name: a.name
-        region: a.region
-        target: media[i].outputs.keyDeliveryHostName
-      }
-    ]
+    endpoints: keyDeliveryHosts
   }
 }
 

@@ -30,6 +30,8 @@ pub enum Need {
     Optional,
     /// Only for tests of debug builds; never deployed.
     TestOnly,
+    /// Set by the Functions platform in Azure, never by the deployment.
+    Platform,
 }
 
 /// One setting the handler reads.
@@ -58,6 +60,7 @@ pub fn help() -> String {
             Need::OneOf(group) => format!("one of the {group} settings"),
             Need::Optional => "optional".to_owned(),
             Need::TestOnly => "tests only".to_owned(),
+            Need::Platform => "set by the platform in Azure".to_owned(),
         };
         text.push_str(&format!("  {} ({need})\n      {}\n", setting.name, setting.doc));
     }
@@ -75,7 +78,12 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "MKIO_WEBHOOK_URL",
         need: Need::Optional,
-        doc: "with mkio accounts: the public URL of OnMkioEvent (https://<app>/api/events/mkio) that each project's webhook rule delivers to",
+        doc: "with mkio accounts: the public URL of OnMkioEvent (https://<app>/api/events/mkio) that each project's webhook rule delivers to; default https://$WEBSITE_HOSTNAME/api/events/mkio",
+    },
+    Setting {
+        name: "WEBSITE_HOSTNAME",
+        need: Need::Platform,
+        doc: "the app's default host name, which Azure sets; gives MKIO_WEBHOOK_URL its default",
     },
     Setting {
         name: "MKIO_WEBHOOK_SECRET",
@@ -1390,6 +1398,20 @@ mod tests {
         ])
         .expect("valid");
         assert!(s.mkio_webhook.is_none());
+    }
+
+    #[test]
+    fn in_azure_the_webhook_url_defaults_to_the_apps_own_host() {
+        let s = mkio_settings(
+            MKIO_ACCOUNT,
+            &[("MKIO_WEBHOOK_URL", ""), ("WEBSITE_HOSTNAME", "func-abc.azurewebsites.net")],
+        )
+        .expect("the platform's host name is enough");
+        let url = s.mkio_webhook.map(|w| w.url.to_string());
+        assert_eq!(url.as_deref(), Some("https://func-abc.azurewebsites.net/api/events/mkio"));
+        let s = mkio_settings(MKIO_ACCOUNT, &[("WEBSITE_HOSTNAME", "func-abc.azurewebsites.net")]).expect("valid");
+        let url = s.mkio_webhook.map(|w| w.url.to_string());
+        assert_eq!(url.as_deref(), Some("https://app.example/api/events/mkio"), "a set MKIO_WEBHOOK_URL wins");
     }
 
     #[test]

@@ -120,7 +120,8 @@ fn conditional_entries(main: &str, opener: &str) -> BTreeMap<String, String> {
     let union = block(main, opener);
     code_lines(union)
         .into_iter()
-        .filter(|l| l.starts_with("empty("))
+        // `empty(p) ? {} : json(p)` lines hold settings named at deployment (mediaSecrets); they have no name here.
+        .filter(|l| l.starts_with("empty(") && l.contains("? {} : {"))
         .map(|line| {
             let param = line["empty(".len()..line.find(')').expect("empty(param)")].trim().to_owned();
             let object = &line[line.rfind('{').expect("{ NAME: param }") + 1..line.rfind('}').expect("}")];
@@ -261,7 +262,11 @@ fn every_setting_the_handler_reads_is_known_to_the_template() {
     let known = template_setting_names(&main);
     let unknown: Vec<_> = SETTINGS
         .iter()
-        .filter(|s| !known.contains(s.name) && s.name != "TABLES_CONNECTION_STRING" && s.need != Need::TestOnly)
+        .filter(|s| {
+            !known.contains(s.name)
+                && s.name != "TABLES_CONNECTION_STRING"
+                && !matches!(s.need, Need::TestOnly | Need::Platform)
+        })
         .map(|s| s.name)
         .collect();
     assert!(
@@ -292,14 +297,11 @@ fn the_settings_the_template_produces_are_accepted_by_the_handler() {
     let main = main_bicep();
     let always = handler_settings(&main);
 
-    // MEDIA_ACCOUNTS is built from mediaAccountsSetting: feed the handler an account with exactly those fields.
-    let accounts_line = code_lines(block(&main, "var mediaAccountsSetting = ["))
-        .into_iter()
-        .find(|l| l.contains("union("))
-        .expect("mediaAccountsSetting builds each account with union(...)")
-        .to_owned();
+    // MEDIA_ACCOUNTS is built from mediaAccountsSetting: feed the handler one account of each provider with
+    // the fields the template passes on for it.
+    let setting = block(&main, "var mediaAccountsSetting = [");
     let mut fields: Vec<&str> = Vec::new();
-    for part in accounts_line.split(['{', ',']) {
+    for part in setting.split(['{', ',']) {
         if let Some((key, _)) = part.split_once(':') {
             let key = key.trim();
             if is_setting_name(key) && key.chars().next().is_some_and(|c| c.is_ascii_lowercase()) {
@@ -307,22 +309,63 @@ fn the_settings_the_template_produces_are_accepted_by_the_handler() {
             }
         }
     }
-    let sample = |field: &str| -> serde_json::Value {
+    assert!(
+        setting.contains(
+            "a.provider == 'mkio' ? {} : { subscriptionId: a.subscriptionId, resourceGroup: a.resourceGroup,"
+        ),
+        "MK.IO projects have no subscription or resource group: {setting}"
+    );
+    // Each field: which providers' entries carry it, and a sample value.
+    let sample = |field: &str| -> (&[&str], serde_json::Value) {
+        const ALL: &[&str] = &["ams", "rms", "mkio"];
+        const ARM: &[&str] = &["ams", "rms"];
         match field {
-            "name" => "amswe".into(),
-            "region" => "westeurope".into(),
-            "subscriptionId" => "00000000-0000-0000-0000-000000000000".into(),
-            "resourceGroup" => "media".into(),
-            "mruMode" => "automatic".into(),
-            "maxMru" => 10.into(),
-            "armEndpoint" => "https://management.azure.com".into(),
+            "name" | "region" | "provider" | "stuckAfter" => (ALL, serde_json::Value::Null),
+            "subscriptionId" => (ARM, "00000000-0000-0000-0000-000000000000".into()),
+            "resourceGroup" => (ARM, "media".into()),
+            "mruMode" => (ARM, "automatic".into()),
+            "maxMru" => (ARM, 10.into()),
+            "armEndpoint" => (ARM, "https://management.azure.com".into()),
+            "eventTopic" => (
+                &["rms"],
+                "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/media/providers/Microsoft.EventGrid/topics/rms-events".into(),
+            ),
+            "apiKeySetting" => (&["rms"], "RMS_KEY".into()),
+            "project" => (&["mkio"], "video-we".into()),
+            "mkioEndpoint" => (&["mkio"], "https://app.mk.io".into()),
+            "tokenSetting" => (&["mkio"], "MKIO_KEY".into()),
+            "storage" => (
+                &["mkio"],
+                serde_json::json!({ "name": "stwe", "url": "https://stwe.blob.core.windows.net", "sasSetting": "STWE_SAS" }),
+            ),
+            "writesPerMinute" => (&["mkio"], 900.into()),
+            "readsPerMinute" => (&["mkio"], 1800.into()),
             other => panic!("the template puts field {other:?} into MEDIA_ACCOUNTS; give this test a sample value"),
         }
     };
-    let account: serde_json::Map<String, serde_json::Value> =
-        fields.iter().map(|f| (f.to_string(), sample(f))).collect();
-    for required in ["name", "region", "subscriptionId", "resourceGroup"] {
-        assert!(account.contains_key(required), "MEDIA_ACCOUNTS entries lack {required}: {fields:?}");
+    let accounts: Vec<serde_json::Value> = ["ams", "rms", "mkio"]
+        .iter()
+        .map(|provider| {
+            let mut account = serde_json::Map::new();
+            for field in &fields {
+                let (providers, value) = sample(field);
+                if !providers.contains(provider) {
+                    continue;
+                }
+                let value = match *field {
+                    "name" => format!("{provider}we").into(),
+                    "region" => "westeurope".into(),
+                    "provider" => (*provider).into(),
+                    "stuckAfter" => "15m".into(),
+                    _ => value,
+                };
+                account.insert(field.to_string(), value);
+            }
+            account.into()
+        })
+        .collect();
+    for required in ["name", "region", "provider", "subscriptionId", "resourceGroup", "eventTopic", "storage"] {
+        assert!(fields.contains(&required), "MEDIA_ACCOUNTS entries lack {required}: {fields:?}");
     }
 
     let mut env: BTreeMap<String, String> = BTreeMap::new();
@@ -331,7 +374,7 @@ fn the_settings_the_template_produces_are_accepted_by_the_handler() {
         let literal = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\''));
         let v = match (name.as_str(), literal) {
             (_, Some(l)) => l.to_owned(),
-            ("MEDIA_ACCOUNTS", None) => serde_json::Value::Array(vec![account.clone().into()]).to_string(),
+            ("MEDIA_ACCOUNTS", None) => serde_json::Value::Array(accounts.clone()).to_string(),
             ("TABLES_ENDPOINT", None) => "https://stabc.table.core.windows.net".to_owned(),
             ("TRANSFORMS", None) => "encode".to_owned(),
             ("SWEEP_SCHEDULE", None) => "0 */1 * * * *".to_owned(),
@@ -341,8 +384,20 @@ fn the_settings_the_template_produces_are_accepted_by_the_handler() {
         };
         env.insert(name.clone(), v);
     }
+    // The providers' secrets arrive through mediaSecrets as Key Vault references; here, as values.
+    // WEBSITE_HOSTNAME is set by the platform.
+    for (name, value) in [
+        ("RMS_KEY", "key"),
+        // An MK.IO token is a JWT: {"alg":"none"}.{"sub":"u"}.sig
+        ("MKIO_KEY", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1In0.sig"),
+        ("STWE_SAS", "sv=2024-01-01&sig=x"),
+        ("MKIO_WEBHOOK_SECRET", "a-secret-of-sixteen-or-more"),
+        ("WEBSITE_HOSTNAME", "func-abc.azurewebsites.net"),
+    ] {
+        env.insert(name.to_owned(), value.to_owned());
+    }
     let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("the handler accepts the template's settings");
-    assert_eq!(settings.accounts.len(), 1);
+    assert_eq!(settings.accounts.len(), 3);
     assert!(matches!(settings.arm_auth, ams_failover::config::ArmAuth::ManagedIdentity { .. }));
 
     let declared = params(&main);
@@ -412,18 +467,28 @@ fn every_media_account_gets_a_job_event_subscription_to_the_event_grid_function(
         block(&main, "var accounts = [").contains("for a in mediaAccounts:"),
         "accounts is every mediaAccounts item"
     );
+    // AMS accounts: their system topic, in the account's group. Ravnur instances: their custom topic, in the
+    // topic's group. MK.IO accounts send webhooks instead.
     let subscriptions = modules_of(&main, "modules/job-events.bicep");
-    assert_eq!(subscriptions.len(), 1, "one job-events module loop: {subscriptions:?}");
-    let module = module_block(&main, &subscriptions[0]);
-    assert!(loops_over_every_account(module), "job-events must loop over every account: {module}");
-    assert!(module.contains("scope: resourceGroup(a.subscriptionId, a.resourceGroup)"), "in the account's group");
-    assert!(module.contains(&format!("functionName: '{}'", targets[0])), "job events must go to {}", targets[0]);
-    assert!(module.contains("functionAppId: functionApp.outputs.id"));
+    assert_eq!(subscriptions.len(), 2, "one job-events module loop per Event Grid provider: {subscriptions:?}");
+    let ams = module_block(&main, "jobEvents");
+    assert!(loops_over_every_account(ams), "job-events must loop over the accounts: {ams}");
+    assert!(ams.contains("a.provider == 'ams'"), "system topics exist for AMS accounts: {ams}");
+    assert!(ams.contains("scope: resourceGroup(a.subscriptionId, a.resourceGroup)"), "in the account's group");
+    assert!(ams.contains("systemTopicName: media[i].outputs.systemTopicName"));
+    let rms = module_block(&main, "rmsJobEvents");
+    assert!(loops_over_every_account(rms) && rms.contains("a.provider == 'rms'"), "{rms}");
+    assert!(rms.contains("scope: resourceGroup(split(a.eventTopic, '/')[2], split(a.eventTopic, '/')[4])"));
+    assert!(rms.contains("customTopicName: last(split(a.eventTopic, '/'))"));
+    for module in [ams, rms] {
+        assert!(module.contains(&format!("functionName: '{}'", targets[0])), "job events must go to {}", targets[0]);
+        assert!(module.contains("functionAppId: functionApp.outputs.id"));
+    }
 
     let topics = modules_of(&main, "modules/media-account.bicep");
     assert_eq!(topics.len(), 1);
     let topic_module = module_block(&main, &topics[0]);
-    assert!(loops_over_every_account(topic_module));
+    assert!(loops_over_every_account(topic_module) && topic_module.contains("if (a.provider == 'ams')"));
     assert!(topic_module.contains("scope: resourceGroup(a.subscriptionId, a.resourceGroup)"));
     let media = read("infra/modules/media-account.bicep");
     assert!(media.contains("'Microsoft.EventGrid/systemTopics@"));
@@ -431,6 +496,7 @@ fn every_media_account_gets_a_job_event_subscription_to_the_event_grid_function(
 
     let events = read("infra/modules/job-events.bicep");
     assert!(events.contains("'Microsoft.EventGrid/systemTopics/eventSubscriptions@"));
+    assert!(events.contains("'Microsoft.EventGrid/topics/eventSubscriptions@"), "Ravnur's custom topic");
     assert!(events.contains("endpointType: 'AzureFunction'"));
     assert!(events.contains("resourceId: '${functionAppId}/functions/${functionName}'"));
     for event in ["JobScheduled", "JobProcessing", "JobCanceling", "JobFinished", "JobCanceled", "JobErrored"] {
@@ -449,13 +515,26 @@ fn every_media_account_gets_a_streaming_and_a_key_delivery_traffic_manager_endpo
     let mut hosts = BTreeSet::new();
     for symbol in &profiles {
         let module = module_block(&main, symbol);
-        let endpoints = block(module, "endpoints: [");
-        assert!(endpoints.contains("for (a, i) in accounts:"), "{symbol}: one endpoint per account");
-        if endpoints.contains("target: media[i].outputs.streamingHostName") {
-            hosts.insert("streaming");
-        }
-        if endpoints.contains("target: media[i].outputs.keyDeliveryHostName") {
-            hosts.insert("key delivery");
+        // endpoints: <filtered>, where <filtered> = filter(<all>, e => !empty(e.target)) and <all> has one
+        // item per account: the AMS account's host output, or the host a Ravnur or MK.IO account names.
+        let filtered = module.lines().find_map(|l| l.trim().strip_prefix("endpoints: ")).expect("endpoints");
+        let filter = main
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("var {filtered} = filter(")))
+            .unwrap_or_else(|| panic!("{symbol}: var {filtered} must filter the per-account list"));
+        let (all, rest) = filter.split_once(',').expect("filter(list, predicate)");
+        assert!(rest.contains("!empty(e.target)"), "{symbol}: only accounts with a host: {filter}");
+        let every = block(&main, &format!("var {all} = ["));
+        assert!(every.contains("for (a, i) in accounts:"), "{symbol}: one endpoint per account");
+        for (output, field, host) in [
+            ("streamingHostName", "streamingHostName", "streaming"),
+            ("keyDeliveryHostName", "keyDeliveryHostName", "key delivery"),
+        ] {
+            let ams = format!("a.provider == 'ams' ? media[i].outputs.{output}");
+            let other = format!("contains(a, '{field}') ? a.{field} : ''");
+            if every.contains(&ams) && every.contains(&other) {
+                hosts.insert(host);
+            }
         }
     }
     assert_eq!(hosts, BTreeSet::from(["key delivery", "streaming"]), "profiles found: {profiles:?}");
@@ -542,9 +621,20 @@ fn every_secret_lives_in_the_key_vault_and_reaches_the_app_only_as_a_reference()
     let misplaced: Vec<_> =
         SETTINGS.iter().map(|s| s.name).filter(|n| looks_secret(n) && !secrets.contains_key(*n)).collect();
     assert!(misplaced.is_empty(), "secret settings outside secretHandlerSettings: {misplaced:?}");
-    assert!(block(&main, "var secretHandlerSettings = union(").contains("extraSecretSettings"));
+    let union = block(&main, "var secretHandlerSettings = union(");
+    assert!(union.contains("extraSecretSettings"));
+    // The providers' API keys, tokens and SAS are named by the accounts, so they arrive as one JSON object.
+    assert!(union.contains("empty(mediaSecrets) ? {} : json(mediaSecrets),"), "{union}");
+    let parameters = read("infra/main.parameters.json");
+    for (param, env) in [("mediaSecrets", "MEDIA_SECRETS"), ("mkioWebhookSecret", "MKIO_WEBHOOK_SECRET")] {
+        assert!(
+            parameters.contains(&format!("\"{param}\": {{ \"value\": \"${{{env}=}}\" }}")),
+            "azd must pass {env} to {param}"
+        );
+    }
     let secure = secure_params(&main);
-    for param in secrets.values().map(String::as_str).chain(["extraSecretSettings", "clientApiKey", "operatorApiKey"]) {
+    let always_secure = ["extraSecretSettings", "mediaSecrets", "clientApiKey", "operatorApiKey"];
+    for param in secrets.values().map(String::as_str).chain(always_secure) {
         assert!(secure.contains(param), "parameter {param} must be @secure(): {secure:?}");
     }
 
@@ -648,6 +738,9 @@ fn entra_id_authentication_is_off_by_default_and_keeps_the_event_grid_webhook_re
         block(&app, "var entraProvider = {").contains("allowedAudiences: [entraClientId, 'api://${entraClientId}']")
     );
     assert!(auth.contains("'/runtime/webhooks/eventgrid'"), "Event Grid delivers without a token: {auth}");
+    // MK.IO's webhooks carry a shared secret, not an Entra token: with MK.IO accounts their path stays open.
+    assert!(auth.contains("anonymousPaths"), "{auth}");
+    assert!(module_block(&main, "functionApp").contains("anonymousPaths: anyMkio ? ['/api/events/mkio'] : []"));
 }
 
 #[test]

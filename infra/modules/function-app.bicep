@@ -19,6 +19,9 @@ param keyVaultReferences array = []
 @description('Client id of an Entra ID app registration to require tokens of (App Service Authentication); empty: off.')
 param entraClientId string = ''
 
+@description('More paths that callers without an Entra ID token must reach (webhooks that authenticate otherwise).')
+param anonymousPaths array = []
+
 @description('Name of the storage account (AzureWebJobsStorage, deployment package).')
 param storageAccountName string
 
@@ -147,7 +150,7 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = {
     globalValidation: {
       requireAuthentication: !empty(entraClientId)
       unauthenticatedClientAction: 'Return401'
-      excludedPaths: ['/runtime/webhooks/eventgrid', '/runtime/webhooks/EventGrid']
+      excludedPaths: concat(['/runtime/webhooks/eventgrid', '/runtime/webhooks/EventGrid'], anonymousPaths)
     }
     identityProviders: empty(entraClientId) ? {} : entraProvider
     login: { tokenStore: { enabled: false } }

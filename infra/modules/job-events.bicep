@@ -1,7 +1,12 @@
-// The Event Grid subscription that delivers one Media Services account's job events to OnJobStateChange.
-// Deployed into the account's resource group, on the account's system topic.
+// The Event Grid subscription that delivers one account's job events to OnJobStateChange: an Azure Media
+// Services account's system topic (systemTopicName), or the custom topic of a Ravnur instance (customTopicName),
+// which publishes the same AMS-schema events. Deployed into the topic's resource group.
 
-param systemTopicName string
+@description('System topic of an AMS account; empty for a custom topic.')
+param systemTopicName string = ''
+
+@description('Custom topic of a Ravnur instance (eg-topic-<suffix>); empty for a system topic.')
+param customTopicName string = ''
 
 @description('Resource id of the function app.')
 param functionAppId string
@@ -9,9 +14,9 @@ param functionAppId string
 @description('Function that receives the events (the folder with the eventGridTrigger).')
 param functionName string = 'OnJobStateChange'
 
-@description('Resource id of the storage account that keeps events Event Grid gave up on.')
-param deadLetterStorageId string
-param deadLetterContainerName string
+@description('Resource id of the storage account that keeps events Event Grid gave up on (system topics only: their identity writes there).')
+param deadLetterStorageId string = ''
+param deadLetterContainerName string = ''
 
 @description('Delivery attempts before an event is dead-lettered (1-30).')
 @minValue(1)
@@ -35,31 +40,37 @@ var jobEvents = [
   'Microsoft.Media.JobErrored'
 ]
 
-resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' existing = {
+var onCustomTopic = !empty(customTopicName)
+
+// What both kinds of topic deliver, and how.
+var delivery = {
+  destination: {
+    endpointType: 'AzureFunction'
+    properties: {
+      resourceId: '${functionAppId}/functions/${functionName}'
+      // One event per invocation: a failed batch is redelivered whole (azure-contracts 2.3).
+      maxEventsPerBatch: 1
+      preferredBatchSizeInKilobytes: 64
+    }
+  }
+  eventDeliverySchema: 'EventGridSchema'
+  filter: {
+    includedEventTypes: includeGenericJobStateChange ? concat(jobEvents, ['Microsoft.Media.JobStateChange']) : jobEvents
+  }
+  retryPolicy: {
+    maxDeliveryAttempts: maxDeliveryAttempts
+    eventTimeToLiveInMinutes: eventTimeToLiveInMinutes
+  }
+}
+
+resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' existing = if (!onCustomTopic) {
   name: systemTopicName
 }
 
-resource subscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = {
+resource subscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = if (!onCustomTopic) {
   parent: systemTopic
   name: 'ams-failover-jobs'
-  properties: {
-    destination: {
-      endpointType: 'AzureFunction'
-      properties: {
-        resourceId: '${functionAppId}/functions/${functionName}'
-        // One event per invocation: a failed batch is redelivered whole (azure-contracts 2.3).
-        maxEventsPerBatch: 1
-        preferredBatchSizeInKilobytes: 64
-      }
-    }
-    eventDeliverySchema: 'EventGridSchema'
-    filter: {
-      includedEventTypes: includeGenericJobStateChange ? concat(jobEvents, ['Microsoft.Media.JobStateChange']) : jobEvents
-    }
-    retryPolicy: {
-      maxDeliveryAttempts: maxDeliveryAttempts
-      eventTimeToLiveInMinutes: eventTimeToLiveInMinutes
-    }
+  properties: union(delivery, {
     deadLetterWithResourceIdentity: {
       identity: {
         type: 'SystemAssigned'
@@ -72,7 +83,17 @@ resource subscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-
         }
       }
     }
-  }
+  })
 }
 
-output name string = subscription.name
+resource customTopic 'Microsoft.EventGrid/topics@2022-06-15' existing = if (onCustomTopic) {
+  name: customTopicName
+}
+
+resource customSubscription 'Microsoft.EventGrid/topics/eventSubscriptions@2022-06-15' = if (onCustomTopic) {
+  parent: customTopic
+  name: 'ams-failover-jobs'
+  properties: delivery
+}
+
+output name string = 'ams-failover-jobs'

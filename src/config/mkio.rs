@@ -254,12 +254,17 @@ pub struct WebhookSettings {
     pub secret: Secret,
 }
 
+/// OnMkioEvent's route, as its function.json declares it under the host's `/api` prefix.
+const WEBHOOK_PATH: &str = "/api/events/mkio";
+
 /// The webhook settings, required as soon as one account is an MK.IO project.
 pub(super) fn webhook(
     get: &impl Fn(&str) -> Option<String>,
     any_mkio: bool,
 ) -> Result<Option<WebhookSettings>, ConfigError> {
-    let url = get("MKIO_WEBHOOK_URL");
+    // In Azure the platform names the app's host, so the deployment need not know it before the app exists.
+    let url =
+        get("MKIO_WEBHOOK_URL").or_else(|| get("WEBSITE_HOSTNAME").map(|host| format!("https://{host}{WEBHOOK_PATH}")));
     let secret = get("MKIO_WEBHOOK_SECRET");
     if !any_mkio {
         return Ok(None);
@@ -267,7 +272,8 @@ pub(super) fn webhook(
     let url = url.ok_or_else(|| {
         bad(
             "MKIO_WEBHOOK_URL",
-            "missing; MK.IO accounts need the public URL of OnMkioEvent (https://<app>/api/events/mkio)",
+            "missing; MK.IO accounts need the public URL of OnMkioEvent (https://<app>/api/events/mkio), \
+             which defaults to one on WEBSITE_HOSTNAME only in Azure",
         )
     })?;
     let url = parse_url(&url).map_err(|p| bad("MKIO_WEBHOOK_URL", p))?;
