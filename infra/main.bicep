@@ -39,8 +39,9 @@ armEndpoint?, systemTopicName? (default <name>-events; give the existing topic's
 system topic), streamingEndpointName? (default default). rms (Ravnur instances): resourceGroup, subscriptionId?,
 armEndpoint (the instance's API endpoint), eventTopic (resource id of the instance's Event Grid custom topic),
 apiKeySetting?, streamingHostName?, keyDeliveryHostName?. mkio (MK.IO projects): project?, mkioEndpoint?,
-tokenSetting?, storage { name, url, sasSetting? }, writesPerMinute?, readsPerMinute?, streamingHostName?,
-keyDeliveryHostName?. Secrets (API keys, tokens, SAS) go in mediaSecrets, never here.''')
+tokenSetting?, storage { name, url, sasSetting? }, storageResourceGroup? (with subscriptionId?: the storage's group,
+where the app's identity gets Storage Blob Data Contributor to sign user-delegation SAS when no SAS is
+configured), writesPerMinute?, readsPerMinute?, streamingHostName?, keyDeliveryHostName?. Secrets (API keys, tokens, SAS) go in mediaSecrets, never here.''')
 @minLength(1)
 param mediaAccounts array
 
@@ -218,7 +219,7 @@ var accounts = [
 ]
 
 // MEDIA_ACCOUNTS as the handler reads it. It rejects unknown fields, so the template-only fields
-// (systemTopicName, streamingEndpointName, streamingHostName, keyDeliveryHostName) stay out, and MK.IO projects,
+// (systemTopicName, streamingEndpointName, streamingHostName, keyDeliveryHostName, storageResourceGroup) stay out, and MK.IO projects,
 // which have no subscription, resource group or reserved units, get none of those.
 var mediaAccountsSetting = [
   for a in accounts: union({ name: a.name, region: a.region, provider: a.provider },
@@ -399,6 +400,19 @@ module appRoles 'modules/app-roles.bicep' = {
     keyVaultName: keyVault.outputs.name
   }
 }
+
+// MK.IO projects whose storage names its resource group (storageResourceGroup) and has no configured SAS: the
+// app's identity signs user-delegation SAS for it, which needs a data role on that storage account.
+module mkioStorageRoles 'modules/mkio-storage-role.bicep' = [
+  for a in accounts: if (a.provider == 'mkio' && contains(a, 'storageResourceGroup')) {
+    name: 'mkio-storage-role-${a.name}'
+    scope: resourceGroup(a.subscriptionId, a.storageResourceGroup)
+    params: {
+      principalId: functionApp.outputs.principalId
+      storageAccountName: split(split(a.storage.url, '//')[1], '.')[0]
+    }
+  }
+]
 
 // Function keys need the functions, which exist once the code is deployed: the same second provision that
 // adds the Event Grid subscriptions (azure.yaml postdeploy) adds them.

@@ -73,7 +73,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "MEDIA_ACCOUNTS",
         need: Need::Required,
-        doc: "JSON array of accounts: name, region, provider (ams, default; rms; or mkio), subscriptionId, resourceGroup, armEndpoint (default https://management.azure.com; rms: required, the instance's API endpoint), mruMode (managed|automatic, default automatic; managed only where the provider has reserved units, so never on rms), maxMru (default 10), mruEndpoint (default: discovered from ARM), stuckAfter (default STUCK_AFTER); rms accounts also: apiKeySetting (the app setting holding the instance's API key, a Key Vault reference in Azure; default RMS_API_KEY_<NAME>, the account name in capitals) and eventTopic (required: resource id of the instance's Event Grid custom topic eg-topic-<suffix>, by which events are matched to the account); mkio accounts: project (default: the name), mkioEndpoint (default https://app.mk.io), tokenSetting (default MKIO_TOKEN_<NAME>), storage {name, url, sasSetting (default MKIO_STORAGE_SAS_<NAME>)}, writesPerMinute (default 900), readsPerMinute (default 1800); no subscriptionId or resourceGroup",
+        doc: "JSON array of accounts: name, region, provider (ams, default; rms; or mkio), subscriptionId, resourceGroup, armEndpoint (default https://management.azure.com; rms: required, the instance's API endpoint), mruMode (managed|automatic, default automatic; managed only where the provider has reserved units, so never on rms), maxMru (default 10), mruEndpoint (default: discovered from ARM), stuckAfter (default STUCK_AFTER); rms accounts also: apiKeySetting (the app setting holding the instance's API key, a Key Vault reference in Azure; default RMS_API_KEY_<NAME>, the account name in capitals) and eventTopic (required: resource id of the instance's Event Grid custom topic eg-topic-<suffix>, by which events are matched to the account); mkio accounts: project (default: the name), mkioEndpoint (default https://app.mk.io), tokenSetting (default MKIO_TOKEN_<NAME>), storage {name, url, sasSetting (default MKIO_STORAGE_SAS_<NAME>; when that default is unset the product signs user-delegation SAS with its identity, which needs Storage Blob Data Contributor on the storage)}, writesPerMinute (default 900), readsPerMinute (default 1800); no subscriptionId or resourceGroup",
     },
     Setting {
         name: "MKIO_WEBHOOK_URL",
@@ -1356,10 +1356,20 @@ mod tests {
         assert_eq!((mkio.writes_per_minute, mkio.reads_per_minute), (900, 1800));
         assert_eq!(mkio.token.setting, "MKIO_TOKEN_MKWE");
         assert_eq!(mkio.token.expires_at.map(|t| t.timestamp()), Some(4_102_444_800));
-        assert_eq!(mkio.storage.sas.expose(), "sv=2022-11-02&ss=b&srt=co&sp=rwlac&sig=abc");
+        assert_eq!(mkio.storage.sas.as_ref().map(Secret::expose), Some("sv=2022-11-02&ss=b&srt=co&sp=rwlac&sig=abc"));
         assert!(s.mkio_webhook.is_some());
         let printed = format!("{s:?}");
         assert!(!printed.contains("sig=abc") && !printed.contains("a-long-enough"), "secrets never print");
+    }
+
+    #[test]
+    fn an_mkio_storage_without_a_sas_is_reached_with_user_delegation_sas_unless_it_names_its_setting() {
+        let s = mkio_settings(MKIO_ACCOUNT, &[("MKIO_STORAGE_SAS_MKWE", "")]).expect("valid");
+        let storage = &s.accounts[0].mkio.as_ref().expect("an mkio account").storage;
+        assert!(storage.sas.is_none(), "no SAS: the product signs user-delegation SAS");
+        let named = r#"[{"name":"mkwe","region":"westeurope","provider":"mkio","storage":{"name":"s","url":"https://s.blob.core.windows.net","sasSetting":"MY_SAS"}}]"#;
+        let e = mkio_settings(named, &[]).expect_err("a named setting must be set");
+        assert!(e.to_string().contains("MY_SAS is not set"), "{e}");
     }
 
     #[test]

@@ -549,6 +549,23 @@ fn every_media_account_gets_a_streaming_and_a_key_delivery_traffic_manager_endpo
 }
 
 #[test]
+fn an_mkio_storage_in_a_named_group_gives_the_app_identity_a_data_role_for_user_delegation_sas() {
+    let main = main_bicep();
+    let module = module_block(&main, "mkioStorageRoles");
+    assert!(module.contains("'modules/mkio-storage-role.bicep'"), "{module}");
+    assert!(loops_over_every_account(module), "{module}");
+    assert!(module.contains("a.provider == 'mkio' && contains(a, 'storageResourceGroup')"), "{module}");
+    assert!(module.contains("scope: resourceGroup(a.subscriptionId, a.storageResourceGroup)"));
+    assert!(module.contains("principalId: functionApp.outputs.principalId"));
+    let role = read("infra/modules/mkio-storage-role.bicep");
+    // Storage Blob Data Contributor includes generateUserDelegationKey.
+    assert!(role.contains("ba92f5b4-2d11-453d-a403-e96b0029c9fe") && role.contains("scope: storage"));
+    // The handler rejects unknown fields: the group is a template-only field, not passed on.
+    let setting = block(&main, "var mediaAccountsSetting = [");
+    assert!(!setting.contains("storageResourceGroup"), "{setting}");
+}
+
+#[test]
 fn the_app_identity_gets_the_roles_the_host_and_handler_use() {
     let roles = read("infra/modules/app-roles.bicep");
     for (role, id) in [

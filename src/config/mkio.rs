@@ -51,8 +51,10 @@ pub struct MkioStorage {
     pub url: Url,
     /// The setting the SAS came from, for messages.
     pub sas_setting: String,
-    /// An account SAS (query string without `?`) allowing list, read, write and create on blobs and containers.
-    pub sas: Secret,
+    /// An account SAS (query string without `?`) allowing list, read, write and create on blobs and
+    /// containers; `None`: the product signs user-delegation SAS with its own identity
+    /// ([`crate::media::delegation`]).
+    pub sas: Option<Secret>,
 }
 
 /// The API token of a project, with what the product learnt from it without verifying it.
@@ -151,13 +153,19 @@ pub(super) fn parse_account(
         ));
     };
     let url = parse_url(&storage.url).map_err(|p| bad(S, format!("account {name:?}: storage.url {p}")))?;
+    // A named sasSetting must be set; without one, an unset default setting means the product signs
+    // user-delegation SAS with its identity (ARM_AUTH: the managed identity in Azure).
+    let named = storage.sas_setting.is_some();
     let sas_setting = storage.sas_setting.unwrap_or_else(|| default_setting("MKIO_STORAGE_SAS", name));
     let sas = lookup(&sas_setting).map(|v| v.trim().trim_start_matches('?').to_owned()).filter(|v| !v.is_empty());
-    let Some(sas) = sas else {
+    if sas.is_none() && named {
         return Err(bad(S, format!("account {name:?}: the storage SAS setting {sas_setting} is not set")));
-    };
-    if !sas.split('&').any(|pair| pair.starts_with("sig=")) {
+    }
+    if sas.as_ref().is_some_and(|sas| !sas.split('&').any(|pair| pair.starts_with("sig="))) {
         return Err(bad(S, format!("account {name:?}: {sas_setting} is not a SAS token (no sig=)")));
+    }
+    if sas.is_none() && crate::media::delegation::storage_account_name(&url).is_none() {
+        return Err(bad(S, format!("account {name:?}: storage.url {url} names no storage account")));
     }
     let per_minute = |field: &str, value: Option<u32>, default: u32| -> Result<u32, ConfigError> {
         match value {
@@ -170,7 +178,7 @@ pub(super) fn parse_account(
         project,
         endpoint,
         token,
-        storage: MkioStorage { name: storage.name, url, sas_setting, sas: Secret(sas) },
+        storage: MkioStorage { name: storage.name, url, sas_setting, sas: sas.map(Secret) },
         writes_per_minute: per_minute("writesPerMinute", raw.writes_per_minute, DEFAULT_WRITES_PER_MINUTE)?,
         reads_per_minute: per_minute("readsPerMinute", raw.reads_per_minute, DEFAULT_READS_PER_MINUTE)?,
     })

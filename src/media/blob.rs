@@ -179,7 +179,7 @@ impl MediaClient {
 /// Sorts a failed storage call as the SAS-URL calls always have been: 404 is "not there", 429 is throttling,
 /// 5xx and 408 are transient, any other refusal is [`MediaError::Rejected`] (a 409 `PendingCopyOperation`
 /// among them); a connection error or an answer that cannot be read is transient.
-fn storage_error(error: &azure_core::Error, what: &str) -> MediaError {
+pub(super) fn storage_error(error: &azure_core::Error, what: &str) -> MediaError {
     match error.kind() {
         ErrorKind::HttpResponse { status, error_code, .. } => {
             // Only the error code is kept: messages may quote the string that was signed.

@@ -6,7 +6,8 @@
 //! - a job creates its own output asset, so `ensure_asset` is only used for copies between projects, where
 //!   the asset points at a container of the project's registered storage;
 //! - there is no `listContainerSas`: [`MkioClient::container_sas`] reads the asset's container and signs it
-//!   with the product's own SAS for that storage (configured per account);
+//!   with the product's own credential for that storage: a SAS configured per account, or a user-delegation
+//!   SAS signed with the product's identity ([`super::delegation`]);
 //! - content key policies are created with PUT and changed with PATCH;
 //! - an existing resource may be refused with 400 "... already exists.", and an empty list may be 404;
 //! - there are no reserved units.
@@ -17,6 +18,7 @@ pub mod budget;
 pub mod error;
 
 use super::arm::{parse_job, retry_after, same_job, send_failed, AmsJob, JobSpec, MediaError};
+use super::delegation::{self, DelegationKeys};
 use super::mru::ReservedUnits;
 use super::streaming::{parse_locator, ContentKey, LocatorCreated, LocatorSpec, SasPermissions, SasUrl};
 use crate::config::{AccountConfig, MkioAccount};
@@ -58,6 +60,8 @@ pub struct MkioClient {
     budgets: Arc<Mutex<HashMap<String, ProjectBudget>>>,
     /// The last refusal of each account's token, until the sweep takes it to alert.
     refusals: Arc<Mutex<HashMap<String, TokenRefusal>>>,
+    /// User delegation keys for the registered storages that have no configured SAS.
+    delegation: DelegationKeys,
 }
 
 fn project_of(account: &AccountConfig) -> Result<&MkioAccount, MediaError> {
@@ -131,8 +135,14 @@ pub fn webhook_drift(wanted: &Value, live: &Value) -> Vec<String> {
 
 impl MkioClient {
     /// A client sharing `http`, giving each call `timeout`.
-    pub fn new(http: reqwest::Client, timeout: Duration) -> MkioClient {
-        MkioClient { http, timeout, budgets: Arc::default(), refusals: Arc::default() }
+    /// A client whose storage calls without a configured SAS get user delegation keys with `credential`.
+    pub fn new(
+        http: reqwest::Client,
+        timeout: Duration,
+        credential: Option<Arc<dyn azure_core::credentials::TokenCredential>>,
+    ) -> MkioClient {
+        let delegation = DelegationKeys::new(http.clone(), credential, timeout);
+        MkioClient { http, timeout, budgets: Arc::default(), refusals: Arc::default(), delegation }
     }
 
     fn media_url(mkio: &MkioAccount, path: &str) -> String {
@@ -518,15 +528,16 @@ impl MkioClient {
         }
     }
 
-    /// The asset's container in the project's registered storage, signed with the product's own SAS for
-    /// that storage (MK.IO has no `listContainerSas`). `permissions` and `expiry` are those of the configured
-    /// SAS, which must allow list, read, write and create.
+    /// The asset's container in the project's registered storage, signed with the product's own credential
+    /// for that storage (MK.IO has no `listContainerSas`): the configured SAS, whose permissions and expiry
+    /// apply (it must allow list, read, write and create), or else a user-delegation SAS for this container
+    /// with `permissions` until `expiry` (at most until the key expires).
     pub async fn container_sas(
         &self,
         account: &AccountConfig,
         asset: &str,
-        _permissions: SasPermissions,
-        _expiry: DateTime<Utc>,
+        permissions: SasPermissions,
+        expiry: DateTime<Utc>,
     ) -> Result<SasUrl, MediaError> {
         let mkio = project_of(account)?;
         let url = Self::media_url(mkio, &format!("assets/{asset}"));
@@ -557,7 +568,32 @@ impl MkioClient {
         if let Ok(mut segments) = signed.path_segments_mut() {
             segments.pop_if_empty().push(container);
         }
-        signed.set_query(Some(mkio.storage.sas.expose()));
+        match &mkio.storage.sas {
+            Some(sas) => signed.set_query(Some(sas.expose())),
+            None => {
+                let storage_account = delegation::storage_account_name(&mkio.storage.url)
+                    .ok_or_else(|| MediaError::Transient(format!("storage {} names no account", mkio.storage.url)))?;
+                let now = Utc::now();
+                let key = self.delegation.key(&mkio.storage.url, now).await?;
+                let letters = match permissions {
+                    SasPermissions::Read => "rl",
+                    SasPermissions::ReadWrite => "rcwl",
+                };
+                let https = mkio.storage.url.scheme() == "https";
+                // Start a little in the past: the storage's clock may be behind ours.
+                let start = now - chrono::Duration::minutes(5);
+                let query = delegation::container_sas(
+                    &key,
+                    &storage_account,
+                    container,
+                    letters,
+                    start,
+                    expiry.min(key.expires_at()),
+                    https,
+                );
+                signed.set_query(Some(&query));
+            }
+        }
         Ok(SasUrl(signed))
     }
 

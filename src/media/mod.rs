@@ -9,6 +9,7 @@
 
 pub mod arm;
 pub mod blob;
+pub mod delegation;
 pub mod mkio;
 pub mod mru;
 pub mod rms;
@@ -58,7 +59,8 @@ impl MediaClient {
     /// A client whose ARM calls authenticate per `auth`, each call given `timeout`.
     pub fn new(http: reqwest::Client, auth: &ArmAuth, timeout: Duration) -> azure_core::Result<Self> {
         let arm = ArmClient::new(http.clone(), auth, timeout)?;
-        let mkio = MkioClient::new(http.clone(), timeout);
+        // The managed identity also signs MK.IO storages' user-delegation SAS.
+        let mkio = MkioClient::new(http.clone(), timeout, arm.credential.clone());
         Ok(MediaClient { http, timeout, arm, mkio })
     }
 

@@ -277,15 +277,19 @@ impl MkioWiring {
         })
     }
 
-    /// The handler's settings for the MK.IO accounts: each token and storage SAS, the webhook URL and secret.
+    /// The handler's settings for the MK.IO accounts: each token, the webhook URL and secret, and the
+    /// storage SAS of every other account. The others get none, so the handler signs user-delegation SAS
+    /// for them, as it does in Azure with its identity: a copy between two projects uses both credentials.
     pub fn settings(&self) -> Vec<(String, String)> {
         let mut settings = vec![
             ("MKIO_WEBHOOK_URL".to_owned(), self.webhook_url.clone()),
             ("MKIO_WEBHOOK_SECRET".to_owned(), TEST_WEBHOOK_SECRET.to_owned()),
         ];
-        for (name, _, _, sas) in &self.storages {
+        for (i, (name, _, _, sas)) in self.storages.iter().enumerate() {
             settings.push((mkio_token_setting(name), self.token.clone()));
-            settings.push((format!("MKIO_STORAGE_SAS_{}", name.to_ascii_uppercase()), sas.clone()));
+            if i % 2 == 0 {
+                settings.push((format!("MKIO_STORAGE_SAS_{}", name.to_ascii_uppercase()), sas.clone()));
+            }
         }
         settings
     }

@@ -170,6 +170,14 @@ fn route(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, BlobError> {
+    if let Some(storage) = service_path(uri.path()) {
+        let query = query_pairs(uri);
+        let qv = |k: &str| query.iter().find(|(qk, _)| qk == k).map(|(_, v)| v.as_str());
+        if method == Method::POST && qv("restype") == Some("service") && qv("comp") == Some("userdelegationkey") {
+            let version = headers.get("x-ms-version").and_then(|v| v.to_str().ok()).unwrap_or(SERVICE_VERSION);
+            return user_delegation_key(&mut emulator.lock(), &storage, &body, version, Utc::now());
+        }
+    }
     let path = parse_path(uri.path()).ok_or_else(|| {
         BlobError::new(
             StatusCode::BAD_REQUEST,
@@ -230,6 +238,61 @@ fn route(
             format!("The resource doesn't support the specified HTTP verb {m}."),
         )),
     }
+}
+
+/// `/blob/{storage}` or `/blob/{storage}/`: the service itself.
+fn service_path(path: &str) -> Option<String> {
+    let name = path.strip_prefix(PREFIX)?.trim_end_matches('/');
+    (!name.is_empty() && !name.contains('/')).then(|| percent_decode(name).to_ascii_lowercase())
+}
+
+/// The text of the first `<tag>...</tag>` in `xml`.
+fn element<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let start = xml.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let end = start + xml[start..].find(&format!("</{tag}>"))?;
+    Some(xml[start..end].trim())
+}
+
+/// Get User Delegation Key: `<KeyInfo><Start/><Expiry/></KeyInfo>` in, `<UserDelegationKey>` out. The
+/// service needs an Entra ID bearer token and answers 403 without one; the emulator takes the call without
+/// one, as it takes ARM calls without one, so the local stack runs with `ARM_AUTH=none`. Start and expiry
+/// follow the service's rules: both given, expiry after start, at most seven days from now.
+fn user_delegation_key(
+    state: &mut State,
+    storage: &str,
+    body: &[u8],
+    version: &str,
+    now: DateTime<Utc>,
+) -> Result<Response, BlobError> {
+    let storage = find(state, storage)?;
+    let invalid = |m: &str| BlobError::new(StatusCode::BAD_REQUEST, "InvalidXmlNodeValue", m.to_owned());
+    let xml = std::str::from_utf8(body).map_err(|_| invalid("The request body is not UTF-8."))?;
+    let (Some(start), Some(expiry)) = (element(xml, "Start"), element(xml, "Expiry")) else {
+        return Err(invalid("KeyInfo needs Start and Expiry."));
+    };
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&Utc));
+    let (Ok(from), Ok(until)) = (parse(start), parse(expiry)) else {
+        return Err(invalid("Start and Expiry must be ISO 8601 UTC times."));
+    };
+    if until <= from || until > now + chrono::Duration::days(7) {
+        return Err(invalid("Expiry must be after Start and at most seven days from now."));
+    }
+    let key = storage.user_delegation_key(start, expiry, version);
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><UserDelegationKey><SignedOid>{}</SignedOid><SignedTid>{}</SignedTid>\
+         <SignedStart>{}</SignedStart><SignedExpiry>{}</SignedExpiry><SignedService>{}</SignedService>\
+         <SignedVersion>{}</SignedVersion><Value>{}</Value></UserDelegationKey>",
+        key.oid,
+        key.tid,
+        xml_escape(&key.start),
+        xml_escape(&key.expiry),
+        key.service,
+        xml_escape(&key.version),
+        key.value
+    );
+    let mut resp = (StatusCode::OK, xml).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    Ok(resp)
 }
 
 /// Create Container: needs a SAS granting `c` or `w` at container level (an account SAS with `srt` including
