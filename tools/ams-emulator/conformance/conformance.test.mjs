@@ -25,7 +25,7 @@ import { createRequire } from "node:module";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { AzureMediaServices } from "@azure/arm-mediaservices";
-import { ContainerClient } from "@azure/storage-blob";
+import { ContainerClient, ContainerSASPermissions, generateBlobSASQueryParameters } from "@azure/storage-blob";
 import { EventGridDeserializer, isSystemEvent } from "@azure/eventgrid";
 import { DefaultAzureCredential } from "@azure/identity";
 
@@ -418,6 +418,60 @@ function dataDepartures(event) {
   if (!dataType) return [`${event.eventType}: the SDK declares no data type for it`];
   return departures(event.data, { name: "Composite", className: dataType }, "data");
 }
+
+test("a user-delegation SAS signed by the SDK with a key the storage issued opens its container, and only it", { skip: real && "a user delegation key needs an Entra ID token" }, async () => {
+  const [a] = target.accounts;
+  const asset = `conform-ud-${run}`;
+  await target.client.assets.createOrUpdate(target.rg, a, asset, {});
+  const writable = await sasContainer(a, asset, "ReadWrite");
+  await writable.getBlockBlobClient("v.mp4").upload("abc", 3);
+  // http://host/blob/{storage}/{container}: the service endpoint and the account name.
+  const url = new URL(writable.url);
+  const [, , storage, container] = url.pathname.split("/");
+  const second = (d) => new Date(Math.floor(d.getTime() / 1000) * 1000);
+  const [startsOn, expiresOn] = [second(new Date(Date.now() - 60_000)), second(inHours(24))];
+  const iso = (d) => d.toISOString().replace(/\.\d{3}Z$/, "Z");
+  const res = await fetch(`${url.origin}/blob/${storage}/?restype=service&comp=userdelegationkey`, {
+    method: "POST",
+    headers: { "x-ms-version": "2026-04-06", "content-type": "application/xml" },
+    body: `<?xml version="1.0" encoding="utf-8"?><KeyInfo><Start>${iso(startsOn)}</Start><Expiry>${iso(expiresOn)}</Expiry></KeyInfo>`,
+  });
+  assert.equal(res.status, 200, await res.clone().text());
+  const xml = await res.text();
+  const field = (tag) => xml.match(new RegExp(`<${tag}>([^<]*)</${tag}>`))?.[1];
+  const key = {
+    signedObjectId: field("SignedOid"),
+    signedTenantId: field("SignedTid"),
+    signedStartsOn: new Date(field("SignedStart")),
+    signedExpiresOn: new Date(field("SignedExpiry")),
+    signedService: field("SignedService"),
+    signedVersion: field("SignedVersion"),
+    value: field("Value"),
+  };
+  assert.equal(key.signedVersion, "2026-04-06");
+  const sas = (permissions, name = container) =>
+    generateBlobSASQueryParameters(
+      { containerName: name, permissions: ContainerSASPermissions.parse(permissions), startsOn, expiresOn: inHours(8) },
+      key,
+      storage,
+    ).toString();
+  const readable = new ContainerClient(`${url.origin}/blob/${storage}/${container}?${sas("rl")}`);
+  const names = [];
+  for await (const item of readable.listBlobsFlat()) names.push(item.name);
+  assert.deepEqual(names, ["v.mp4"]);
+  assert.equal((await readable.getBlobClient("v.mp4").downloadToBuffer()).toString(), "abc");
+  await rejectsWith(readable.getBlockBlobClient("w.mp4").upload("x", 1), 403, "AuthorizationPermissionMismatch");
+  const signedForAnother = new ContainerClient(`${url.origin}/blob/${storage}/${container}?${sas("rl", "another")}`);
+  await rejectsWith(signedForAnother.getBlobClient("v.mp4").getProperties(), 403);
+  const forged = new ContainerClient(
+    `${url.origin}/blob/${storage}/${container}?${generateBlobSASQueryParameters(
+      { containerName: container, permissions: ContainerSASPermissions.parse("rl"), startsOn, expiresOn: inHours(8) },
+      { ...key, value: Buffer.alloc(32, 7).toString("base64") },
+      storage,
+    ).toString()}`,
+  );
+  await rejectsWith(forged.getBlobClient("v.mp4").getProperties(), 403);
+});
 
 test("the model check refuses data with a misspelt, mistyped, missing or extra field", () => {
   const good = {
