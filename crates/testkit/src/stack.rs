@@ -145,6 +145,8 @@ pub struct StackOptions {
     /// The handler's request budget of each MK.IO project, (reads, writes) per minute; its default when
     /// `None`.
     pub mkio_budget: Option<(u32, u32)>,
+    /// Extra devhost arguments (e.g. `--keys FILE`).
+    pub devhost_args: Vec<String>,
 }
 
 impl StackOptions {
@@ -163,6 +165,7 @@ impl StackOptions {
             emulator_args: Vec::new(),
             providers: Vec::new(),
             mkio_budget: None,
+            devhost_args: Vec::new(),
         }
     }
 
@@ -509,7 +512,8 @@ impl Stack {
             .args(["--port", &port.to_string(), "--handler"])
             .arg(&options.handler)
             .arg("--outputs-dir")
-            .arg(&outputs);
+            .arg(&outputs)
+            .args(&options.devhost_args);
         cmd.envs(handler_settings(&azurite, &prefix, &options, &emulator.url));
         if let Some(wiring) = &mkio {
             cmd.env("MEDIA_ACCOUNTS", accounts_setting_wired(&options, &emulator.url, Some(wiring)));

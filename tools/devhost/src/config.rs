@@ -118,6 +118,17 @@ pub struct HostConfig {
     pub function_timeout: Option<Duration>,
 }
 
+/// An HTTP trigger's `authLevel`: which key a caller must present ([`crate::keys`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthLevel {
+    /// No key.
+    Anonymous,
+    /// A key of this function, a host key or the master key.
+    Function,
+    /// The master key.
+    Admin,
+}
+
 /// What starts a function.
 #[derive(Debug, Clone)]
 pub enum Trigger {
@@ -127,6 +138,8 @@ pub enum Trigger {
         route: RouteTemplate,
         /// Allowed methods in upper case; `None` allows all.
         methods: Option<Vec<String>>,
+        /// `authLevel` (default `function`, as in the host).
+        auth_level: AuthLevel,
     },
     /// `eventGridTrigger`.
     EventGrid,
@@ -246,6 +259,7 @@ struct RawBinding {
     name: Option<String>,
     route: Option<String>,
     methods: Option<Vec<String>>,
+    auth_level: Option<String>,
     schedule: Option<String>,
     #[serde(default)]
     run_on_startup: bool,
@@ -433,7 +447,18 @@ fn load_function(
                     .as_ref()
                     .filter(|m| !m.is_empty())
                     .map(|m| m.iter().map(|x| x.to_ascii_uppercase()).collect());
-                Trigger::Http { route, methods }
+                let auth_level = match b.auth_level.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                    None | Some("function") => AuthLevel::Function,
+                    Some("anonymous") => AuthLevel::Anonymous,
+                    Some("admin") => AuthLevel::Admin,
+                    Some(other) => {
+                        return Err(invalid(
+                            path,
+                            format!("authLevel '{other}' is not one of anonymous, function, admin"),
+                        ))
+                    }
+                };
+                Trigger::Http { route, methods, auth_level }
             }
             "eventgridtrigger" => Trigger::EventGrid,
             "timertrigger" => {

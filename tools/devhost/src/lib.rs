@@ -7,6 +7,7 @@ pub mod config;
 pub mod eventgrid;
 pub mod http;
 pub mod invoke;
+pub mod keys;
 pub mod ncrontab;
 pub mod outputs;
 pub mod process;
@@ -47,6 +48,9 @@ pub struct Cli {
     /// Where output-binding messages are written (default {app-root}/.local/outputs).
     #[arg(long)]
     pub outputs_dir: Option<PathBuf>,
+    /// Function keys to enforce, a JSON file (see the README); without it no key is checked.
+    #[arg(long)]
+    pub keys: Option<PathBuf>,
 }
 
 /// Why devhost stopped with an error.
@@ -115,6 +119,19 @@ async fn run_async(cli: Cli) -> Result<(), RunError> {
         .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
         .collect();
     let config = config::load(&app_root, process_env, cli.handler.is_some())?;
+    let keys = match &cli.keys {
+        Some(path) => {
+            let keys = keys::Keys::load(path)?;
+            for name in keys.functions() {
+                if !config.functions.iter().any(|f| f.name.eq_ignore_ascii_case(name)) {
+                    eprintln!("warning: {}: no function '{name}' in this app; its keys open nothing", path.display());
+                }
+            }
+            eprintln!("Function keys from {} are enforced", path.display());
+            Some(keys)
+        }
+        None => None,
+    };
     let (mut env, skipped) = config.settings.handler_env();
     for name in skipped {
         eprintln!(
@@ -149,7 +166,7 @@ async fn run_async(cli: Cli) -> Result<(), RunError> {
     let port = listener.local_addr().map_err(RunError::Runtime)?.port();
     let outputs_dir = cli.outputs_dir.clone().unwrap_or_else(|| app_root.join(".local").join("outputs"));
     let invoker = Arc::new(Invoker::new(handler_port, OutputWriter::new(outputs_dir), config.host.function_timeout)?);
-    let app = Arc::new(App::new(config, invoker, port));
+    let app = Arc::new(App::new(config, invoker, port).with_keys(keys));
 
     {
         let mut stdout = std::io::stdout().lock();

@@ -15,6 +15,7 @@ use crate::config::{AppConfig, FunctionDef, Trigger};
 use crate::eventgrid;
 use crate::http::{self, IncomingRequest};
 use crate::invoke::{InvocationError, Invoker, HOST_VERSION};
+use crate::keys::{self, Keys};
 use crate::timer::{self, TimerState};
 
 /// Largest request body devhost reads (the host's limit is about 100 MB).
@@ -33,6 +34,8 @@ pub struct App {
     pub timers: HashMap<String, Arc<TimerState>>,
     /// `host:port` used in `Url` when a request has no Host header.
     pub fallback_host: String,
+    /// Function keys to enforce (`--keys`); `None` checks none.
+    pub keys: Option<Keys>,
 }
 
 impl App {
@@ -58,7 +61,12 @@ impl App {
                 _ => None,
             })
             .collect();
-        App { config, invoker, http_order, timers, fallback_host: format!("127.0.0.1:{port}") }
+        App { config, invoker, http_order, timers, fallback_host: format!("127.0.0.1:{port}"), keys: None }
+    }
+
+    /// The same app, enforcing `keys`.
+    pub fn with_keys(self, keys: Option<Keys>) -> Self {
+        App { keys, ..self }
     }
 
     /// Looks a function up by name, case-insensitively like the host.
@@ -71,7 +79,7 @@ impl App {
         let mut out = String::from("\nFunctions:\n\n");
         for f in &self.config.functions {
             match &f.trigger {
-                Trigger::Http { route, methods } => {
+                Trigger::Http { route, methods, .. } => {
                     let m = methods.as_ref().map(|m| format!("[{}] ", m.join(","))).unwrap_or_default();
                     let fwd = if f.forwarded { " (forwarded)" } else { "" };
                     out.push_str(&format!("\t{}: {m}http://127.0.0.1:{port}/{}{fwd}\n\n", f.name, route.display()));
@@ -117,6 +125,14 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     if lower == "/runtime/webhooks/eventgrid" {
         return eventgrid::handle(app, parts.method, parts.uri, parts.headers, body).await;
     }
+    let presented = keys::presented(&parts.headers, &parts.uri);
+    if lower.starts_with("/admin/") {
+        if let Some(k) = &app.keys {
+            if !k.opens_admin(presented.as_deref()) {
+                return StatusCode::UNAUTHORIZED.into_response();
+            }
+        }
+    }
     if let Some(name) = lower.strip_prefix("/admin/functions/") {
         if parts.method == Method::POST {
             let name = crate::route::percent_decode(name);
@@ -129,7 +145,7 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     let mut path_matched = false;
     for &i in &app.http_order {
         let f = &app.config.functions[i];
-        let Trigger::Http { route, methods } = &f.trigger else {
+        let Trigger::Http { route, methods, auth_level } = &f.trigger else {
             continue;
         };
         let Some(params) = route.matches(&path) else {
@@ -139,6 +155,11 @@ async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
         if let Some(m) = methods {
             if !m.iter().any(|x| x == parts.method.as_str()) {
                 continue;
+            }
+        }
+        if let Some(k) = &app.keys {
+            if !k.opens(&f.name, *auth_level, presented.as_deref()) {
+                return StatusCode::UNAUTHORIZED.into_response();
             }
         }
         let f = f.clone();

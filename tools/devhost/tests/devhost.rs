@@ -859,3 +859,52 @@ async fn outputs_go_to_the_outputs_dir_and_a_failed_write_fails_the_invocation()
     assert_eq!(resp.status(), 500);
     dh.wait_stderr("output binding 'alert' failed").await;
 }
+
+/// The product's own HTTP functions, as deployed: their function.json files from the repository root.
+fn product_functions(app: &TestApp) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for name in ["SubmitJob", "GetJob", "GetStatus", "OnMkioEvent"] {
+        let text = std::fs::read_to_string(repo.join(name).join("function.json")).unwrap();
+        app.function(name, serde_json::from_str::<Value>(&text).unwrap()["bindings"].clone());
+    }
+}
+
+#[tokio::test]
+async fn with_keys_a_client_key_opens_the_client_api_but_not_the_operator_api() {
+    let app = TestApp::new();
+    product_functions(&app);
+    app.settings(json!({"FUNCTIONS_WORKER_RUNTIME": "custom"}));
+    // The keys infra creates: `client` on the client functions, `operator` on the operator ones.
+    let keys = app.root.join("keys.json");
+    std::fs::write(
+        &keys,
+        json!({"masterKey": "master-1", "functionKeys": {
+            "SubmitJob": {"client": "client-1"}, "GetJob": {"client": "client-1"}, "GetStatus": {"operator": "op-1"}}})
+        .to_string(),
+    )
+    .unwrap();
+    let dh = start_with(&app, &["--keys", keys.to_str().unwrap()], &[]);
+    let status = |r: reqwest::Response| r.status().as_u16();
+    let get = |path: &str, key: Option<&str>| {
+        let mut req = dh.client.get(dh.url(path));
+        if let Some(k) = key {
+            req = req.header("x-functions-key", k);
+        }
+        req.send()
+    };
+    assert_eq!(status(get("/api/status", Some("client-1")).await.unwrap()), 401, "client key on GetStatus");
+    assert_eq!(status(get("/api/status", None).await.unwrap()), 401, "no key");
+    assert_eq!(status(get("/api/status", Some("op-1")).await.unwrap()), 200);
+    assert_eq!(status(get("/api/status?code=master-1", None).await.unwrap()), 200, "the master key opens all");
+    assert_eq!(status(get("/api/jobs/j1?code=client-1", None).await.unwrap()), 200);
+    assert_eq!(status(get("/api/jobs/j1", Some("op-1")).await.unwrap()), 401, "operator key on GetJob");
+    let post = dh.client.post(dh.url("/api/jobs?code=client-1")).body("{}").send().await.unwrap();
+    assert_eq!(post.status(), 200);
+    let webhook = dh.client.post(dh.url("/api/events/mkio")).body("{}").send().await.unwrap();
+    assert_eq!(webhook.status(), 200, "OnMkioEvent is anonymous: it checks its own shared secret");
+    let admin = dh.client.post(dh.url("/admin/functions/GetStatus")).body("{}").send().await.unwrap();
+    assert_eq!(admin.status(), 401, "the admin API takes the master key only");
+    // Refused calls never reached the handler.
+    assert_eq!(app.requests_to("/GetStatus").len(), 2);
+    assert_eq!(app.requests_to("/GetJob").len(), 1);
+}
