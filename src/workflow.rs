@@ -125,6 +125,11 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
                 let (job, more) = sync_job(app, change, now).await?;
                 alerts.extend(more);
                 let job = job.unwrap_or(claimed);
+                if job.cancel_requested_at.is_some() && !job.state.is_final() {
+                    // Cancelled while this placement was creating the job: the request's own cancel may have
+                    // come before the job existed, so cancel it now that it does.
+                    cancel_in_media_services(app, account, &attempt).await;
+                }
                 if job.state != JobState::Pending {
                     app.store.unmark_pending(&job.job_id).await?;
                 }
@@ -333,6 +338,75 @@ pub async fn apply_report(
     Ok((job, alerts))
 }
 
+/// What a cancel request found and did.
+#[derive(Debug)]
+pub enum Cancelled {
+    /// The job had ended before, in this state (`Canceled` when an earlier request ended it).
+    AlreadyEnded(JobState),
+    /// The job waited for an account and is now `Canceled`.
+    Ended(JobRecord),
+    /// The job runs: its Media Services job was asked to cancel, and the job ends `Canceled` when the
+    /// service reports it (or when the attempt is closed for any other reason than finishing).
+    Requested(JobRecord),
+}
+
+/// Cancels a job at a caller's request (CancelJob). Idempotent: a second request finds the first one's
+/// mark and only asks Media Services again. `None` if there is no such job.
+///
+/// The request is written on the job before anything is cancelled, so every writer that could start or
+/// restart work sees it: a placement that creates the Media Services job after the cancel below cancels it
+/// itself, the sweep's repair makes no job for a cancelled claim, and the sweep asks again when a cancel
+/// did not take.
+pub async fn cancel_job(app: &App, job_id: &str, now: DateTime<Utc>) -> Result<Option<Cancelled>, StoreError> {
+    use crate::domain::Cancel;
+    let decide = |job: &JobRecord| match job.cancel(now) {
+        Cancel::Now(next) | Cancel::Requested(next) => Some(next),
+        Cancel::Ended(_) | Cancel::AlreadyRequested => None,
+    };
+    let Some(stored) = app.store.update_job(job_id, decide).await? else { return Ok(None) };
+    ended(app, &stored);
+    let job = stored.value;
+    if job.state.is_final() {
+        if !stored.changed {
+            return Ok(Some(Cancelled::AlreadyEnded(job.state)));
+        }
+        info!(job_id, "cancelled while waiting for an account");
+        app.store.unmark_pending(job_id).await?;
+        return Ok(Some(Cancelled::Ended(job)));
+    }
+    let Some(current) = job.attempts.iter().find(|a| a.number == job.attempt).cloned() else {
+        return Err(StoreError::Corrupt(format!("job {job_id} has no record of its attempt {}", job.attempt)));
+    };
+    let Some(account) = app.settings.account(&current.account) else {
+        warn!(job_id, account = %current.account, "the job's account is no longer configured; its cancel is recorded only");
+        return Ok(Some(Cancelled::Requested(job)));
+    };
+    // Marked on the attempt too, so a sweep that reads the attempt back asks again if this cancel fails.
+    let marked = app
+        .store
+        .change_attempt(&account.name, &current.ams_job_name, |a| {
+            (!a.cancel_requested).then(|| AttemptRecord { cancel_requested: true, ..a.clone() })
+        })
+        .await?;
+    let attempt = match marked {
+        Some(AttemptChange::Applied { after, .. } | AttemptChange::Unchanged(after)) => after,
+        // Claimed, its row not written yet: the placement under way (or the sweep's repair) sees the mark.
+        None => current,
+    };
+    if attempt.is_active() {
+        info!(job_id, account = %account.name, region = %account.region, ams_job = %attempt.ams_job_name, "cancelling at the caller's request");
+        cancel_in_media_services(app, account, &attempt).await;
+    }
+    Ok(Some(Cancelled::Requested(job)))
+}
+
+/// Asks the service to cancel an attempt's job; a failure is logged, and the sweep asks again.
+async fn cancel_in_media_services(app: &App, account: &AccountConfig, attempt: &AttemptRecord) {
+    if let Err(error) = app.media.cancel_job(account, &attempt.transform, &attempt.ams_job_name).await {
+        warn!(job_id = %attempt.job_id, account = %account.name, region = %account.region, %error, "could not cancel the job in Media Services yet; the sweep asks again");
+    }
+}
+
 /// Moves a stuck attempt elsewhere: closes it as superseded (only one sweep can win that), cancels its
 /// Media Services job on a best-effort basis, and places the job again on another account.
 pub async fn resubmit_stuck(
@@ -382,6 +456,10 @@ pub async fn read_back(
     attempt: &AttemptRecord,
     now: DateTime<Utc>,
 ) -> Result<(Vec<Alert>, Option<MediaError>), StoreError> {
+    if attempt.cancel_requested {
+        // A cancel that did not take (the service was unreachable, or the request came first): ask again.
+        cancel_in_media_services(app, account, attempt).await;
+    }
     let found = match app.media.get_job(account, &attempt.transform, &attempt.ams_job_name).await {
         Ok(found) => found,
         Err(error) => {
@@ -411,11 +489,19 @@ async fn apply_read(
                 .await?
         }
         None if attempt.state == JobState::Submitting => {
-            let request: SubmitRequest = match app.store.get_job(&attempt.job_id).await? {
-                Some(job) => serde_json::from_str(&job.value.request)
-                    .map_err(|e| StoreError::Corrupt(format!("job {}: unreadable request: {e}", attempt.job_id)))?,
-                None => return Ok(vec![]),
-            };
+            let Some(job) = app.store.get_job(&attempt.job_id).await?.map(|j| j.value) else { return Ok(vec![]) };
+            if job.cancel_requested_at.is_some() {
+                // Cancelled before its Media Services job was made: make none, and end the attempt (its job
+                // then ends Canceled).
+                let reason = "cancelled before its Media Services job was created";
+                let change = app
+                    .store
+                    .change_attempt(&account.name, &attempt.ams_job_name, |a| a.supersede(reason, now))
+                    .await?;
+                return Ok(sync_job(app, change, now).await?.1);
+            }
+            let request: SubmitRequest = serde_json::from_str(&job.request)
+                .map_err(|e| StoreError::Corrupt(format!("job {}: unreadable request: {e}", attempt.job_id)))?;
             info!(job_id = %attempt.job_id, account = %account.name, region = %account.region, ams_job = %attempt.ams_job_name, "creating a job that was recorded but never created");
             if let Err(error) = create_in_media_services(app, account, attempt, &request).await {
                 warn!(job_id = %attempt.job_id, account = %account.name, region = %account.region, %error, "could not create the recorded job; trying again next sweep");

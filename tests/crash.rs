@@ -135,6 +135,42 @@ async fn a_crash_during_submission_at(point: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An instance dies at `point` while placing a job; the job is cancelled before any sweep repairs it. The
+/// repair then makes no Media Services job and the job ends Canceled, with exact counters.
+async fn a_job_cancelled_after_a_crash_at(point: &str) -> anyhow::Result<()> {
+    let bench = Bench::start().await?;
+    bench.die_at(point, &[], "SubmitJob", &submit_payload("crash-cancel")).await?;
+    let handler = bench.handler(&[("RECONCILE_AFTER", "1s"), ("STUCK_AFTER", "1h")]).await?;
+    let req =
+        http_request("POST", "http://localhost/api/jobs/crash-cancel/cancel", json!({"jobId": "crash-cancel"}), None);
+    let (status, _, answer) = handler.invoke("CancelJob", &req).await?;
+    anyhow::ensure!(status == 200, "CancelJob invocation answered {status}: {answer}");
+    assert_eq!(answer["Outputs"]["res"]["statusCode"], 202, "{answer}");
+    let job = eventually(Duration::from_secs(60), "the cancelled job to end", || async {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        handler.invoke("SweepStuckJobs", &timer_request()).await?;
+        Ok(bench.store.get_job("crash-cancel").await?.map(|j| j.value).filter(|j| j.state.is_final()))
+    })
+    .await?;
+    assert_eq!(job.state.as_str(), "Canceled", "{job:?}");
+    assert_counters_exact(&bench.store, &ACCOUNTS).await?;
+    handler.invoke("SweepStuckJobs", &timer_request()).await?;
+    assert_no_open_work(&bench.store).await?;
+    let ams = bench.emulator_jobs().await?;
+    assert!(ams.iter().all(|j| j["state"] != "Processing" && j["state"] != "Finished"), "nothing ran: {ams:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_after_a_crash_between_claim_and_attempt_row_is_never_created() -> anyhow::Result<()> {
+    a_job_cancelled_after_a_crash_at("after-claim").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_after_a_crash_before_its_media_job_ends_canceled() -> anyhow::Result<()> {
+    a_job_cancelled_after_a_crash_at("after-output-assets").await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_the_job_claim_is_repaired_by_the_next_sweep() -> anyhow::Result<()> {
     a_crash_during_submission_at("after-claim").await

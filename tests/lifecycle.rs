@@ -228,3 +228,75 @@ async fn events_for_unknown_accounts_or_jobs_are_acknowledged_and_change_nothing
     stack.assert_counters_exact().await?;
     Ok(())
 }
+
+/// `POST /api/jobs/{id}/cancel`: status and body.
+async fn cancel(stack: &Stack, id: &str) -> anyhow::Result<(u16, Value)> {
+    let response = stack.http.post(format!("{}/api/jobs/{id}/cancel", stack.devhost.url)).send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await?))
+}
+
+async fn wait_state(stack: &Stack, id: &str, state: &str) -> anyhow::Result<Value> {
+    eventually(LIMIT, &format!("{id} to be {state}"), || async {
+        let (_, job) = stack.get_job(id).await?;
+        Ok((job["state"] == state).then_some(job))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pending_a_queued_and_a_processing_job_are_cancelled_with_exact_counters_and_one_notification_each(
+) -> anyhow::Result<()> {
+    // A long queue and a longer encode, so the jobs are still where the test cancels them.
+    let stack =
+        Stack::start(StackOptions { phases_ms: (4000, 500, 120_000), time_scale: 1.0, ..provider_options() }).await?;
+    assert_eq!(cancel(&stack, "no-such-job").await?.0, 404);
+
+    let (status, body, _) = stack.submit(&job_body("cancel-queued")).await?;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = cancel(&stack, "cancel-queued").await?;
+    assert_eq!(status, 202, "a running job is cancelled in Media Services: {body}");
+    assert!(body["cancelRequestedAt"].is_string(), "{body}");
+
+    let (status, body, _) = stack.submit(&job_body("cancel-processing")).await?;
+    assert_eq!(status, 202, "{body}");
+    wait_state(&stack, "cancel-processing", "Processing").await?;
+    assert_eq!(cancel(&stack, "cancel-processing").await?.0, 202);
+    assert_eq!(cancel(&stack, "cancel-processing").await?.0, 202, "asking twice is the same request");
+
+    for (account, _) in &stack.options.accounts {
+        stack.fault(account, json!({"mode": "outage"})).await?;
+    }
+    let (_, body, _) = stack.submit(&job_body("cancel-pending")).await?;
+    assert_eq!(body["state"], "Pending", "{body}");
+    let (status, body) = cancel(&stack, "cancel-pending").await?;
+    assert_eq!((status, body["state"].as_str()), (200, Some("Canceled")), "a Pending job ends at once: {body}");
+    for (account, _) in &stack.options.accounts {
+        stack.fault(account, json!({"mode": "healthy"})).await?;
+    }
+
+    for id in ["cancel-queued", "cancel-processing", "cancel-pending"] {
+        let job = wait_state(&stack, id, "Canceled").await?;
+        assert!(job["cancelRequestedAt"].is_string(), "{job}");
+        let (status, body) = cancel(&stack, id).await?;
+        assert_eq!((status, body["state"].as_str()), (200, Some("Canceled")), "idempotent once ended: {body}");
+    }
+    // The sweep places nothing that was cancelled.
+    stack.sweep().await?;
+    let (_, pending) = stack.get_job("cancel-pending").await?;
+    assert_eq!(pending["state"], "Canceled");
+    wait_nothing_in_flight(&stack).await?;
+    stack.assert_counters_exact().await?;
+    let outcomes = eventually(LIMIT, "one Canceled notification per job", || async {
+        let events = stack.job_events();
+        let canceled: Vec<_> = events.iter().filter(|(_, e)| e["type"] == "Canceled").collect();
+        Ok((canceled.len() >= 3).then_some(events))
+    })
+    .await?;
+    let ids: BTreeSet<&str> = outcomes.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), outcomes.len(), "each outcome once: {outcomes:?}");
+    for id in ["cancel-queued", "cancel-processing", "cancel-pending"] {
+        assert!(ids.contains(format!("{id}:Canceled").as_str()), "{id}: {outcomes:?}");
+    }
+    Ok(())
+}

@@ -24,6 +24,6 @@ pub use event::{Incoming, JobEvent, Unusable};
 pub use health::{Cooldown, HealthRecord, Removal};
 pub use mru::MruCache;
 pub use provider::{Capabilities, Provider};
-pub use records::{AccountCounters, AttemptRecord, ErrorInfo, JobRecord};
+pub use records::{AccountCounters, AttemptRecord, Cancel, ErrorInfo, JobRecord};
 pub use request::{BadRequest, JobId, Rules, SubmitRequest};
 pub use state::JobState;

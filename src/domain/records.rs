@@ -68,6 +68,10 @@ pub struct AttemptRecord {
     /// unit, which is not a sign of a broken region.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mru_saturated: bool,
+    /// Its job was asked to be cancelled: whoever next holds the attempt while it runs (the placement that
+    /// just created it, a sweep reading it back) cancels its Media Services job.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_requested: bool,
 }
 
 impl AttemptRecord {
@@ -198,6 +202,23 @@ pub struct JobRecord {
     pub created_at: DateTime<Utc>,
     /// When the job last changed.
     pub updated_at: DateTime<Utc>,
+    /// When a caller asked to cancel the job (CancelJob); it then ends `Canceled` instead of being retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+}
+
+/// What a cancel request does to a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancel {
+    /// The job ended before: nothing to cancel (`Canceled` when an earlier request already ended it).
+    Ended(JobState),
+    /// The job waited for an account: it ends `Canceled` at once.
+    Now(JobRecord),
+    /// The job runs on an attempt: the request is recorded and the attempt's Media Services job must be
+    /// cancelled; the job ends when the attempt does.
+    Requested(JobRecord),
+    /// A cancel of the running attempt was already requested.
+    AlreadyRequested,
 }
 
 impl JobRecord {
@@ -216,6 +237,24 @@ impl JobRecord {
             last_error: None,
             created_at: now,
             updated_at: now,
+            cancel_requested_at: None,
+        }
+    }
+
+    /// What cancelling the job at `now` does (see [`Cancel`]).
+    pub fn cancel(&self, now: DateTime<Utc>) -> Cancel {
+        if self.state.is_final() {
+            return Cancel::Ended(self.state);
+        }
+        if self.cancel_requested_at.is_some() {
+            return Cancel::AlreadyRequested;
+        }
+        let mut job = JobRecord { cancel_requested_at: Some(now), updated_at: now, ..self.clone() };
+        if self.state == JobState::Pending {
+            job.state = JobState::Canceled;
+            Cancel::Now(job)
+        } else {
+            Cancel::Requested(job)
         }
     }
 
@@ -247,6 +286,7 @@ impl JobRecord {
             last_heard_at: now,
             error: None,
             mru_saturated: false,
+            cancel_requested: false,
         };
         let mut job = self.clone();
         job.attempt = number;
@@ -274,9 +314,12 @@ impl JobRecord {
         }
         let mut job = self.clone();
         job.record_attempt(attempt);
+        let cancelled = self.cancel_requested_at.is_some();
         job.state = match attempt.state {
+            // A job its caller cancelled is not placed again: where it would be retried, it ends.
+            JobState::SubmitFailed | JobState::Superseded if cancelled => JobState::Canceled,
             JobState::SubmitFailed | JobState::Superseded => JobState::Pending,
-            JobState::Error if attempt.may_retry() && self.attempt < max_attempts => JobState::Pending,
+            JobState::Error if attempt.may_retry() && self.attempt < max_attempts && !cancelled => JobState::Pending,
             s => s,
         };
         if attempt.state == JobState::Finished {
@@ -420,6 +463,7 @@ pub(crate) fn sample_job(now: DateTime<Utc>) -> JobRecord {
         last_error: None,
         created_at: now,
         updated_at: now,
+        cancel_requested_at: None,
     }
 }
 
@@ -434,6 +478,50 @@ mod tests {
 
     fn job() -> JobRecord {
         sample_job(t(0))
+    }
+
+    #[test]
+    fn a_pending_job_is_cancelled_at_once_and_a_final_one_not_at_all() {
+        let Cancel::Now(cancelled) = job().cancel(t(5)) else { panic!("a pending job ends at once") };
+        assert_eq!((cancelled.state, cancelled.cancel_requested_at), (JobState::Canceled, Some(t(5))));
+        assert_eq!(cancelled.cancel(t(6)), Cancel::Ended(JobState::Canceled), "a second request changes nothing");
+        let finished = JobRecord { state: JobState::Finished, ..job() };
+        assert_eq!(finished.cancel(t(6)), Cancel::Ended(JobState::Finished));
+    }
+
+    #[test]
+    fn a_running_job_records_the_request_once_and_ends_canceled_where_it_would_have_been_retried() {
+        let (running, attempt) = job().begin_attempt("a", "r", 1, t(1));
+        let Cancel::Requested(requested) = running.cancel(t(5)) else { panic!("a running job waits for its attempt") };
+        assert_eq!((requested.state, requested.cancel_requested_at), (JobState::Submitting, Some(t(5))));
+        assert_eq!(requested.cancel(t(6)), Cancel::AlreadyRequested);
+        let at = |state: JobState, error: Option<ErrorInfo>| AttemptRecord {
+            state,
+            error,
+            last_heard_at: t(9),
+            ..attempt.clone()
+        };
+        let retryable =
+            ErrorInfo { code: "E".into(), message: String::new(), category: String::new(), retry: "MayRetry".into() };
+        for (ended, expected) in [
+            (at(JobState::Canceled, None), JobState::Canceled),
+            (at(JobState::Superseded, None), JobState::Canceled),
+            (at(JobState::SubmitFailed, None), JobState::Canceled),
+            (at(JobState::Error, Some(retryable.clone())), JobState::Error),
+            (at(JobState::Finished, None), JobState::Finished),
+        ] {
+            let after = requested.observe_attempt(&ended, 3, t(10)).expect("the attempt ended");
+            assert_eq!(after.state, expected, "{:?}", ended.state);
+        }
+        // Without a cancel request the same ends are retried.
+        assert_eq!(
+            running.observe_attempt(&at(JobState::Superseded, None), 3, t(10)).map(|j| j.state),
+            Some(JobState::Pending)
+        );
+        assert_eq!(
+            running.observe_attempt(&at(JobState::Error, Some(retryable)), 3, t(10)).map(|j| j.state),
+            Some(JobState::Pending)
+        );
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub fn run(
                         "attempt": job.attempt, "attempts": attempts, "outputs": job.outputs, "lastError": job.last_error,
                         "createdAt": job.created_at, "updatedAt": job.updated_at,
                     });
+                    if let Some(at) = job.cancel_requested_at {
+                        body["cancelRequestedAt"] = json!(at);
+                    }
                     if app.settings.publish.enabled {
                         let records = crate::publish::publications_of(app, &job.job_id).await?;
                         body["publications"] = publications_view(&records, &app.settings.publish);

@@ -1,6 +1,7 @@
 //! One thin adapter per function folder: read the invocation, call the workflow or store, write outputs.
 //! The router answers the host's readiness probe on `/` and one `POST /{FunctionName}` per function.
 
+pub mod cancel_job;
 pub mod get_job;
 pub mod get_status;
 pub mod on_job_state_change;
@@ -35,6 +36,10 @@ pub fn router(app: App) -> Router {
         .route(
             "/GetJob",
             post(|s: State<App>, h: HeaderMap, b: Bytes| invoke(s, h, b, "GetJob", Kind::Http, get_job::run)),
+        )
+        .route(
+            "/CancelJob",
+            post(|s: State<App>, h: HeaderMap, b: Bytes| invoke(s, h, b, "CancelJob", Kind::Http, cancel_job::run)),
         )
         .route(
             "/GetStatus",
