@@ -160,7 +160,7 @@ param operatorApiKey string = ''
 @description('Functions of the client API: they get the `client` key.')
 param clientApiFunctions array = ['SubmitJob', 'GetJob', 'CancelJob']
 @description('Functions of the operator API: they get the `operator` key.')
-param operatorApiFunctions array = ['GetStatus']
+param operatorApiFunctions array = ['GetStatus', 'DrainAccount', 'ReadmitAccount']
 
 // ---------------------------------------------------------------------------------------------------------
 // Alerts that reach a person

@@ -407,6 +407,74 @@ async fn cancel_in_media_services(app: &App, account: &AccountConfig, attempt: &
     }
 }
 
+/// What draining an account did.
+#[derive(Debug)]
+pub struct Drained {
+    /// The removal as stored; `None` when the account was already drained.
+    pub removal: Option<crate::domain::health::Removal>,
+    /// Jobs moved off it (with evacuation).
+    pub moved: usize,
+    /// Alerts to send.
+    pub alerts: Vec<Alert>,
+}
+
+/// Takes `account` out of rotation at an operator's request and keeps it out until an operator readmits
+/// it. With `evacuate`, its jobs that are still waiting (not yet Processing) are moved elsewhere as stuck
+/// jobs are; the ones already encoding finish there. Idempotent: draining again only evacuates again.
+pub async fn drain_account(
+    app: &App,
+    account: &AccountConfig,
+    by: &str,
+    reason: &str,
+    evacuate: bool,
+    now: DateTime<Utc>,
+) -> Result<Drained, StoreError> {
+    let (_, removal) = app.store.update_health(|h| h.drain(&account.name, by, reason, now)).await?;
+    let mut alerts = Vec::new();
+    let mut moved = 0;
+    if evacuate {
+        let why = format!("drained by {by}: {reason}");
+        for attempt in app.store.active_attempts(&account.name).await? {
+            if matches!(attempt.state, JobState::Submitting | JobState::Queued | JobState::Scheduled) {
+                alerts.extend(resubmit_stuck(app, account, &attempt, &why, now).await?);
+                moved += 1;
+            }
+        }
+    }
+    if let Some(removal) = &removal {
+        warn!(account = %account.name, region = %account.region, by, reason, moved, "account drained by an operator");
+        let in_flight = app.store.counters(&account.name).await?.in_flight();
+        alerts.insert(0, Alert::region_drained(&account.name, &account.region, removal, moved, in_flight));
+    }
+    Ok(Drained { removal, moved, alerts })
+}
+
+/// Brings `account` back into rotation at an operator's request, cool-down or drain notwithstanding, once
+/// a probe answers. `Ok(Err(why))` when the probe failed (it stays out); `Ok(Ok(None))` when it was in
+/// rotation already.
+pub async fn readmit_account(
+    app: &App,
+    account: &AccountConfig,
+    by: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Result<Option<Vec<Alert>>, MediaError>, StoreError> {
+    let transform = app.settings.transforms.keys().next().map(String::as_str).unwrap_or_default();
+    if let Err(error) = app.media.probe(account, transform).await {
+        info!(account = %account.name, region = %account.region, %error, "operator readmit: the probe failed; the account stays out");
+        return Ok(Err(error));
+    }
+    let (_, readmitted) =
+        app.store.update_health(|h| h.readmit_by_operator(&account.name, by, reason, now).map(|n| (n, ()))).await?;
+    if readmitted.is_none() {
+        return Ok(Ok(None));
+    }
+    info!(account = %account.name, region = %account.region, by, reason, "account readmitted by an operator");
+    // It may have lost or missed definitions while it was out: the next sweep checks it.
+    crate::publish::definitions_due(app, account).await?;
+    Ok(Ok(Some(vec![Alert::region_readmitted_by(&account.name, &account.region, by, reason, now)])))
+}
+
 /// Moves a stuck attempt elsewhere: closes it as superseded (only one sweep can win that), cancels its
 /// Media Services job on a best-effort basis, and places the job again on another account.
 pub async fn resubmit_stuck(

@@ -434,3 +434,69 @@ async fn jobs_waiting_to_start_on_a_removed_region_move_at_once_without_waiting_
     stack.assert_counters_exact().await?;
     Ok(())
 }
+
+/// `POST /api/accounts/{account}/{action}` with a reason: status and body.
+async fn control(stack: &Stack, account: &str, action: &str, reason: &str) -> anyhow::Result<(u16, Value)> {
+    let url = format!("{}/api/accounts/{account}/{action}", stack.devhost.url);
+    let response = stack.http.post(url).json(&json!({"reason": reason, "by": "ops@example.com"})).send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_drains_a_region_with_evacuation_and_readmits_it_before_its_cool_down() -> anyhow::Result<()> {
+    // Nothing is judged stuck and a removal would last an hour: only the operator moves anything.
+    let stack = Stack::start(failover(&[("STUCK_AFTER", "1h"), ("COOLDOWN", "1h"), ("COOLDOWN_MAX", "2h")])).await?;
+    // Jobs on A wait there (never scheduled); the drain must move them.
+    stack.fault(A, json!({"mode": "stall"})).await?;
+    let ids = submit_until_on(&stack, "drain", A, 2).await?;
+
+    let (status, body) = control(&stack, A, "drain?evacuate=true", "maintenance window").await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["movedJobs"], 2, "{body}");
+    let status_page = stack.status().await?;
+    let a =
+        status_page["accounts"].as_array().and_then(|l| l.iter().find(|x| x["name"] == A)).cloned().unwrap_or_default();
+    assert_eq!(a["inRotation"], false, "{a}");
+    assert_eq!(a["removed"]["drained"]["by"], "ops@example.com", "{a}");
+    assert_eq!(a["operator"]["reason"], "maintenance window", "{a}");
+    let drained = stack.wait_alerts("RegionDrained", |x| x["account"] == A).await?;
+    assert_eq!(drained.len(), 1, "one alert per drain: {drained:?}");
+    assert!(drained[0]["reason"].as_str().is_some_and(|r| r.contains("ops@example.com")), "{drained:?}");
+    let (again, body) = control(&stack, A, "drain", "still").await?;
+    assert_eq!((again, body["alreadyDrained"].as_bool()), (200, Some(true)), "{body}");
+
+    // Every job finishes on B; none is left on A.
+    stack.fault(A, json!({"mode": "healthy"})).await?;
+    eventually(Duration::from_secs(90), "every job to finish on B", || async {
+        for id in &ids {
+            let (_, job) = stack.get_job(id).await?;
+            if job["state"] != "Finished" {
+                return Ok(None);
+            }
+            anyhow::ensure!(job["account"] == B, "{id} finished on {}", job["account"]);
+        }
+        Ok(Some(()))
+    })
+    .await?;
+    // A sweep does not bring a drained account back, whatever its probe says.
+    stack.sweep().await?;
+    let (_, body, _) = stack.submit(&job_body("after-drain")).await?;
+    assert_eq!(body["account"], B, "{body}");
+
+    // Bad requests change nothing.
+    assert_eq!(control(&stack, "nosuchaccount", "readmit", "x").await?.0, 404);
+    let no_reason = stack.http.post(format!("{}/api/accounts/{A}/readmit", stack.devhost.url)).send().await?;
+    assert_eq!(no_reason.status().as_u16(), 400);
+
+    let (status, body) = control(&stack, A, "readmit", "maintenance done").await?;
+    assert_eq!((status, body["inRotation"].as_bool()), (200, Some(true)), "{body}");
+    let readmitted = stack.wait_alerts("RegionReadmitted", |x| x["account"] == A).await?;
+    assert!(readmitted[0]["reason"].as_str().is_some_and(|r| r.contains("ops@example.com")), "{readmitted:?}");
+    let status_page = stack.status().await?;
+    let a =
+        status_page["accounts"].as_array().and_then(|l| l.iter().find(|x| x["name"] == A)).cloned().unwrap_or_default();
+    assert_eq!((a["inRotation"].as_bool(), a["operator"]["action"].as_str()), (Some(true), Some("readmit")), "{a}");
+    stack.assert_counters_exact().await?;
+    Ok(())
+}

@@ -154,6 +154,35 @@ impl Alert {
         .at(account, region)
     }
 
+    /// An operator drained an account: out of rotation until an operator readmits it.
+    pub fn region_drained(account: &str, region: &str, removal: &Removal, moved: usize, in_flight: u32) -> Alert {
+        let (by, why, at) = match &removal.drained {
+            Some(d) => (d.by.as_str(), d.reason.as_str(), d.at),
+            None => ("an operator", removal.reason.as_str(), removal.since),
+        };
+        let mut alert = Alert::new(
+            "RegionDrained",
+            format!("drained by {by}: {why}"),
+            &format!("New jobs go to the other accounts. It stays out, whatever probes say, until an operator readmits it (POST /api/accounts/{account}/readmit)."),
+            at,
+        )
+        .at(account, region);
+        alert.counts.insert("movedJobs", moved as u64);
+        alert.counts.insert("inFlight", u64::from(in_flight));
+        alert
+    }
+
+    /// An operator brought an account back into rotation after a successful probe, before its cool-down.
+    pub fn region_readmitted_by(account: &str, region: &str, by: &str, why: &str, now: DateTime<Utc>) -> Alert {
+        Alert::new(
+            "RegionReadmitted",
+            format!("readmitted by {by} after a successful probe: {why}"),
+            "Nothing to do. If it fails again soon, it is taken out again with a longer cool-down.",
+            now,
+        )
+        .at(account, region)
+    }
+
     /// An account's own API credential (an MK.IO token) has expired or is refused: every call to the account
     /// fails until an operator replaces it. Sent once per credential.
     pub fn credential_refused(account: &str, region: &str, setting: &str, problem: &str, now: DateTime<Utc>) -> Alert {
@@ -275,6 +304,7 @@ mod tests {
             until: at(600),
             reason: "2 job(s) waited longer than 600s in Scheduled or without word from Media Services".to_owned(),
             cooldown_secs: 600,
+            drained: None,
         }
     }
 

@@ -19,6 +19,24 @@ pub struct Removal {
     pub reason: String,
     /// The cool-down it got, in seconds (it grows when an account fails again soon after coming back).
     pub cooldown_secs: u64,
+    /// Set when an operator drained the account: it stays out, whatever probes say, until an operator
+    /// readmits it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drained: Option<OperatorAction>,
+}
+
+/// An operator's hand on an account (drain or readmit): who, why and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorAction {
+    /// `drain` or `readmit`.
+    pub action: String,
+    /// Who asked (the caller's Entra principal, or the name the request gave).
+    pub by: String,
+    /// Why, as given.
+    pub reason: String,
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 /// What the list remembers about an account between removals.
@@ -38,6 +56,9 @@ pub struct AccountHealth {
     /// told once per credential; forgotten when the account comes back into rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_alerted: Option<String>,
+    /// The last drain or readmit an operator asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<OperatorAction>,
 }
 
 /// The cool-down rule: `base`, doubled (up to `max`) for an account removed again within twice its last
@@ -103,8 +124,13 @@ impl HealthRecord {
         } else {
             secs(cooldown.base)
         };
-        let removal =
-            Removal { since: now, until: after(now, cooldown_secs), reason: reason.to_owned(), cooldown_secs };
+        let removal = Removal {
+            since: now,
+            until: after(now, cooldown_secs),
+            reason: reason.to_owned(),
+            cooldown_secs,
+            drained: None,
+        };
         let mut next = self.clone();
         next.removed.insert(account.to_owned(), removal.clone());
         let entry = next.accounts.entry(account.to_owned()).or_default();
@@ -113,17 +139,66 @@ impl HealthRecord {
         Some((next, removal))
     }
 
-    /// Removed accounts whose cool-down has passed: candidates for a probe.
+    /// Removed accounts whose cool-down has passed: candidates for a probe. A drained account is not one.
     pub fn due_for_readmission(&self, now: DateTime<Utc>) -> Vec<String> {
-        self.removed.iter().filter(|(_, r)| r.until <= now).map(|(name, _)| name.clone()).collect()
+        self.removed
+            .iter()
+            .filter(|(_, r)| r.until <= now && r.drained.is_none())
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
-    /// The list with `account` back in rotation; `None` if it is not out or its cool-down has not passed.
+    /// The list with `account` back in rotation; `None` if it is not out, its cool-down has not passed, or an
+    /// operator drained it.
     pub fn readmit(&self, account: &str, now: DateTime<Utc>) -> Option<HealthRecord> {
         let removal = self.removed.get(account)?;
-        if removal.until > now {
+        if removal.until > now || removal.drained.is_some() {
             return None;
         }
+        self.back_in_rotation(account, now)
+    }
+
+    /// The list with `account` drained by an operator: out of rotation now, and kept out until an operator
+    /// readmits it; an automatic removal under way becomes a drain. `None` if it is already drained.
+    pub fn drain(&self, account: &str, by: &str, reason: &str, now: DateTime<Utc>) -> Option<(HealthRecord, Removal)> {
+        let existing = self.removed.get(account);
+        if existing.is_some_and(|r| r.drained.is_some()) {
+            return None;
+        }
+        let action = OperatorAction { action: "drain".into(), by: by.to_owned(), reason: reason.to_owned(), at: now };
+        let removal = match existing {
+            Some(r) => Removal { drained: Some(action.clone()), ..r.clone() },
+            None => Removal {
+                since: now,
+                until: now,
+                reason: format!("drained by {by}: {reason}"),
+                cooldown_secs: 0,
+                drained: Some(action.clone()),
+            },
+        };
+        let mut next = self.clone();
+        next.removed.insert(account.to_owned(), removal.clone());
+        next.accounts.entry(account.to_owned()).or_default().operator = Some(action);
+        Some((next, removal))
+    }
+
+    /// The list with `account` readmitted by an operator (after a probe the caller made), cool-down or
+    /// drain notwithstanding; `None` if it is in rotation.
+    pub fn readmit_by_operator(
+        &self,
+        account: &str,
+        by: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Option<HealthRecord> {
+        self.removed.get(account)?;
+        let mut next = self.back_in_rotation(account, now)?;
+        let action = OperatorAction { action: "readmit".into(), by: by.to_owned(), reason: reason.to_owned(), at: now };
+        next.accounts.entry(account.to_owned()).or_default().operator = Some(action);
+        Some(next)
+    }
+
+    fn back_in_rotation(&self, account: &str, now: DateTime<Utc>) -> Option<HealthRecord> {
         let mut next = self.clone();
         next.removed.remove(account);
         let entry = next.accounts.entry(account.to_owned()).or_default();
@@ -233,6 +308,37 @@ mod tests {
     }
 
     const COOLDOWN: Cooldown = Cooldown { base: Duration::from_secs(100), max: Duration::from_secs(350) };
+
+    #[test]
+    fn a_drained_account_stays_out_until_an_operator_readmits_it() {
+        let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let later = now + chrono::Duration::days(30);
+        let (drained, removal) = HealthRecord::default().drain("a", "ops@x", "maintenance", now).expect("drained");
+        assert_eq!(removal.drained.as_ref().map(|d| d.by.as_str()), Some("ops@x"));
+        assert!(drained.in_rotation(["a", "b"]) == ["b"]);
+        assert!(drained.drain("a", "ops@x", "again", now).is_none(), "draining twice is one drain");
+        assert!(drained.due_for_readmission(later).is_empty(), "no probe brings it back");
+        assert!(drained.readmit("a", later).is_none());
+        let back = drained.readmit_by_operator("a", "ops@y", "fixed", now).expect("readmitted");
+        assert_eq!(back.in_rotation(["a", "b"]), ["a", "b"]);
+        assert_eq!(
+            back.accounts["a"].operator.as_ref().map(|o| (o.action.as_str(), o.by.as_str())),
+            Some(("readmit", "ops@y"))
+        );
+        assert!(back.readmit_by_operator("a", "ops@y", "fixed", now).is_none(), "already in rotation");
+    }
+
+    #[test]
+    fn an_operator_readmits_an_automatically_removed_account_before_its_cool_down_and_drains_one_as_it_is() {
+        let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let rule = Cooldown { base: Duration::from_secs(600), max: Duration::from_secs(3600) };
+        let (removed, _) = HealthRecord::default().remove("a", "stuck", now, rule).expect("removed");
+        assert!(removed.readmit("a", now).is_none(), "the cool-down holds for probes");
+        assert!(removed.readmit_by_operator("a", "ops", "checked", now).is_some(), "not for an operator");
+        let (drained, removal) = removed.drain("a", "ops", "keep it out", now).expect("drained");
+        assert_eq!(removal.reason, "stuck", "the removal keeps what was seen");
+        assert!(drained.due_for_readmission(now + chrono::Duration::hours(2)).is_empty());
+    }
 
     #[test]
     fn operators_hear_once_per_credential_about_a_refused_one_and_again_after_the_account_came_back() {

@@ -54,6 +54,10 @@ pub fn run(
                 "activeByState": counters.by_state(),
                 "mru": mru,
             });
+            if let Some(action) = health.accounts.get(&account.name).and_then(|a| a.operator.as_ref()) {
+                // Who last drained or readmitted it, why and when.
+                entry["operator"] = json!(action);
+            }
             if let Some(mkio) = &account.mkio {
                 // A token lasts a year at most and is renewed by hand: say so well before it stops working.
                 let status = CredentialStatus::at(mkio.token.expires_at, now);

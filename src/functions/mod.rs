@@ -2,10 +2,12 @@
 //! The router answers the host's readiness probe on `/` and one `POST /{FunctionName}` per function.
 
 pub mod cancel_job;
+pub mod drain_account;
 pub mod get_job;
 pub mod get_status;
 pub mod on_job_state_change;
 pub mod on_mkio_event;
+pub mod readmit_account;
 pub mod status_page;
 pub mod submit_job;
 pub mod sweep_stuck_jobs;
@@ -40,6 +42,18 @@ pub fn router(app: App) -> Router {
         .route(
             "/CancelJob",
             post(|s: State<App>, h: HeaderMap, b: Bytes| invoke(s, h, b, "CancelJob", Kind::Http, cancel_job::run)),
+        )
+        .route(
+            "/DrainAccount",
+            post(|s: State<App>, h: HeaderMap, b: Bytes| {
+                invoke(s, h, b, "DrainAccount", Kind::Http, drain_account::run)
+            }),
+        )
+        .route(
+            "/ReadmitAccount",
+            post(|s: State<App>, h: HeaderMap, b: Bytes| {
+                invoke(s, h, b, "ReadmitAccount", Kind::Http, readmit_account::run)
+            }),
         )
         .route(
             "/GetStatus",
@@ -163,4 +177,44 @@ pub(crate) fn with_alerts(mut response: InvokeResponse, alerts: &[Alert]) -> Inv
         Some(value) => response.output("alerts", value),
         None => response,
     }
+}
+
+/// The account, who and why of an operator's region control: the `{account}` route parameter (404 if not
+/// configured), `reason` from the JSON body (required), and who: the Entra principal App Service
+/// Authentication names (`X-MS-CLIENT-PRINCIPAL-NAME`), else the body's `by`, else `operator`.
+pub(crate) fn operator_request<'a>(
+    app: &'a App,
+    http: &crate::invoke::HttpRequestData,
+) -> Result<(&'a crate::config::AccountConfig, String, String), HttpResponseData> {
+    let name = http.param("account").unwrap_or_default();
+    let Some(account) = app.settings.account(name) else {
+        return Err(HttpResponseData::error(404, "account_not_found", &format!("no account {name:?} is configured")));
+    };
+    let body: Value = match http.body.as_deref().map(serde_json::from_str::<Value>) {
+        Some(Ok(body @ Value::Object(_))) => body,
+        None => Value::Null,
+        Some(_) => {
+            return Err(HttpResponseData::error(
+                400,
+                "malformed_json",
+                "the body must be a JSON object {\"reason\": \"...\", \"by\": \"...\"}",
+            ))
+        }
+    };
+    let text = |field: &str| body.get(field).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
+    let Some(reason) = text("reason").filter(|r| r.len() <= 500) else {
+        return Err(HttpResponseData::error(
+            400,
+            "missing_reason",
+            "say why in the body: {\"reason\": \"...\"} (at most 500 characters)",
+        ));
+    };
+    let principal = http
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("x-ms-client-principal-name"))
+        .and_then(|(_, v)| v.first())
+        .map(String::as_str);
+    let by = principal.or(text("by")).unwrap_or("operator").chars().take(200).collect();
+    Ok((account, by, reason.to_owned()))
 }
