@@ -14,7 +14,7 @@ use url::Url;
 
 pub mod mkio;
 
-pub use mkio::{MkioAccount, Secret, WebhookSettings};
+pub use mkio::{MkioAccount, Secret, StorageCredential, WebhookSettings};
 
 /// The ARM endpoint of the public Azure cloud.
 pub const DEFAULT_ARM_ENDPOINT: &str = "https://management.azure.com";
@@ -1356,7 +1356,11 @@ mod tests {
         assert_eq!((mkio.writes_per_minute, mkio.reads_per_minute), (900, 1800));
         assert_eq!(mkio.token.setting, "MKIO_TOKEN_MKWE");
         assert_eq!(mkio.token.expires_at.map(|t| t.timestamp()), Some(4_102_444_800));
-        assert_eq!(mkio.storage.sas.as_ref().map(Secret::expose), Some("sv=2022-11-02&ss=b&srt=co&sp=rwlac&sig=abc"));
+        assert!(
+            matches!(&mkio.storage.credential, StorageCredential::Sas(sas) if sas.expose() == "sv=2022-11-02&ss=b&srt=co&sp=rwlac&sig=abc"),
+            "{:?}",
+            mkio.storage.credential
+        );
         assert!(s.mkio_webhook.is_some());
         let printed = format!("{s:?}");
         assert!(!printed.contains("sig=abc") && !printed.contains("a-long-enough"), "secrets never print");
@@ -1366,7 +1370,11 @@ mod tests {
     fn an_mkio_storage_without_a_sas_is_reached_with_user_delegation_sas_unless_it_names_its_setting() {
         let s = mkio_settings(MKIO_ACCOUNT, &[("MKIO_STORAGE_SAS_MKWE", "")]).expect("valid");
         let storage = &s.accounts[0].mkio.as_ref().expect("an mkio account").storage;
-        assert!(storage.sas.is_none(), "no SAS: the product signs user-delegation SAS");
+        assert_eq!(
+            storage.credential,
+            StorageCredential::UserDelegation { account: "mkwestore".to_owned() },
+            "no SAS: the product signs user-delegation SAS for the account the URL names"
+        );
         let named = r#"[{"name":"mkwe","region":"westeurope","provider":"mkio","storage":{"name":"s","url":"https://s.blob.core.windows.net","sasSetting":"MY_SAS"}}]"#;
         let e = mkio_settings(named, &[]).expect_err("a named setting must be set");
         assert!(e.to_string().contains("MY_SAS is not set"), "{e}");

@@ -169,8 +169,7 @@ async fn readmit(app: &App, now: DateTime<Utc>, report: &mut SweepReport) -> Res
     let health = app.store.health().await?;
     for name in health.due_for_readmission(now) {
         let Some(account) = app.settings.account(&name) else { continue };
-        let transform = app.settings.transforms.keys().next().map(String::as_str).unwrap_or_default();
-        if let Err(error) = app.media.probe(account, transform).await {
+        if let Err(error) = crate::workflow::probe(app, account).await {
             info!(account = %account.name, region = %account.region, %error, "probe failed; the account stays out of rotation");
             report.log.push(format!("{}: probe failed ({error}); still out", account.name));
             continue;

@@ -62,8 +62,7 @@ pub fn cooldown(app: &App) -> Cooldown {
 /// sweep tries again) and an alert says so. If another writer changed the job meanwhile (a concurrent retry
 /// or sweep), that writer owns the placement and the job is returned as it stands.
 pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Result<Placement, StoreError> {
-    let request: SubmitRequest = serde_json::from_str(&job.request)
-        .map_err(|e| StoreError::Corrupt(format!("job {}: unreadable request: {e}", job.job_id)))?;
+    let request = request_of(&job)?;
     let health = app.store.health().await?;
     let names: Vec<&str> = app.settings.accounts.iter().map(|a| a.name.as_str()).collect();
     let (fresh, tried_before): (Vec<&str>, Vec<&str>) =
@@ -410,8 +409,10 @@ async fn cancel_in_media_services(app: &App, account: &AccountConfig, attempt: &
 /// What draining an account did.
 #[derive(Debug)]
 pub struct Drained {
-    /// The removal as stored; `None` when the account was already drained.
+    /// The account's removal as stored afterwards.
     pub removal: Option<crate::domain::health::Removal>,
+    /// False when it was drained already.
+    pub newly: bool,
     /// Jobs moved off it (with evacuation).
     pub moved: usize,
     /// Alerts to send.
@@ -429,7 +430,7 @@ pub async fn drain_account(
     evacuate: bool,
     now: DateTime<Utc>,
 ) -> Result<Drained, StoreError> {
-    let (_, removal) = app.store.update_health(|h| h.drain(&account.name, by, reason, now)).await?;
+    let (health, drained) = app.store.update_health(|h| h.drain(&account.name, by, reason, now)).await?;
     let mut alerts = Vec::new();
     let mut moved = 0;
     if evacuate {
@@ -441,12 +442,13 @@ pub async fn drain_account(
             }
         }
     }
-    if let Some(removal) = &removal {
+    if let Some(removal) = &drained {
         warn!(account = %account.name, region = %account.region, by, reason, moved, "account drained by an operator");
         let in_flight = app.store.counters(&account.name).await?.in_flight();
         alerts.insert(0, Alert::region_drained(&account.name, &account.region, removal, moved, in_flight));
     }
-    Ok(Drained { removal, moved, alerts })
+    let removal = health.removed.get(&account.name).cloned();
+    Ok(Drained { removal, newly: drained.is_some(), moved, alerts })
 }
 
 /// Brings `account` back into rotation at an operator's request, cool-down or drain notwithstanding, once
@@ -459,8 +461,7 @@ pub async fn readmit_account(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<Result<Option<Vec<Alert>>, MediaError>, StoreError> {
-    let transform = app.settings.transforms.keys().next().map(String::as_str).unwrap_or_default();
-    if let Err(error) = app.media.probe(account, transform).await {
+    if let Err(error) = probe(app, account).await {
         info!(account = %account.name, region = %account.region, %error, "operator readmit: the probe failed; the account stays out");
         return Ok(Err(error));
     }
@@ -473,6 +474,18 @@ pub async fn readmit_account(
     // It may have lost or missed definitions while it was out: the next sweep checks it.
     crate::publish::definitions_due(app, account).await?;
     Ok(Ok(Some(vec![Alert::region_readmitted_by(&account.name, &account.region, by, reason, now)])))
+}
+
+/// Whether an account answers: a read of one of the transforms every account has.
+pub async fn probe(app: &App, account: &AccountConfig) -> Result<(), MediaError> {
+    let transform = app.settings.transforms.keys().next().map(String::as_str).unwrap_or_default();
+    app.media.probe(account, transform).await
+}
+
+/// The request a job was accepted with.
+fn request_of(job: &JobRecord) -> Result<SubmitRequest, StoreError> {
+    serde_json::from_str(&job.request)
+        .map_err(|e| StoreError::Corrupt(format!("job {}: unreadable request: {e}", job.job_id)))
 }
 
 /// Moves a stuck attempt elsewhere: closes it as superseded (only one sweep can win that), cancels its
@@ -568,8 +581,7 @@ async fn apply_read(
                     .await?;
                 return Ok(sync_job(app, change, now).await?.1);
             }
-            let request: SubmitRequest = serde_json::from_str(&job.request)
-                .map_err(|e| StoreError::Corrupt(format!("job {}: unreadable request: {e}", attempt.job_id)))?;
+            let request = request_of(&job)?;
             info!(job_id = %attempt.job_id, account = %account.name, region = %account.region, ams_job = %attempt.ams_job_name, "creating a job that was recorded but never created");
             if let Err(error) = create_in_media_services(app, account, attempt, &request).await {
                 warn!(job_id = %attempt.job_id, account = %account.name, region = %account.region, %error, "could not create the recorded job; trying again next sweep");

@@ -51,10 +51,22 @@ pub struct MkioStorage {
     pub url: Url,
     /// The setting the SAS came from, for messages.
     pub sas_setting: String,
+    /// How the product signs its access to that storage.
+    pub credential: StorageCredential,
+}
+
+/// The product's own credential for an MK.IO project's registered storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageCredential {
     /// An account SAS (query string without `?`) allowing list, read, write and create on blobs and
-    /// containers; `None`: the product signs user-delegation SAS with its own identity
-    /// ([`crate::media::delegation`]).
-    pub sas: Option<Secret>,
+    /// containers.
+    Sas(Secret),
+    /// User-delegation SAS the product signs with its own identity ([`crate::media::delegation`]), for the
+    /// storage account the URL names.
+    UserDelegation {
+        /// The storage account name, as signed into each SAS.
+        account: String,
+    },
 }
 
 /// The API token of a project, with what the product learnt from it without verifying it.
@@ -161,12 +173,16 @@ pub(super) fn parse_account(
     if sas.is_none() && named {
         return Err(bad(S, format!("account {name:?}: the storage SAS setting {sas_setting} is not set")));
     }
-    if sas.as_ref().is_some_and(|sas| !sas.split('&').any(|pair| pair.starts_with("sig="))) {
-        return Err(bad(S, format!("account {name:?}: {sas_setting} is not a SAS token (no sig=)")));
-    }
-    if sas.is_none() && crate::media::delegation::storage_account_name(&url).is_none() {
-        return Err(bad(S, format!("account {name:?}: storage.url {url} names no storage account")));
-    }
+    let credential = match sas {
+        Some(sas) if !sas.split('&').any(|pair| pair.starts_with("sig=")) => {
+            return Err(bad(S, format!("account {name:?}: {sas_setting} is not a SAS token (no sig=)")));
+        }
+        Some(sas) => StorageCredential::Sas(Secret(sas)),
+        None => match crate::media::delegation::storage_account_name(&url) {
+            Some(account) => StorageCredential::UserDelegation { account },
+            None => return Err(bad(S, format!("account {name:?}: storage.url {url} names no storage account"))),
+        },
+    };
     let per_minute = |field: &str, value: Option<u32>, default: u32| -> Result<u32, ConfigError> {
         match value {
             None => Ok(default),
@@ -178,7 +194,7 @@ pub(super) fn parse_account(
         project,
         endpoint,
         token,
-        storage: MkioStorage { name: storage.name, url, sas_setting, sas: sas.map(Secret) },
+        storage: MkioStorage { name: storage.name, url, sas_setting, credential },
         writes_per_minute: per_minute("writesPerMinute", raw.writes_per_minute, DEFAULT_WRITES_PER_MINUTE)?,
         reads_per_minute: per_minute("readsPerMinute", raw.reads_per_minute, DEFAULT_READS_PER_MINUTE)?,
     })

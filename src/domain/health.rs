@@ -39,6 +39,12 @@ pub struct OperatorAction {
     pub at: DateTime<Utc>,
 }
 
+impl OperatorAction {
+    fn new(action: &str, by: &str, reason: &str, at: DateTime<Utc>) -> OperatorAction {
+        OperatorAction { action: action.to_owned(), by: by.to_owned(), reason: reason.to_owned(), at }
+    }
+}
+
 /// What the list remembers about an account between removals.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -155,7 +161,7 @@ impl HealthRecord {
         if removal.until > now || removal.drained.is_some() {
             return None;
         }
-        self.back_in_rotation(account, now)
+        Some(self.back_in_rotation(account, now))
     }
 
     /// The list with `account` drained by an operator: out of rotation now, and kept out until an operator
@@ -165,7 +171,7 @@ impl HealthRecord {
         if existing.is_some_and(|r| r.drained.is_some()) {
             return None;
         }
-        let action = OperatorAction { action: "drain".into(), by: by.to_owned(), reason: reason.to_owned(), at: now };
+        let action = OperatorAction::new("drain", by, reason, now);
         let removal = match existing {
             Some(r) => Removal { drained: Some(action.clone()), ..r.clone() },
             None => Removal {
@@ -192,20 +198,20 @@ impl HealthRecord {
         now: DateTime<Utc>,
     ) -> Option<HealthRecord> {
         self.removed.get(account)?;
-        let mut next = self.back_in_rotation(account, now)?;
-        let action = OperatorAction { action: "readmit".into(), by: by.to_owned(), reason: reason.to_owned(), at: now };
-        next.accounts.entry(account.to_owned()).or_default().operator = Some(action);
+        let mut next = self.back_in_rotation(account, now);
+        next.accounts.entry(account.to_owned()).or_default().operator =
+            Some(OperatorAction::new("readmit", by, reason, now));
         Some(next)
     }
 
-    fn back_in_rotation(&self, account: &str, now: DateTime<Utc>) -> Option<HealthRecord> {
+    fn back_in_rotation(&self, account: &str, now: DateTime<Utc>) -> HealthRecord {
         let mut next = self.clone();
         next.removed.remove(account);
         let entry = next.accounts.entry(account.to_owned()).or_default();
         entry.readmitted_at = Some(now);
         // Its calls work again: a later refusal of the same credential is news.
         entry.credential_alerted = None;
-        Some(next)
+        next
     }
 
     /// The list noting that operators are told the credential with `fingerprint` of `account` is expired or

@@ -24,11 +24,9 @@ pub fn run(
         let evacuate = http.query.get("evacuate").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let now = chrono::Utc::now();
         let drained = crate::workflow::drain_account(app, account, &by, &reason, evacuate, now).await?;
-        let health = app.store.health().await?;
         let body = json!({
             "account": account.name, "region": account.region, "inRotation": false,
-            "alreadyDrained": drained.removal.is_none(), "movedJobs": drained.moved,
-            "removed": health.removed.get(&account.name),
+            "alreadyDrained": !drained.newly, "movedJobs": drained.moved, "removed": drained.removal,
         });
         let res = HttpResponseData::json(200, &body);
         Ok(with_alerts(InvokeResponse::default().output("res", res.to_value()), &drained.alerts))

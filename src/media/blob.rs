@@ -92,13 +92,8 @@ fn copy_source_identity(source: &str) -> Option<String> {
 }
 
 impl MediaClient {
-    /// Client options for one blob call: the handler's HTTP client and no retries (see the module docs).
     fn blob_client_options(&self) -> ClientOptions {
-        ClientOptions {
-            transport: Some(Transport::new(Arc::new(self.http.clone()))),
-            retry: RetryOptions::none(),
-            ..ClientOptions::default()
-        }
+        client_options(&self.http)
     }
 
     fn container_client(&self, container: &SasUrl, what: &str) -> Result<BlobContainerClient, MediaError> {
@@ -111,16 +106,12 @@ impl MediaClient {
         BlobClient::new(blob_url(container, blob), None, Some(options)).map_err(|e| storage_error(&e, blob))
     }
 
-    /// Runs one storage request within the call timeout.
     async fn within_timeout<T>(
         &self,
         what: &str,
         call: impl Future<Output = azure_core::Result<T>>,
     ) -> Result<T, MediaError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(answer) => answer.map_err(|e| storage_error(&e, what)),
-            Err(_) => Err(MediaError::Transient(format!("storage call for {what} timed out"))),
-        }
+        within(self.timeout, what, call).await
     }
 
     /// Every blob of the container with its copy state, following `NextMarker`.
@@ -173,6 +164,27 @@ impl MediaClient {
             copy_status: response.copy_status().map_err(unreadable)?.map(CopyStatus::from),
             copy_source: response.copy_source().map_err(unreadable)?.as_deref().and_then(copy_source_identity),
         }))
+    }
+}
+
+/// Client options for a storage call: the handler's HTTP client and no retries (see the module docs).
+pub(super) fn client_options(http: &reqwest::Client) -> ClientOptions {
+    ClientOptions {
+        transport: Some(Transport::new(Arc::new(http.clone()))),
+        retry: RetryOptions::none(),
+        ..ClientOptions::default()
+    }
+}
+
+/// Runs one storage request within `timeout`, its failure sorted by [`storage_error`].
+pub(super) async fn within<T>(
+    timeout: std::time::Duration,
+    what: &str,
+    call: impl Future<Output = azure_core::Result<T>>,
+) -> Result<T, MediaError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(answer) => answer.map_err(|e| storage_error(&e, what)),
+        Err(_) => Err(MediaError::Transient(format!("storage call for {what} timed out"))),
     }
 }
 

@@ -10,10 +10,9 @@
 //! The string-to-sign is the one of service version [`SAS_VERSION`]; the unit tests check it against
 //! signatures made by Microsoft's Python SDK (`tests/vectors/user_delegation_sas.py`).
 
-use super::blob::storage_error;
+use super::blob::{client_options, storage_error, within};
 use super::MediaError;
 use azure_core::credentials::TokenCredential;
-use azure_core::http::{ClientOptions, RetryOptions, Transport};
 use azure_core::time::OffsetDateTime;
 use azure_storage_blob::models::KeyInfo;
 use azure_storage_blob::{BlobServiceClient, BlobServiceClientOptions};
@@ -190,14 +189,7 @@ impl DelegationKeys {
 
     async fn fetch(&self, endpoint: &Url, now: DateTime<Utc>) -> Result<DelegationKey, MediaError> {
         const WHAT: &str = "a user delegation key";
-        let options = BlobServiceClientOptions {
-            client_options: ClientOptions {
-                transport: Some(Transport::new(Arc::new(self.http.clone()))),
-                retry: RetryOptions::none(),
-                ..ClientOptions::default()
-            },
-            ..Default::default()
-        };
+        let options = BlobServiceClientOptions { client_options: client_options(&self.http), ..Default::default() };
         let client = BlobServiceClient::new(endpoint.clone(), self.credential.clone(), Some(options))
             .map_err(|e| storage_error(&e, WHAT))?;
         // Start a little in the past: the service refuses a key that starts after its own clock.
@@ -205,11 +197,7 @@ impl DelegationKeys {
         let info =
             KeyInfo { start: at(now - Duration::minutes(5)), expiry: at(now + KEY_LIFETIME), ..KeyInfo::default() };
         let body = info.try_into().map_err(|e| storage_error(&e, WHAT))?;
-        let call = client.get_user_delegation_key(body, None);
-        let response = match tokio::time::timeout(self.timeout, call).await {
-            Ok(answer) => answer.map_err(|e| storage_error(&e, WHAT))?,
-            Err(_) => return Err(MediaError::Transient(format!("storage call for {WHAT} timed out"))),
-        };
+        let response = within(self.timeout, WHAT, client.get_user_delegation_key(body, None)).await?;
         let model = response.into_model().map_err(|e| storage_error(&e, WHAT))?;
         let missing = |field: &str| MediaError::Transient(format!("the user delegation key has no {field}"));
         let time = |t: Option<OffsetDateTime>, field: &str| {

@@ -21,7 +21,7 @@ use super::arm::{parse_job, retry_after, same_job, send_failed, AmsJob, JobSpec,
 use super::delegation::{self, DelegationKeys};
 use super::mru::ReservedUnits;
 use super::streaming::{parse_locator, ContentKey, LocatorCreated, LocatorSpec, SasPermissions, SasUrl};
-use crate::config::{AccountConfig, MkioAccount};
+use crate::config::{AccountConfig, MkioAccount, StorageCredential};
 use crate::domain::credential::CredentialStatus;
 use crate::domain::publication::{LiveLocator, LocatorPaths};
 use budget::{CallKind, ProjectBudget, Refusal};
@@ -568,11 +568,9 @@ impl MkioClient {
         if let Ok(mut segments) = signed.path_segments_mut() {
             segments.pop_if_empty().push(container);
         }
-        match &mkio.storage.sas {
-            Some(sas) => signed.set_query(Some(sas.expose())),
-            None => {
-                let storage_account = delegation::storage_account_name(&mkio.storage.url)
-                    .ok_or_else(|| MediaError::Transient(format!("storage {} names no account", mkio.storage.url)))?;
+        match &mkio.storage.credential {
+            StorageCredential::Sas(sas) => signed.set_query(Some(sas.expose())),
+            StorageCredential::UserDelegation { account: storage_account } => {
                 let now = Utc::now();
                 let key = self.delegation.key(&mkio.storage.url, now).await?;
                 let letters = match permissions {
@@ -584,7 +582,7 @@ impl MkioClient {
                 let start = now - chrono::Duration::minutes(5);
                 let query = delegation::container_sas(
                     &key,
-                    &storage_account,
+                    storage_account,
                     container,
                     letters,
                     start,
