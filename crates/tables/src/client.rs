@@ -50,6 +50,22 @@ struct Inner {
     timeout: Duration,
 }
 
+/// Where the next page of a query starts: the service's
+/// `x-ms-continuation-NextPartitionKey` and `-NextRowKey` headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Continuation {
+    pub partition_key: String,
+    pub row_key: Option<String>,
+}
+
+/// One page of a query: its entities and, unless it is the last page, where
+/// the next one starts.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub entities: Vec<Entity<T>>,
+    pub next: Option<Continuation>,
+}
+
 /// A Table Storage account (or Azurite). Cheap to clone; all clones and all
 /// [`Table`] handles share one HTTP client.
 #[derive(Clone)]
@@ -395,64 +411,79 @@ impl Table {
     /// following continuation tokens until the last page. Build string
     /// literals with [`crate::filter_string_literal`].
     pub async fn query<T: DeserializeOwned>(&self, filter: &str) -> Result<Vec<Entity<T>>, TableError> {
-        check_table_name(&self.name)?;
         let mut out = Vec::new();
-        let mut next: Option<(String, Option<String>)> = None;
+        let mut next = None;
         loop {
-            let mut query = Vec::new();
-            if !filter.is_empty() {
-                query.push(format!("$filter={}", encode_component(filter)));
-            }
-            if let Some((npk, nrk)) = &next {
-                query.push(format!("NextPartitionKey={}", encode_component(npk)));
-                if let Some(nrk) = nrk {
-                    query.push(format!("NextRowKey={}", encode_component(nrk)));
-                }
-            }
-            let mut url = self.service.url(&format!("{}()", self.name));
-            if !query.is_empty() {
-                url.set_query(Some(&query.join("&")));
-            }
-            let (page, continuation) = retrying(|| async {
-                let resp = self.service.send(Req::new(Method::GET, url.clone())).await?;
-                let resp = expect_success(resp).await?;
-                let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-                let continuation = header("x-ms-continuation-NextPartitionKey")
-                    .map(|npk| (npk, header("x-ms-continuation-NextRowKey")));
-                let status = resp.status().as_u16();
-                let json = read_json(resp).await?;
-                Ok((json, continuation, status))
-            })
-            .await
-            .and_then(|(json, continuation, status)| {
-                let rows = match json {
-                    Value::Object(mut map) => match map.remove("value") {
-                        Some(Value::Array(rows)) => rows,
-                        _ => Vec::new(),
-                    },
-                    _ => Vec::new(),
-                };
-                let mut page = Vec::with_capacity(rows.len());
-                for row in rows {
-                    match row {
-                        Value::Object(map) => page.push(from_body::<T>(map, None, status)?),
-                        _ => {
-                            return Err(TableError::Rejected {
-                                status,
-                                code: "InvalidResponseBody".into(),
-                                message: "query result row is not a JSON object".into(),
-                            })
-                        }
-                    }
-                }
-                Ok((page, continuation))
-            })?;
-            out.extend(page);
-            match continuation {
+            let page = self.query_page(filter, None, next.as_ref()).await?;
+            out.extend(page.entities);
+            match page.next {
                 Some(c) => next = Some(c),
                 None => return Ok(out),
             }
         }
+    }
+
+    /// Returns one page of the entities matching `filter`: at most `top` of
+    /// them (the service caps a page at 1,000), starting at `from` (the
+    /// previous page's [`Page::next`]). A page may hold fewer than `top`
+    /// entities and still have a next page: the service stops at partition
+    /// and time boundaries, so only `next == None` means the end.
+    pub async fn query_page<T: DeserializeOwned>(
+        &self,
+        filter: &str,
+        top: Option<u32>,
+        from: Option<&Continuation>,
+    ) -> Result<Page<T>, TableError> {
+        check_table_name(&self.name)?;
+        let mut query = Vec::new();
+        if !filter.is_empty() {
+            query.push(format!("$filter={}", encode_component(filter)));
+        }
+        if let Some(top) = top {
+            query.push(format!("$top={}", top.clamp(1, 1000)));
+        }
+        if let Some(from) = from {
+            query.push(format!("NextPartitionKey={}", encode_component(&from.partition_key)));
+            if let Some(nrk) = &from.row_key {
+                query.push(format!("NextRowKey={}", encode_component(nrk)));
+            }
+        }
+        let mut url = self.service.url(&format!("{}()", self.name));
+        if !query.is_empty() {
+            url.set_query(Some(&query.join("&")));
+        }
+        let (json, next, status) = retrying(|| async {
+            let resp = self.service.send(Req::new(Method::GET, url.clone())).await?;
+            let resp = expect_success(resp).await?;
+            let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let next = header("x-ms-continuation-NextPartitionKey")
+                .map(|partition_key| Continuation { partition_key, row_key: header("x-ms-continuation-NextRowKey") });
+            let status = resp.status().as_u16();
+            let json = read_json(resp).await?;
+            Ok((json, next, status))
+        })
+        .await?;
+        let rows = match json {
+            Value::Object(mut map) => match map.remove("value") {
+                Some(Value::Array(rows)) => rows,
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        let mut entities = Vec::with_capacity(rows.len());
+        for row in rows {
+            match row {
+                Value::Object(map) => entities.push(from_body::<T>(map, None, status)?),
+                _ => {
+                    return Err(TableError::Rejected {
+                        status,
+                        code: "InvalidResponseBody".into(),
+                        message: "query result row is not a JSON object".into(),
+                    })
+                }
+            }
+        }
+        Ok(Page { entities, next })
     }
 
     /// Applies up to 100 operations on one partition atomically. Returns each

@@ -34,7 +34,7 @@ pub mod entity;
 mod error;
 
 pub use batch::{BatchOp, MAX_BATCH_OPERATIONS};
-pub use client::{Table, TableService, DEFAULT_TIMEOUT, READ_RETRY_BACKOFF};
+pub use client::{Continuation, Page, Table, TableService, DEFAULT_TIMEOUT, READ_RETRY_BACKOFF};
 pub use connection::{parse_connection_string, ConnectionInfo};
 pub use entity::{filter_string_literal, ETag, Entity, IfMatch};
 pub use error::TableError;

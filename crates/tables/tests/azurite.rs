@@ -137,6 +137,35 @@ async fn queries_follow_continuation_tokens_past_a_thousand_entities() -> anyhow
 }
 
 #[tokio::test]
+async fn a_page_holds_at_most_top_entities_and_its_continuation_reaches_the_rest_in_key_order() -> anyhow::Result<()> {
+    let (_az, _svc, t) = setup("pages").await?;
+    let ops: Vec<BatchOp> = (0..25).map(|i| BatchOp::Insert { rk: format!("{i:03}"), body: json!({"n": i}) }).collect();
+    t.transaction("p", ops).await?;
+    t.insert("q", "000", &json!({"n": 99})).await?;
+
+    let filter = format!("PartitionKey eq {}", filter_string_literal("p"));
+    let mut seen = Vec::new();
+    let mut from = None;
+    let mut pages = 0;
+    loop {
+        let page: tables::Page<serde_json::Value> = t.query_page(&filter, Some(10), from.as_ref()).await?;
+        assert!(page.entities.len() <= 10);
+        seen.extend(page.entities.iter().map(|e| e.value["RowKey"].as_str().unwrap_or_default().to_string()));
+        pages += 1;
+        match page.next {
+            Some(next) => from = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, (0..25).map(|i| format!("{i:03}")).collect::<Vec<_>>());
+
+    let first: tables::Page<serde_json::Value> = t.query_page(&filter, Some(25), None).await?;
+    assert_eq!(first.entities.len(), 25);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_transaction_applies_all_its_operations() -> anyhow::Result<()> {
     let (_az, _svc, t) = setup("txok").await?;
     let e_replace = t.insert("p", "replace", &json!({"v": 1})).await?;
