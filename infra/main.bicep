@@ -158,7 +158,7 @@ param clientApiKey string = ''
 @secure()
 param operatorApiKey string = ''
 @description('Functions of the client API: they get the `client` key.')
-param clientApiFunctions array = ['SubmitJob', 'GetJob', 'CancelJob']
+param clientApiFunctions array = ['SubmitJob', 'GetJob', 'ListJobs', 'CancelJob']
 @description('Functions of the operator API: they get the `operator` key.')
 param operatorApiFunctions array = ['GetStatus', 'DrainAccount', 'ReadmitAccount']
 

@@ -647,13 +647,13 @@ pub async fn repair_job(
         // Indexed before its insert, which may still be under way; long after, the insert never happened (the
         // caller got no answer), and the index row goes.
         if indexed_since.is_none_or(|since| now - since > ORPHAN_INDEX_AGE) {
-            app.store.close_job(job_id).await?;
+            app.store.forget_open(job_id).await?;
             return Ok((Repair::Closed, vec![]));
         }
         return Ok((Repair::Sound, vec![]));
     };
     if job.state.is_final() {
-        app.store.close_job(job_id).await?;
+        app.store.close_job(&job).await?;
         return Ok((Repair::Closed, vec![]));
     }
     if job.state == JobState::Pending {

@@ -5,7 +5,8 @@
 
 mod support;
 
-use ams_failover::store::Store;
+use ams_failover::domain::JobState;
+use ams_failover::store::{JobSummary, Store};
 use ams_failover::workflow::FAIL_POINTS;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -283,6 +284,37 @@ async fn a_crash_while_the_sweep_repairs_a_job_is_repaired_by_the_next_sweep() -
     bench.die_at("after-claim", &[], "SubmitJob", &submit_payload("twice")).await?;
     bench.die_at("repair-after-open", &[], "SweepStuckJobs", &timer_request()).await?;
     bench.settles("twice").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_went_final_without_its_ended_index_row_gets_it_from_the_next_sweep() -> anyhow::Result<()> {
+    let bench = Bench::start().await?;
+    let healthy = bench.handler(&[]).await?;
+    bench.submit(&healthy, "unlisted").await?;
+    drop(healthy);
+    bench.settles("unlisted").await?;
+    let (ended, _) = bench.store.ended_page(JobState::Finished, None, 10, None).await?;
+    assert_eq!(ended.iter().map(|j| j.job_id.as_str()).collect::<Vec<_>>(), ["unlisted"]);
+
+    // What an instance that died between the final job write and the ended-index write leaves: the job
+    // final, still in the open-jobs index, in no ended index.
+    let jobs = TableService::from_connection_string(&bench.azurite.connection_string(), bench.http.clone())?
+        .table(&format!("{}Jobs", bench.prefix));
+    let rows: Vec<tables::Entity<Value>> =
+        jobs.query("PartitionKey ge '~ended|' and PartitionKey lt '~ended}'").await?;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let key = |name: &str| rows[0].value[name].as_str().unwrap_or_default().to_owned();
+    jobs.delete(&key("PartitionKey"), &key("RowKey"), tables::IfMatch::Any).await?;
+    jobs.upsert("~index", "o|unlisted", &json!({"Since": chrono::Utc::now().to_rfc3339()})).await?;
+    assert!(bench.store.ended_page(JobState::Finished, None, 10, None).await?.0.is_empty());
+
+    let handler = bench.handler(&[]).await?;
+    let (status, _, _) = handler.invoke("SweepStuckJobs", &timer_request()).await?;
+    assert_eq!(status, 200);
+    let (ended, _) = bench.store.ended_page(JobState::Finished, None, 10, None).await?;
+    assert_eq!(ended, vec![JobSummary::from(&bench.store.get_job("unlisted").await?.expect("the job").value)]);
+    assert_no_open_work(&bench.store).await?;
     Ok(())
 }
 

@@ -700,7 +700,7 @@ fn the_client_and_the_operator_api_get_separate_function_keys() {
     };
     let client = list("clientApiFunctions");
     let operator = list("operatorApiFunctions");
-    assert_eq!(client, ["SubmitJob", "GetJob", "CancelJob"]);
+    assert_eq!(client, ["SubmitJob", "GetJob", "ListJobs", "CancelJob"]);
     assert_eq!(operator, ["GetStatus", "DrainAccount", "ReadmitAccount"]);
     for f in http_functions() {
         // MK.IO cannot present a function key, so its webhook receiver is anonymous and checks the shared

@@ -15,6 +15,7 @@ async fn a_client_key_submits_and_reads_jobs_but_is_refused_on_the_operator_api(
     let functions = json!({
         "SubmitJob": {"client": "client-key-1"},
         "GetJob": {"client": "client-key-1"},
+        "ListJobs": {"client": "client-key-1"},
         "GetStatus": {"operator": "operator-key-1"}
     });
     std::fs::write(&keys, json!({ "functionKeys": functions }).to_string())?;
@@ -37,6 +38,10 @@ async fn a_client_key_submits_and_reads_jobs_but_is_refused_on_the_operator_api(
     assert_eq!(job.status(), StatusCode::OK);
     let refused = stack.http.get(url("/api/jobs/keyed-1?code=client-key-1")).send().await?;
     assert_eq!(refused.status(), StatusCode::NOT_FOUND, "a refused submission changed nothing");
+
+    let list = |key: &'static str| stack.http.get(url("/api/jobs?state=pending")).header("x-functions-key", key).send();
+    assert_eq!(list("client-key-1").await?.status(), StatusCode::OK, "the client key lists jobs");
+    assert_eq!(list("operator-key-1").await?.status(), StatusCode::UNAUTHORIZED);
 
     let status = |key: &'static str| stack.http.get(url("/api/status")).header("x-functions-key", key).send();
     assert_eq!(

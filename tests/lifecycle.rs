@@ -300,3 +300,96 @@ async fn a_pending_a_queued_and_a_processing_job_are_cancelled_with_exact_counte
     }
     Ok(())
 }
+
+/// Every page of `GET /api/jobs?{query}` until the last: the job ids in order, and how many pages.
+async fn list_all(stack: &Stack, query: &str, page_size: usize) -> anyhow::Result<(Vec<String>, usize)> {
+    let mut ids = Vec::new();
+    let mut pages = 0;
+    let mut url = format!("{}/api/jobs?{query}&pageSize={page_size}", stack.devhost.url);
+    loop {
+        let response = stack.http.get(&url).send().await?;
+        anyhow::ensure!(response.status() == 200, "{url} answered {}", response.status());
+        let page: Value = response.json().await?;
+        let jobs = page["jobs"].as_array().cloned().unwrap_or_default();
+        anyhow::ensure!(jobs.len() <= page_size, "a page holds at most pageSize jobs: {page}");
+        ids.extend(jobs.iter().filter_map(|j| j["jobId"].as_str().map(str::to_owned)));
+        pages += 1;
+        match page["continuationToken"].as_str() {
+            Some(token) => {
+                url = format!("{}/api/jobs?continuationToken={token}&pageSize={page_size}", stack.devhost.url)
+            }
+            None => return Ok((ids, pages)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listings_page_through_more_jobs_than_a_page_from_the_open_and_the_ended_indexes() -> anyhow::Result<()> {
+    let stack = Stack::start(provider_options()).await?;
+    let ids = |prefix: &str, n: usize| (0..n).map(|i| format!("{prefix}-{i:02}")).collect::<Vec<_>>();
+
+    let finished = ids("list-done", 7);
+    stack.submit_all(&finished).await?;
+    wait_all_finished(&stack, &finished).await?;
+
+    for (account, _) in &stack.options.accounts {
+        stack.fault(account, json!({"mode": "fail-jobs", "retry": "DoNotRetry"})).await?;
+    }
+    let failed = ids("list-failed", 5);
+    let before_failures = chrono::Utc::now();
+    stack.submit_all(&failed).await?;
+    for id in &failed {
+        wait_state(&stack, id, "Error").await?;
+    }
+
+    for (account, _) in &stack.options.accounts {
+        stack.fault(account, json!({"mode": "outage"})).await?;
+    }
+    let pending = ids("list-pending", 6);
+    for id in &pending {
+        let (status, body, _) = stack.submit(&job_body(id)).await?;
+        assert_eq!((status.as_u16(), body["state"].as_str()), (202, Some("Pending")), "{body}");
+    }
+
+    let (listed, pages) = list_all(&stack, "state=pending", 4).await?;
+    assert_eq!(listed, pending, "every pending job once, in id order");
+    assert!(pages >= 2, "six jobs in pages of four take two pages at least");
+    let (listed, _) = list_all(&stack, "", 4).await?;
+    assert_eq!(listed, pending, "open is the default, and only the pending jobs are still open");
+
+    // Ended jobs come oldest first, so compare as sets.
+    let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<_>>();
+    let (listed, pages) = list_all(&stack, "state=failed", 2).await?;
+    assert_eq!((listed.len(), set(&listed)), (failed.len(), set(&failed)), "every failed job once: {listed:?}");
+    assert!(pages >= 3);
+    let (listed, _) = list_all(&stack, "state=finished", 3).await?;
+    assert_eq!((listed.len(), set(&listed)), (finished.len(), set(&finished)));
+    let since = before_failures.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (listed, _) = list_all(&stack, &format!("state=finished&since={since}"), 3).await?;
+    assert!(listed.is_empty(), "every finished job ended before {since}: {listed:?}");
+    let (listed, _) = list_all(&stack, &format!("state=failed&since={since}"), 50).await?;
+    assert_eq!(set(&listed), set(&failed));
+
+    let page: Value =
+        stack.http.get(format!("{}/api/jobs?state=failed&pageSize=1", stack.devhost.url)).send().await?.json().await?;
+    let job = &page["jobs"][0];
+    assert_eq!(
+        (job["state"].as_str(), job["lastError"]["code"].as_str()),
+        (Some("Error"), Some("ServiceError")),
+        "{page}"
+    );
+    let token = page["continuationToken"].as_str().unwrap_or_default();
+    for (query, code) in [
+        ("state=running".to_owned(), "invalid_state"),
+        ("since=yesterday".to_owned(), "invalid_since"),
+        ("pageSize=1000".to_owned(), "invalid_page_size"),
+        ("continuationToken=garbage".to_owned(), "invalid_continuation_token"),
+        (format!("state=open&continuationToken={token}"), "invalid_continuation_token"),
+    ] {
+        let response = stack.http.get(format!("{}/api/jobs?{query}", stack.devhost.url)).send().await?;
+        assert_eq!(response.status(), 400, "{query}");
+        let body: Value = response.json().await?;
+        assert_eq!(body["error"]["code"], code, "{query}: {body}");
+    }
+    Ok(())
+}

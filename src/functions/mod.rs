@@ -5,6 +5,7 @@ pub mod cancel_job;
 pub mod drain_account;
 pub mod get_job;
 pub mod get_status;
+pub mod list_jobs;
 pub mod on_job_state_change;
 pub mod on_mkio_event;
 pub mod readmit_account;
@@ -38,6 +39,10 @@ pub fn router(app: App) -> Router {
         .route(
             "/GetJob",
             post(|s: State<App>, h: HeaderMap, b: Bytes| invoke(s, h, b, "GetJob", Kind::Http, get_job::run)),
+        )
+        .route(
+            "/ListJobs",
+            post(|s: State<App>, h: HeaderMap, b: Bytes| invoke(s, h, b, "ListJobs", Kind::Http, list_jobs::run)),
         )
         .route(
             "/CancelJob",

@@ -50,9 +50,7 @@ async fn accept(app: &App, job: JobRecord, now: DateTime<Utc>) -> Result<InvokeR
         if existing.state != JobState::Pending {
             app.store.unmark_pending(&job.job_id).await?;
         }
-        if existing.state.is_final() {
-            app.store.close_job(&job.job_id).await?;
-        }
+        app.store.close_job(&existing).await?;
         let res = if existing.request == job.request {
             accepted(&existing)
         } else {

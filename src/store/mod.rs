@@ -7,6 +7,7 @@
 //!   not history.
 //!   The same partition holds `n|{jobId}`, the outbox of the job's outcome notifications (see `outbox`),
 //!   written before the write that makes a job final and removed once its messages are delivered.
+//!   Ended jobs are indexed by outcome and day in partitions `~ended|{State}|{yyyymmdd}` (see `listing`).
 //! - `{prefix}Attempts`: PartitionKey = account. Row `a|{amsJobName}` while the attempt is active and
 //!   `d|{amsJobName}` once final, plus the account's `counter` row. An attempt row and the counter change
 //!   together in one entity group transaction guarded by ETags, so the counter always equals the number of
@@ -34,8 +35,10 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use tables::{BatchOp, ETag, Entity, IfMatch, Table, TableError, TableService};
 
+mod listing;
 mod outbox;
 mod publications;
+pub use listing::{IndexEntry, JobSummary, OpenIndex};
 pub use outbox::OutboxRow;
 pub use publications::DefinitionsCheck;
 
@@ -259,9 +262,10 @@ impl Store {
             let row = record_row(&next, next.state);
             match self.jobs.replace(job_id, JOB_ROW, &row, IfMatch::ETag(current.etag)).await {
                 Ok(_) => {
-                    if next.state.is_final() {
-                        // After the write: a crash before this leaves an index row the sweep removes.
-                        self.close_job(job_id).await?;
+                    if next.state.is_final() && !current.value.state.is_final() {
+                        // After the write: a crash before this leaves the open-jobs index row, and the sweep
+                        // that removes it writes the ended-jobs row first.
+                        self.close_job(&next).await?;
                     }
                     return Ok(Some(Changed { value: next, changed: true }));
                 }
@@ -524,18 +528,6 @@ impl Store {
     /// Removes a job's pending marker (a missing one is fine).
     pub async fn unmark_pending(&self, job_id: &str) -> Result<(), StoreError> {
         self.delete_index_row(&pending_key(job_id)).await
-    }
-
-    /// Takes a final job out of the open-jobs index (a missing row is fine).
-    pub async fn close_job(&self, job_id: &str) -> Result<(), StoreError> {
-        self.delete_index_row(&open_key(job_id)).await
-    }
-
-    async fn delete_index_row(&self, rk: &str) -> Result<(), StoreError> {
-        match self.jobs.delete(INDEX_PARTITION, rk, IfMatch::Any).await {
-            Ok(()) | Err(TableError::NotFound) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// Jobs marked as needing placement, with when they were marked.
