@@ -406,7 +406,7 @@ async fn place_pending(
     for (job_id, since) in pending {
         match app.store.get_job(&job_id).await? {
             Some(job) if job.value.state == JobState::Pending => {
-                let placement = place_job(app, job.value, now).await?;
+                let placement = place_job(app, job.value, Some(job.etag), now).await?;
                 if placement.job.state == JobState::Pending {
                     waiting += 1;
                 } else {

@@ -6,10 +6,11 @@ use crate::config::AccountConfig;
 use crate::domain::{rotation_order, Alert, AttemptRecord, Cooldown, ErrorInfo, JobRecord, JobState, SubmitRequest};
 use crate::media::{JobSpec, MediaError};
 use crate::scaling;
-use crate::store::{AttemptChange, Changed, StoreError};
+use crate::store::{AttemptChange, Changed, StoreError, Versioned};
 use crate::App;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
+use tables::ETag;
 use tracing::{info, warn};
 
 /// Where a placement left the job.
@@ -60,8 +61,16 @@ pub fn cooldown(app: &App) -> Cooldown {
 /// group in random order (the guidance's random choice); transient failures move on to the next account and
 /// count towards removing it. When none takes it the job stays Pending (its pending marker stays too, so the
 /// sweep tries again) and an alert says so. If another writer changed the job meanwhile (a concurrent retry
-/// or sweep), that writer owns the placement and the job is returned as it stands.
-pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Result<Placement, StoreError> {
+/// or sweep), that writer owns the placement and the job is returned as it stands. `etag` is the version the
+/// caller holds `job` at, if it holds one: each write then starts from the version the previous one returned
+/// instead of reading the row again (a stale one costs a read, never a lost update).
+pub async fn place_job(
+    app: &App,
+    mut job: JobRecord,
+    etag: Option<ETag>,
+    now: DateTime<Utc>,
+) -> Result<Placement, StoreError> {
+    let mut known = etag;
     let request = request_of(&job)?;
     let health = app.store.health().await?;
     let names: Vec<&str> = app.settings.accounts.iter().map(|a| a.name.as_str()).collect();
@@ -89,9 +98,10 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
         }
         let expected_attempt = job.attempt;
         let (claimed, attempt) = job.begin_attempt(&account.name, &account.region, outputs, now);
+        let held = known.take().map(|etag| Versioned { value: job.clone(), etag });
         let stored = app
             .store
-            .update_job(&job.job_id, |current| {
+            .update_job_from(&job.job_id, held, |current| {
                 (current.state == JobState::Pending && current.attempt == expected_attempt).then(|| claimed.clone())
             })
             .await?
@@ -99,8 +109,9 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
         if !stored.changed {
             return Ok(Placement { job: stored.value, alerts });
         }
+        let claimed_at = stored.etag.clone().map(|etag| Versioned { value: stored.value.clone(), etag });
         fail_point(app, "after-claim");
-        app.store.open_attempt(&attempt).await?;
+        let opened = app.store.open_attempt(&attempt).await?;
         fail_point(app, "after-attempt-row");
         tried.push(account.name.clone());
         let saturated = scaling::scale_up_for(app, account, attempt.units(), now).await?;
@@ -114,14 +125,14 @@ pub async fn place_job(app: &App, mut job: JobRecord, now: DateTime<Utc>) -> Res
                 }
                 let change = app
                     .store
-                    .change_attempt(&account.name, &attempt.ams_job_name, |a| {
+                    .change_attempt_from(&account.name, &attempt.ams_job_name, opened, |a| {
                         // An event may already have moved the attempt past Queued; then only the flag changes.
                         let mut next = a.observe(JobState::Queued, now, None, now).unwrap_or_else(|| a.clone());
                         next.mru_saturated = saturated;
                         (next != *a).then_some(next)
                     })
                     .await?;
-                let (job, more) = sync_job(app, change, now).await?;
+                let (job, more) = sync_job_from(app, change, claimed_at, now).await?;
                 alerts.extend(more);
                 let job = job.unwrap_or(claimed);
                 if job.cancel_requested_at.is_some() && !job.state.is_final() {
@@ -252,6 +263,17 @@ pub async fn sync_job(
     change: Option<AttemptChange>,
     now: DateTime<Utc>,
 ) -> Result<(Option<JobRecord>, Vec<Alert>), StoreError> {
+    sync_job_from(app, change, None, now).await
+}
+
+/// [`sync_job`] starting from a version of the job the caller holds (see
+/// [`Store::update_job_from`](crate::store::Store::update_job_from)).
+async fn sync_job_from(
+    app: &App,
+    change: Option<AttemptChange>,
+    known: Option<Versioned<JobRecord>>,
+    now: DateTime<Utc>,
+) -> Result<(Option<JobRecord>, Vec<Alert>), StoreError> {
     let attempt = match change {
         Some(AttemptChange::Applied { after, .. }) => after,
         Some(AttemptChange::Unchanged(current)) => current,
@@ -261,8 +283,11 @@ pub async fn sync_job(
     if !attempt.is_active() {
         fail_point(app, "before-final-job-update");
     }
-    let Some(job) =
-        app.store.update_job(&attempt.job_id, |job| job.observe_attempt(&attempt, max_attempts, now)).await?
+    let known = known.filter(|k| k.value.job_id == attempt.job_id);
+    let Some(job) = app
+        .store
+        .update_job_from(&attempt.job_id, known, |job| job.observe_attempt(&attempt, max_attempts, now))
+        .await?
     else {
         return Ok((None, vec![]));
     };
@@ -511,7 +536,7 @@ pub async fn resubmit_stuck(
     }
     let (job, mut alerts) = sync_job(app, change, now).await?;
     if let Some(job) = job.filter(|j| j.state == JobState::Pending) {
-        alerts.extend(place_job(app, job, now).await?.alerts);
+        alerts.extend(place_job(app, job, None, now).await?.alerts);
     }
     Ok(alerts)
 }
@@ -601,7 +626,7 @@ async fn apply_read(
         scaling::scale_down_account(app, account).await?;
     }
     if let Some(job) = job.filter(|j| j.state == JobState::Pending) {
-        alerts.extend(place_job(app, job, now).await?.alerts);
+        alerts.extend(place_job(app, job, None, now).await?.alerts);
     }
     Ok(alerts)
 }
@@ -673,7 +698,7 @@ pub async fn repair_job(
             info!(job_id, account = %account.name, region = %account.region, state = %ended.state, "bringing a job in line with its ended attempt");
             let (job, mut alerts) = sync_job(app, Some(AttemptChange::Unchanged(ended)), now).await?;
             if let Some(job) = job.filter(|j| j.state == JobState::Pending) {
-                alerts.extend(place_job(app, job, now).await?.alerts);
+                alerts.extend(place_job(app, job, None, now).await?.alerts);
             }
             Ok((Repair::Resynced, alerts))
         }

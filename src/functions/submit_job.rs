@@ -39,7 +39,7 @@ pub fn run(
 /// written, so a job whose placement is interrupted is found and placed by the sweep.
 async fn accept(app: &App, job: JobRecord, now: DateTime<Utc>) -> Result<InvokeResponse, StoreError> {
     app.store.index_new_job(&job.job_id, now).await?;
-    if !app.store.insert_job(&job).await? {
+    let Some(etag) = app.store.insert_job(&job).await? else {
         // A retry, or a different request reusing the id.
         let existing = app
             .store
@@ -63,9 +63,9 @@ async fn accept(app: &App, job: JobRecord, now: DateTime<Utc>) -> Result<InvokeR
         return Ok(InvokeResponse::default()
             .output("res", res.to_value())
             .log(format!("job {} already known", job.job_id)));
-    }
+    };
 
-    let placement = place_job(app, job, now).await?;
+    let placement = place_job(app, job, Some(etag), now).await?;
     let response = InvokeResponse::default()
         .output("res", accepted(&placement.job).to_value())
         .log(format!("job {} accepted as {}", placement.job.job_id, placement.job.state));

@@ -98,7 +98,7 @@ impl From<CounterUnderflow> for StoreError {
 }
 
 /// A record with the ETag it was read at.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Versioned<T> {
     /// The record.
     pub value: T,
@@ -113,6 +113,21 @@ pub struct Changed<T> {
     pub value: T,
     /// This call wrote it.
     pub changed: bool,
+    /// Its version as this call last saw it (read, or returned by its write), for a next guarded write that
+    /// need not read it again.
+    pub etag: Option<ETag>,
+}
+
+/// An attempt as its opening transaction left it, and the counter shard that counts it: what a change of
+/// the attempt right after needs, without reading either again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedAttempt {
+    /// The attempt row and its version.
+    pub attempt: Versioned<AttemptRecord>,
+    /// The shard's number.
+    pub shard: u32,
+    /// The shard's counts and version after the transaction.
+    pub counters: Versioned<AccountCounters>,
 }
 
 /// The outcome of a guarded change to an attempt.
@@ -229,11 +244,11 @@ impl Store {
         read_record(&self.jobs, job_id, JOB_ROW).await
     }
 
-    /// Writes a new job; `false` if a job with that id already exists.
-    pub async fn insert_job(&self, job: &JobRecord) -> Result<bool, StoreError> {
+    /// Writes a new job: its version, or `None` if a job with that id already exists.
+    pub async fn insert_job(&self, job: &JobRecord) -> Result<Option<ETag>, StoreError> {
         match self.jobs.insert(&job.job_id, JOB_ROW, &record_row(job, job.state)).await {
-            Ok(_) => Ok(true),
-            Err(TableError::AlreadyExists) => Ok(false),
+            Ok(etag) => Ok(Some(etag)),
+            Err(TableError::AlreadyExists) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -245,10 +260,29 @@ impl Store {
         job_id: &str,
         decide: impl Fn(&JobRecord) -> Option<JobRecord>,
     ) -> Result<Option<Changed<JobRecord>>, StoreError> {
+        self.update_job_from(job_id, None, decide).await
+    }
+
+    /// [`Store::update_job`] starting from `known`, a version the caller already holds (the answer of its own
+    /// last write), instead of reading the job first. If another writer changed the job since, the guarded
+    /// write fails and the next round reads it, so a stale `known` costs a round trip, never a lost update.
+    pub async fn update_job_from(
+        &self,
+        job_id: &str,
+        known: Option<Versioned<JobRecord>>,
+        decide: impl Fn(&JobRecord) -> Option<JobRecord>,
+    ) -> Result<Option<Changed<JobRecord>>, StoreError> {
+        let mut known = known;
         for round in 0..MAX_CAS_ROUNDS {
-            let Some(current) = self.get_job(job_id).await? else { return Ok(None) };
+            let current = match known.take() {
+                Some(current) => current,
+                None => match self.get_job(job_id).await? {
+                    Some(current) => current,
+                    None => return Ok(None),
+                },
+            };
             let Some(next) = decide(&current.value) else {
-                return Ok(Some(Changed { value: current.value, changed: false }));
+                return Ok(Some(Changed { value: current.value, changed: false, etag: Some(current.etag) }));
             };
             if next.state == JobState::Pending && current.value.state != JobState::Pending {
                 // The marker goes first, so a crash after the write still leaves the job findable.
@@ -261,13 +295,13 @@ impl Store {
             }
             let row = record_row(&next, next.state);
             match self.jobs.replace(job_id, JOB_ROW, &row, IfMatch::ETag(current.etag)).await {
-                Ok(_) => {
+                Ok(etag) => {
                     if next.state.is_final() && !current.value.state.is_final() {
                         // After the write: a crash before this leaves the open-jobs index row, and the sweep
                         // that removes it writes the ended-jobs row first.
                         self.close_job(&next).await?;
                     }
-                    return Ok(Some(Changed { value: next, changed: true }));
+                    return Ok(Some(Changed { value: next, changed: true, etag: Some(etag) }));
                 }
                 Err(TableError::PreconditionFailed) => backoff(round).await,
                 Err(e) => return Err(e.into()),
@@ -336,8 +370,9 @@ impl Store {
     }
 
     /// Records a new active attempt and counts it in flight, in one transaction. Opening an attempt that
-    /// is already open is a no-op, so a retried submission does not count twice.
-    pub async fn open_attempt(&self, attempt: &AttemptRecord) -> Result<(), StoreError> {
+    /// is already open is a no-op, so a retried submission does not count twice. Returns the rows as this
+    /// call wrote them (`None` when it was opened before).
+    pub async fn open_attempt(&self, attempt: &AttemptRecord) -> Result<Option<OpenedAttempt>, StoreError> {
         let account = &attempt.account;
         for round in 0..MAX_CAS_ROUNDS {
             let (shard, counters) = self.shard(account, &attempt.ams_job_name).await?;
@@ -352,10 +387,20 @@ impl Store {
                 counter_op(shard, &next, counters.map(|c| c.etag)),
             ];
             match self.attempts.transaction(account, ops).await {
-                Ok(_) => return Ok(()),
+                Ok(etags) => {
+                    let opened = match (etags.first(), etags.get(2)) {
+                        (Some(Some(row)), Some(Some(counter))) => Some(OpenedAttempt {
+                            attempt: Versioned { value: attempt.clone(), etag: row.clone() },
+                            shard,
+                            counters: Versioned { value: next, etag: counter.clone() },
+                        }),
+                        _ => None,
+                    };
+                    return Ok(opened);
+                }
                 // Open now (index 0) or opened once before, perhaps ended since (index 1).
                 Err(TableError::Batch { index: 0 | 1, source }) if matches!(*source, TableError::AlreadyExists) => {
-                    return Ok(())
+                    return Ok(None)
                 }
                 // The shard changed, or was created, by another writer first.
                 Err(TableError::Batch { source, .. })
@@ -393,10 +438,29 @@ impl Store {
         ams_job_name: &str,
         decide: impl Fn(&AttemptRecord) -> Option<AttemptRecord>,
     ) -> Result<Option<AttemptChange>, StoreError> {
+        self.change_attempt_from(account, ams_job_name, None, decide).await
+    }
+
+    /// [`Store::change_attempt`] starting from the rows an [`Store::open_attempt`] just wrote, instead of
+    /// reading them. Both writes are guarded by the versions it holds; if another writer came between, the
+    /// transaction fails and the next round reads.
+    pub async fn change_attempt_from(
+        &self,
+        account: &str,
+        ams_job_name: &str,
+        opened: Option<OpenedAttempt>,
+        decide: impl Fn(&AttemptRecord) -> Option<AttemptRecord>,
+    ) -> Result<Option<AttemptChange>, StoreError> {
         let mut torn_rounds = 0;
+        let mut opened = opened.filter(|o| o.attempt.value.ams_job_name == ams_job_name);
         for round in 0..MAX_CAS_ROUNDS {
-            let Some((current, active)) = self.read_attempt(account, ams_job_name).await? else {
-                return Ok(None);
+            let known = opened.take();
+            let (current, active, known_shard) = match known {
+                Some(o) => (o.attempt, true, Some((o.shard, Some(o.counters)))),
+                None => match self.read_attempt(account, ams_job_name).await? {
+                    Some((current, active)) => (current, active, None),
+                    None => return Ok(None),
+                },
             };
             if !active {
                 return Ok(Some(AttemptChange::Unchanged(current.value)));
@@ -411,7 +475,10 @@ impl Store {
                     .await
                     .map(drop)
             } else {
-                let (shard, counters) = self.shard(account, ams_job_name).await?;
+                let (shard, counters) = match known_shard {
+                    Some(known) => known,
+                    None => self.shard(account, ams_job_name).await?,
+                };
                 let counters = counters.ok_or_else(|| {
                     StoreError::Corrupt(format!("attempt {ams_job_name} on {account} is active but never counted"))
                 })?;
