@@ -17,6 +17,7 @@ pub mod scaling;
 pub mod store;
 pub mod sweep;
 pub mod telemetry;
+pub mod tls;
 pub mod workflow;
 
 use std::sync::Arc;

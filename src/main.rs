@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
             Err(_) => 3000,
         };
 
-    let http = reqwest::Client::builder()
+    let http = ams_failover::tls::client_builder()
         // Below the keep-alive of the services we call (Azurite closes idle connections after 5 s), so a pooled
         // connection is never reused just as the server closes it.
         .pool_idle_timeout(Duration::from_secs(4))

@@ -53,7 +53,7 @@ impl Notifier {
             Some(endpoint) => Some(Bus::new(http, endpoint.clone(), &settings.arm_auth)?),
             None => None,
         };
-        let callbacks = reqwest::Client::builder()
+        let callbacks = crate::tls::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(CALLBACK_TIMEOUT)
             .user_agent(concat!("ams-failover/", env!("CARGO_PKG_VERSION")))

@@ -318,6 +318,35 @@ async fn a_job_that_went_final_without_its_ended_index_row_gets_it_from_the_next
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_died_before_its_ready_row_creates_what_is_missing_and_a_restart_reads_only_that_row(
+) -> anyhow::Result<()> {
+    let bench = Bench::start().await?;
+    let service = TableService::from_connection_string(&bench.azurite.connection_string(), bench.http.clone())?;
+    let publications = format!("{}Publications", bench.prefix);
+    let health = service.table(&format!("{}Health", bench.prefix));
+    let ready = |rows: &[tables::Entity<Value>]| {
+        rows.iter().any(|r| r.value["RowKey"].as_str().is_some_and(|k| k.starts_with("ready|")))
+    };
+    bench.store.ensure_ready().await?;
+    let rows: Vec<tables::Entity<Value>> = health.query("PartitionKey eq 'health'").await?;
+    assert!(ready(&rows), "the ready row is written last: {rows:?}");
+
+    // A start that died after some tables: one missing, no ready row.
+    service.delete_table(&publications).await?;
+    for row in rows.iter().filter(|r| ready(std::slice::from_ref(*r))) {
+        health.delete("health", row.value["RowKey"].as_str().unwrap_or_default(), tables::IfMatch::Any).await?;
+    }
+    bench.store.ensure_ready().await?;
+    assert!(service.table(&publications).query::<Value>("").await.is_ok(), "the missing table was created");
+
+    // With the ready row there, a start reads it and nothing else: a table deleted by hand stays deleted.
+    service.delete_table(&publications).await?;
+    bench.store.ensure_ready().await?;
+    assert!(service.table(&publications).query::<Value>("").await.is_err());
+    Ok(())
+}
+
 #[test]
 fn every_fail_point_has_a_test_here() {
     let source = include_str!("crash.rs");

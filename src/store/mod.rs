@@ -52,6 +52,8 @@ const MRU_ROW: &str = "mru";
 const HEALTH_PARTITION: &str = "health";
 const HEALTH_ROW: &str = "list";
 const SWEEP_ROW: &str = "sweep";
+/// Written once every table and the health row exist; its name changes with the set of tables.
+const READY_ROW: &str = "ready|jobs,attempts,health,publications";
 const JOB_ROW: &str = "job";
 /// Partition of the Jobs table holding the open-jobs index and pending markers; job ids cannot start
 /// with `~`.
@@ -229,12 +231,23 @@ impl Store {
 
     /// Creates missing tables and the health row. Safe to run on every start and from several instances at
     /// once. Counter shards and MRU rows are created by their first write, so adding an account needs nothing.
+    ///
+    /// The last step writes a marker row naming this set of tables, so a restart proves everything exists
+    /// with one read of it (start-up time is the host's readiness probe, and most starts are restarts); a
+    /// release that adds a table names a new set, and its first start creates what is missing.
     pub async fn ensure_ready(&self) -> Result<(), StoreError> {
+        match self.health.get::<Value>(HEALTH_PARTITION, READY_ROW).await {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) | Err(TableError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
         for name in &self.names {
             self.service.create_table_if_missing(name).await?;
         }
         let empty = HealthRow { record: to_json(&HealthRecord::default()) };
-        insert_if_missing(&self.health, HEALTH_PARTITION, HEALTH_ROW, &empty).await
+        insert_if_missing(&self.health, HEALTH_PARTITION, HEALTH_ROW, &empty).await?;
+        self.health.upsert(HEALTH_PARTITION, READY_ROW, &json!({ "Tables": self.names.join(",") })).await?;
+        Ok(())
     }
 
     // ---- jobs ----
