@@ -132,33 +132,18 @@ pub async fn write_history(
             let (jobs, attempts, done) = (jobs.clone(), attempts.clone(), done.clone());
             let account = accounts[start / 100 % accounts.len()].to_owned();
             async move {
-                match part {
-                    "attempt rows" => {
-                        let rows = |kind: &str| {
-                            (start..end)
-                                .map(|i| BatchOp::Upsert {
-                                    rk: format!("{kind}|old-{i:07}-a1"),
-                                    body: json!({"Record": "x".repeat(500), "State": "Finished"}),
-                                })
-                                .collect::<Vec<_>>()
-                        };
-                        attempts.transaction(&account, rows("d")).await?;
-                    }
-                    "ended-index rows" => {
-                        let rows = (start..end)
-                            .map(|i| {
-                                let at = day + chrono::Duration::milliseconds(i as i64);
-                                let rk = format!("{}|old-{i:07}", at.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
-                                BatchOp::Upsert { rk, body: json!({"State": "Finished", "Summary": "{}"}) }
-                            })
-                            .collect();
-                        jobs.transaction(&format!("~ended|Finished|{}", day.format("%Y%m%d")), rows).await?;
-                    }
-                    _ => {
-                        for i in start..end {
-                            let record = json!({"Record": "x".repeat(900), "State": "Finished"});
-                            jobs.upsert(&format!("old-{i:07}"), "job", &record).await?;
+                // Azurite slows down as a partition grows and may time a transaction out; every write here is
+                // an upsert, so trying again is safe.
+                let mut tries = 0;
+                loop {
+                    match write_part(part, &jobs, &attempts, &account, day, start, end).await {
+                        Ok(()) => break,
+                        Err(e) if tries < 5 => {
+                            tries += 1;
+                            progress(&format!("  {part} {start}..{end}: {e}; trying again"));
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                         }
+                        Err(e) => return Err(e),
                     }
                 }
                 let finished = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
@@ -169,9 +154,51 @@ pub async fn write_history(
             }
         }));
         let results: Vec<anyhow::Result<()>> =
-            work.buffer_unordered(if part == "job rows" { 32 } else { 4 }).collect().await;
+            work.buffer_unordered(if part == "job rows" { 32 } else { 2 }).collect().await;
         results.into_iter().collect::<anyhow::Result<()>>()?;
         progress(&format!("  {part} written in {:.0} s", started.elapsed().as_secs_f64()));
+    }
+    Ok(())
+}
+
+/// One hundred finished jobs' rows of one kind (see [`write_history`]). The ended-index rows spread over ten
+/// days, as a steady stream of jobs would.
+async fn write_part(
+    part: &str,
+    jobs: &tables::Table,
+    attempts: &tables::Table,
+    account: &str,
+    day: chrono::DateTime<chrono::Utc>,
+    start: usize,
+    end: usize,
+) -> anyhow::Result<()> {
+    match part {
+        "attempt rows" => {
+            let rows = (start..end)
+                .map(|i| BatchOp::Upsert {
+                    rk: format!("d|old-{i:07}-a1"),
+                    body: json!({"Record": "x".repeat(500), "State": "Finished"}),
+                })
+                .collect();
+            attempts.transaction(account, rows).await?;
+        }
+        "ended-index rows" => {
+            let at = day - chrono::Duration::days((start / 100 % 10) as i64);
+            let rows = (start..end)
+                .map(|i| {
+                    let at = at + chrono::Duration::milliseconds(i as i64);
+                    let rk = format!("{}|old-{i:07}", at.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+                    BatchOp::Upsert { rk, body: json!({"State": "Finished", "Summary": "{}"}) }
+                })
+                .collect();
+            jobs.transaction(&format!("~ended|Finished|{}", at.format("%Y%m%d")), rows).await?;
+        }
+        _ => {
+            for i in start..end {
+                let record = json!({"Record": "x".repeat(900), "State": "Finished"});
+                jobs.upsert(&format!("old-{i:07}"), "job", &record).await?;
+            }
+        }
     }
     Ok(())
 }

@@ -262,7 +262,9 @@ async fn main() -> anyhow::Result<()> {
             }
         })
         .await;
-        let conflicts = tables.take().conflicts as f64 / n as f64;
+        let counted = tables.take();
+        let conflicts = counted.conflicts as f64 / n as f64;
+        let round_trips = counted.requests as f64 / n as f64;
         // Three events per operation: rates and latencies per event.
         let result =
             Load { n, rate: result.rate * 3.0, p50_ms: result.p50_ms / 3.0, p99_ms: result.p99_ms / 3.0, ..result };
@@ -275,10 +277,10 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         progress(&format!(
-            "  {c:>2} concurrent: {:.0} events/s, p99 {:.1} ms per event, {conflicts:.2} 412s per event; {in_flight} in flight, counters exact",
+            "  {c:>2} concurrent: {:.0} events/s, p99 {:.1} ms per event, {round_trips:.1} Table round trips and {conflicts:.2} 412s per event; {in_flight} in flight, counters exact",
             result.rate, result.p99_ms
         ));
-        results.events.push(report::EventLevel { load: result, conflicts_per_event: conflicts });
+        results.events.push(report::EventLevel { load: result, conflicts_per_event: conflicts, round_trips });
     }
 
     // ---- the sweep against history ----

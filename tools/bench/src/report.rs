@@ -35,6 +35,8 @@ pub struct EventLevel {
     pub load: Load,
     /// Table answers 412 per event.
     pub conflicts_per_event: f64,
+    /// Table requests per event (with the outcome notification's, which the last event of a job starts).
+    pub round_trips: f64,
 }
 
 /// One sweep.
@@ -213,15 +215,16 @@ pub fn table(r: &Results) -> String {
     let _ = writeln!(out, "\nOnJobStateChange by concurrency, one account:\n");
     let _ = writeln!(
         out,
-        "| deliveries | events/s | p99 per event | 412s per event | raw Azurite |\n| --- | --- | --- | --- | --- |"
+        "| deliveries | events/s | p99 per event | Table round trips per event | 412s per event | raw Azurite |\n| --- | --- | --- | --- | --- | --- |"
     );
     for e in &r.events {
         let c = e.load.concurrency;
         let _ = writeln!(
             out,
-            "| {c} | {:.0} | {:.1} ms | {:.2} | {:.0}/s |",
+            "| {c} | {:.0} | {:.1} ms | {:.1} | {:.2} | {:.0}/s |",
             e.load.rate,
             e.load.p99_ms,
+            e.round_trips,
             e.conflicts_per_event,
             r.raw_at(c)
         );
@@ -250,7 +253,7 @@ fn plot(title: &str, series: &[Series]) -> String {
     let x = |c: usize| pad + (c as f64).log2() / 5.0 * (w - 2.0 * pad);
     let y = |v: f64| h - pad - v / max_y * (h - 2.0 * pad);
     let mut svg = format!(
-        "<svg viewBox='0 0 {w} {h}' width='{w}' height='{h}'><text x='{pad}' y='20' font-weight='bold'>{title}</text>"
+        "<svg viewBox='0 0 {w} {h}' width='{w}' height='{h}'><text x='{pad}' y='20' font-size='13' font-weight='bold'>{title}</text>"
     );
     let _ = write!(svg, "<line x1='{pad}' y1='{}' x2='{}' y2='{}' stroke='#888'/>", h - pad, w - pad, h - pad);
     let _ = write!(svg, "<line x1='{pad}' y1='{pad}' x2='{pad}' y2='{}' stroke='#888'/>", h - pad);
