@@ -862,6 +862,12 @@ fn summarize(
     let removed_utc = at(state.removed_at());
     let recovery_utc = at(state.recovery_at);
     let back_utc = at(state.readmitted_at());
+    // The earliest sign of the readmission: a status sample shows it up to a sampling period after the health
+    // write (and a placement in between is right), while the alert carries the sweep's start, to the second.
+    let back_earliest = at(match (state.readmitted_alert_at, state.readmitted_sample_at) {
+        (Some(alert), Some(sample)) => Some(alert.min(sample)),
+        (alert, sample) => alert.or(sample),
+    });
 
     let lost: Vec<String> =
         accepted.iter().filter(|id| jobs.get(*id).is_none_or(|j| j["state"] != "Finished")).cloned().collect();
@@ -931,7 +937,7 @@ fn summarize(
             .filter(|(_, j)| {
                 attempts(j).iter().any(|a| {
                     a["account"] == faulty
-                        && time(&a["submittedAt"]).is_some_and(|s| s > removed && back_utc.is_none_or(|b| s < b))
+                        && time(&a["submittedAt"]).is_some_and(|s| s > removed && back_earliest.is_none_or(|b| s < b))
                 })
             })
             .map(|(id, _)| id.clone())
