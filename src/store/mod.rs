@@ -287,21 +287,33 @@ impl Store {
     ) -> Result<Option<Changed<JobRecord>>, StoreError> {
         let mut known = known;
         for round in 0..MAX_CAS_ROUNDS {
-            let current = match known.take() {
-                Some(current) => current,
+            let (current, held) = match known.take() {
+                Some(current) => (current, true),
                 None => match self.get_job(job_id).await? {
-                    Some(current) => current,
+                    Some(current) => (current, false),
                     None => return Ok(None),
                 },
             };
             let Some(next) = decide(&current.value) else {
+                if held {
+                    // "Nothing to change" must be said of the job as stored, not of a version that may be old.
+                    continue;
+                }
                 return Ok(Some(Changed { value: current.value, changed: false, etag: Some(current.etag) }));
             };
-            if next.state == JobState::Pending && current.value.state != JobState::Pending {
+            let needs_marker = next.state == JobState::Pending && current.value.state != JobState::Pending;
+            let needs_outbox = next.state.is_final() && !current.value.state.is_final();
+            if held && (needs_marker || needs_outbox) {
+                // The marker and the outbox row are written before the job, so they must follow the job as
+                // stored: a held version that another writer has moved on could add a row the job no longer
+                // needs (an outbox row after its messages went out). Read it first.
+                continue;
+            }
+            if needs_marker {
                 // The marker goes first, so a crash after the write still leaves the job findable.
                 self.mark_pending(job_id, next.updated_at).await?;
             }
-            if next.state.is_final() && !current.value.state.is_final() {
+            if needs_outbox {
                 // So does the outbox row: whoever makes the job final, and whatever dies after, its outcome is
                 // announced. Every path to a final job comes through here, so none can forget it.
                 self.note_outcome(job_id, next.updated_at).await?;
