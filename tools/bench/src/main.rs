@@ -76,6 +76,9 @@ async fn main() -> anyhow::Result<()> {
     let mut options = StackOptions::new(handler_bin.clone(), testkit::workspace_root()?);
     // The emulator logs every job it creates: to a file, so the progress stays readable.
     options.logs = testkit::stack::Logs::file(&args.out.join("stack.log"))?;
+    // The handlers' warnings and errors: where a refused submission says why.
+    let handler_log = args.out.join("handlers.log");
+    let _ = std::fs::remove_file(&handler_log);
     let emulator = testkit::stack::start_emulator(
         &testkit::try_workspace_bin("ams-emulator")?,
         &StackOptions {
@@ -161,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
     // ---- SubmitJob sequential ----
     progress("SubmitJob, sequential, two accounts");
     let two_prefix = testkit::unique_prefix();
-    let (two, _) = Handler::start(&handler_bin, &settings(&two_prefix, &TWO, true)).await?;
+    let (two, _) = Handler::start(&handler_bin, &settings(&two_prefix, &TWO, true), Some(&handler_log)).await?;
     // One job to warm the connection pools and create the counter shards it touches.
     anyhow::ensure!(two.submit("warm-0").await? == 202, "the warm-up job was not accepted");
     tables.take();
@@ -189,7 +192,7 @@ async fn main() -> anyhow::Result<()> {
 
     // ---- SubmitJob under concurrency, one and two accounts ----
     let one_prefix = testkit::unique_prefix();
-    let (one, _) = Handler::start(&handler_bin, &settings(&one_prefix, &ONE, true)).await?;
+    let (one, _) = Handler::start(&handler_bin, &settings(&one_prefix, &ONE, true), Some(&handler_log)).await?;
     anyhow::ensure!(one.submit("warm-1").await? == 202, "the warm-up job was not accepted");
     let one = Arc::new(one);
     let one_store = Store::with_service(service.clone(), &one_prefix);
@@ -286,7 +289,7 @@ async fn main() -> anyhow::Result<()> {
     // ---- the sweep against history ----
     progress("SweepStuckJobs with no history");
     let sweep_prefix = testkit::unique_prefix();
-    let (sweeper, _) = Handler::start(&handler_bin, &settings(&sweep_prefix, &TWO, true)).await?;
+    let (sweeper, _) = Handler::start(&handler_bin, &settings(&sweep_prefix, &TWO, true), Some(&handler_log)).await?;
     results.sweep_empty = sweeps(&sweeper, &tables, &arm).await?;
     progress(&format!(
         "  {:.1} ms, {:.0} Table and {:.0} ARM requests",
@@ -311,16 +314,16 @@ async fn main() -> anyhow::Result<()> {
     let mut floor_ms = Vec::new();
     let restart = settings(&sweep_prefix, &TWO, false);
     for _ in 0..runs {
-        let (h, ready) = Handler::start(&handler_bin, &restart).await?;
+        let (h, ready) = Handler::start(&handler_bin, &restart, None).await?;
         handler_ms.push(ready.as_secs_f64() * 1000.0);
         drop(h);
         let floor_args = [("BENCH_FLOOR_SERVER".to_owned(), "true".to_owned())];
-        let (f, ready) = Handler::start(&floor_bin, &floor_args).await?;
+        let (f, ready) = Handler::start(&floor_bin, &floor_args, None).await?;
         floor_ms.push(ready.as_secs_f64() * 1000.0);
         drop(f);
     }
     tables.take();
-    let (counted, _) = Handler::start(&handler_bin, &settings(&sweep_prefix, &TWO, true)).await?;
+    let (counted, _) = Handler::start(&handler_bin, &settings(&sweep_prefix, &TWO, true), None).await?;
     drop(counted);
     results.cold_start = report::ColdStart {
         handler_p50_ms: median(&mut handler_ms),

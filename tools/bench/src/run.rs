@@ -21,14 +21,22 @@ pub struct Handler {
 
 impl Handler {
     /// Starts `binary` with `settings` and waits until `GET /` answers; also returns how long that took from
-    /// the exec.
-    pub async fn start(binary: &Path, settings: &[(String, String)]) -> anyhow::Result<(Handler, Duration)> {
+    /// the exec. Its warnings and errors are appended to `log`, if given.
+    pub async fn start(
+        binary: &Path,
+        settings: &[(String, String)],
+        log: Option<&Path>,
+    ) -> anyhow::Result<(Handler, Duration)> {
         let port = testkit::free_port();
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
+            None => Stdio::null(),
+        };
         let mut cmd = Command::new(binary);
         cmd.env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
             .envs(settings.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .stdin(Stdio::null())
             .kill_on_drop(true);
         let url = format!("http://127.0.0.1:{port}");
