@@ -23,8 +23,7 @@ const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
 
 /// Which jobs a listing holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listed {
     /// Not final yet (the default).
     Open,
@@ -50,6 +49,11 @@ impl Listed {
     fn name(self) -> &'static str {
         Self::ALL.iter().find(|(_, l)| *l == self).map_or("open", |(n, _)| n)
     }
+
+    /// The listing a name (any case) stands for.
+    fn named(text: &str) -> Option<Listed> {
+        Self::ALL.iter().find(|(n, _)| n.eq_ignore_ascii_case(text)).map(|(_, l)| *l)
+    }
 }
 
 /// A listing request, read from the query string.
@@ -68,7 +72,7 @@ pub struct ListQuery {
 /// What a continuation token holds: the listing it continues and where. Opaque to callers.
 #[derive(Serialize, Deserialize)]
 struct Token {
-    state: Listed,
+    state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     since: Option<DateTime<Utc>>,
     pk: String,
@@ -77,13 +81,16 @@ struct Token {
 }
 
 fn encode_token(listed: Listed, since: Option<DateTime<Utc>>, next: &Continuation) -> String {
-    let token = Token { state: listed, since, pk: next.partition_key.clone(), rk: next.row_key.clone() };
+    let token =
+        Token { state: listed.name().to_owned(), since, pk: next.partition_key.clone(), rk: next.row_key.clone() };
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default())
 }
 
-fn decode_token(text: &str) -> Option<Token> {
+/// The listing a token continues, and the token.
+fn decode_token(text: &str) -> Option<(Listed, Token)> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.trim()).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    let token: Token = serde_json::from_slice(&bytes).ok()?;
+    Some((Listed::named(&token.state)?, token))
 }
 
 /// A bad query: (code, message) for a 400.
@@ -98,14 +105,12 @@ impl ListQuery {
         };
         let listed = match get("state") {
             None => None,
-            Some(text) => Some(
-                Listed::ALL.iter().find(|(n, _)| n.eq_ignore_ascii_case(text)).map(|(_, l)| *l).ok_or_else(|| {
-                    (
-                        "invalid_state",
-                        format!("state must be one of open, pending, failed, finished, canceled; got {text:?}"),
-                    )
-                })?,
-            ),
+            Some(text) => Some(Listed::named(text).ok_or_else(|| {
+                (
+                    "invalid_state",
+                    format!("state must be one of open, pending, failed, finished, canceled; got {text:?}"),
+                )
+            })?),
         };
         let since = match get("since") {
             None => None,
@@ -128,15 +133,15 @@ impl ListQuery {
                 "continuationToken is not one this API returned; start again without it".to_owned(),
             )
         };
-        let token = decode_token(text).ok_or_else(refused)?;
-        if listed.is_some_and(|l| l != token.state) || since.is_some_and(|s| Some(s) != token.since) {
+        let (state, token) = decode_token(text).ok_or_else(refused)?;
+        if listed.is_some_and(|l| l != state) || since.is_some_and(|s| Some(s) != token.since) {
             return Err((
                 "invalid_continuation_token",
                 "continuationToken continues a listing with another state or since; pass it alone".to_owned(),
             ));
         }
         Ok(ListQuery {
-            listed: token.state,
+            listed: state,
             since: token.since,
             page_size,
             from: Some(Continuation { partition_key: token.pk, row_key: token.rk }),
@@ -179,10 +184,10 @@ async fn page(app: &App, query: &ListQuery) -> Result<(Vec<JobSummary>, Option<C
         Listed::Open => (OpenIndex::Open, |s| !s.is_final()),
         Listed::Pending => (OpenIndex::Pending, |s| s == JobState::Pending),
     };
-    let (entries, next) = app.store.index_page(which, query.since, query.page_size, query.from.as_ref()).await?;
+    let (ids, next) = app.store.index_page(which, query.since, query.page_size, query.from.as_ref()).await?;
     // The index may be a moment ahead of the job rows (written first) or behind them (removed after): the
     // job row decides, and a job that is not what the listing asks for is left out.
-    let jobs = try_join_all(entries.iter().map(|e| app.store.get_job(&e.job_id))).await?;
+    let jobs = try_join_all(ids.iter().map(|id| app.store.get_job(id))).await?;
     let jobs = jobs.into_iter().flatten().map(|j| j.value).filter(|j| wanted(j.state)).map(|j| JobSummary::from(&j));
     Ok((jobs.collect(), next))
 }

@@ -18,7 +18,7 @@ use crate::domain::{JobRecord, JobState};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tables::{filter_string_literal, Continuation, Entity, IfMatch, TableError};
+use tables::{filter_string_literal, Continuation, Entity};
 
 /// What a listing says about one job: enough to decide whether to open it with GetJob.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,15 +62,6 @@ impl From<&JobRecord> for JobSummary {
             last_error: job.last_error.clone(),
         }
     }
-}
-
-/// An index row: a job id and when it was indexed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IndexEntry {
-    /// The job id.
-    pub job_id: String,
-    /// When the row was written.
-    pub since: Option<DateTime<Utc>>,
 }
 
 /// Which rows of the `~index` partition to page through.
@@ -123,15 +114,15 @@ impl Store {
         self.delete_index_row(&super::open_key(job_id)).await
     }
 
-    /// One page of the open-jobs index or the pending markers, in job id order, of rows written at or after
-    /// `since`.
+    /// One page of the open-jobs index or the pending markers: the job ids, in order, of rows written at or
+    /// after `since`.
     pub async fn index_page(
         &self,
         which: OpenIndex,
         since: Option<DateTime<Utc>>,
         top: u32,
         from: Option<&Continuation>,
-    ) -> Result<(Vec<IndexEntry>, Option<Continuation>), StoreError> {
+    ) -> Result<(Vec<String>, Option<Continuation>), StoreError> {
         // `}` is the character after `|`: the range holds every key that starts with the prefix.
         let (prefix, end) = match which {
             OpenIndex::Open => ("o|", "o}"),
@@ -146,17 +137,12 @@ impl Store {
             filter.push_str(&format!(" and Since ge {}", filter_string_literal(&since.to_rfc3339())));
         }
         let page = self.jobs.query_page::<Value>(&filter, Some(top), from).await?;
-        let entries = page
+        let ids = page
             .entities
-            .into_iter()
-            .filter_map(|e| {
-                let key = e.value.get("RowKey").and_then(Value::as_str)?;
-                let job_id = key.strip_prefix(prefix)?.to_owned();
-                let since = e.value.get("Since").and_then(Value::as_str).and_then(|s| s.parse().ok());
-                Some(IndexEntry { job_id, since })
-            })
+            .iter()
+            .filter_map(|e| e.value.get("RowKey").and_then(Value::as_str)?.strip_prefix(prefix).map(str::to_owned))
             .collect();
-        Ok((entries, page.next))
+        Ok((ids, page.next))
     }
 
     /// One page of the jobs that ended in `state` at or after `since`, oldest first.
@@ -183,12 +169,5 @@ impl Store {
         let jobs: Result<Vec<JobSummary>, StoreError> =
             page.entities.iter().map(|e: &Entity<EndedRow>| super::from_json(&e.value.summary)).collect();
         Ok((jobs?, page.next))
-    }
-
-    pub(super) async fn delete_index_row(&self, rk: &str) -> Result<(), StoreError> {
-        match self.jobs.delete(INDEX_PARTITION, rk, IfMatch::Any).await {
-            Ok(()) | Err(TableError::NotFound) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
     }
 }

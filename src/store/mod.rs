@@ -38,7 +38,7 @@ use tables::{BatchOp, ETag, Entity, IfMatch, Table, TableError, TableService};
 mod listing;
 mod outbox;
 mod publications;
-pub use listing::{IndexEntry, JobSummary, OpenIndex};
+pub use listing::{JobSummary, OpenIndex};
 pub use outbox::OutboxRow;
 pub use publications::DefinitionsCheck;
 
@@ -52,8 +52,8 @@ const MRU_ROW: &str = "mru";
 const HEALTH_PARTITION: &str = "health";
 const HEALTH_ROW: &str = "list";
 const SWEEP_ROW: &str = "sweep";
-/// Written once every table and the health row exist; its name changes with the set of tables.
-const READY_ROW: &str = "ready|jobs,attempts,health,publications";
+/// The product's tables, each named `{prefix}{table}`.
+const TABLES: [&str; 4] = ["Jobs", "Attempts", "Health", "Publications"];
 const JOB_ROW: &str = "job";
 /// Partition of the Jobs table holding the open-jobs index and pending markers; job ids cannot start
 /// with `~`.
@@ -213,12 +213,7 @@ impl Store {
 
     /// A store on `service` whose tables carry `prefix`.
     pub fn with_service(service: TableService, prefix: &str) -> Store {
-        let names = [
-            format!("{prefix}Jobs"),
-            format!("{prefix}Attempts"),
-            format!("{prefix}Health"),
-            format!("{prefix}Publications"),
-        ];
+        let names = TABLES.map(|table| format!("{prefix}{table}"));
         Store {
             jobs: service.table(&names[0]),
             attempts: service.table(&names[1]),
@@ -236,7 +231,9 @@ impl Store {
     /// with one read of it (start-up time is the host's readiness probe, and most starts are restarts); a
     /// release that adds a table names a new set, and its first start creates what is missing.
     pub async fn ensure_ready(&self) -> Result<(), StoreError> {
-        match self.health.get::<Value>(HEALTH_PARTITION, READY_ROW).await {
+        // Written once every table and the health row exist; named after the set of tables.
+        let ready = format!("ready|{}", TABLES.join(","));
+        match self.health.get::<Value>(HEALTH_PARTITION, &ready).await {
             Ok(Some(_)) => return Ok(()),
             Ok(None) | Err(TableError::NotFound) => {}
             Err(e) => return Err(e.into()),
@@ -246,7 +243,7 @@ impl Store {
         }
         let empty = HealthRow { record: to_json(&HealthRecord::default()) };
         insert_if_missing(&self.health, HEALTH_PARTITION, HEALTH_ROW, &empty).await?;
-        self.health.upsert(HEALTH_PARTITION, READY_ROW, &json!({ "Tables": self.names.join(",") })).await?;
+        self.health.upsert(HEALTH_PARTITION, &ready, &json!({ "Tables": self.names.join(",") })).await?;
         Ok(())
     }
 
@@ -302,8 +299,8 @@ impl Store {
                 return Ok(Some(Changed { value: current.value, changed: false, etag: Some(current.etag) }));
             };
             let needs_marker = next.state == JobState::Pending && current.value.state != JobState::Pending;
-            let needs_outbox = next.state.is_final() && !current.value.state.is_final();
-            if held && (needs_marker || needs_outbox) {
+            let ends = next.state.is_final() && !current.value.state.is_final();
+            if held && (needs_marker || ends) {
                 // The marker and the outbox row are written before the job, so they must follow the job as
                 // stored: a held version that another writer has moved on could add a row the job no longer
                 // needs (an outbox row after its messages went out). Read it first.
@@ -313,7 +310,7 @@ impl Store {
                 // The marker goes first, so a crash after the write still leaves the job findable.
                 self.mark_pending(job_id, next.updated_at).await?;
             }
-            if needs_outbox {
+            if ends {
                 // So does the outbox row: whoever makes the job final, and whatever dies after, its outcome is
                 // announced. Every path to a final job comes through here, so none can forget it.
                 self.note_outcome(job_id, next.updated_at).await?;
@@ -321,7 +318,7 @@ impl Store {
             let row = record_row(&next, next.state);
             match self.jobs.replace(job_id, JOB_ROW, &row, IfMatch::ETag(current.etag)).await {
                 Ok(etag) => {
-                    if next.state.is_final() && !current.value.state.is_final() {
+                    if ends {
                         // After the write: a crash before this leaves the open-jobs index row, and the sweep
                         // that removes it writes the ended-jobs row first.
                         self.close_job(&next).await?;
@@ -620,6 +617,13 @@ impl Store {
     /// Removes a job's pending marker (a missing one is fine).
     pub async fn unmark_pending(&self, job_id: &str) -> Result<(), StoreError> {
         self.delete_index_row(&pending_key(job_id)).await
+    }
+
+    async fn delete_index_row(&self, rk: &str) -> Result<(), StoreError> {
+        match self.jobs.delete(INDEX_PARTITION, rk, IfMatch::Any).await {
+            Ok(()) | Err(TableError::NotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Jobs marked as needing placement, with when they were marked.
