@@ -14,7 +14,8 @@ use std::process::Stdio;
 use std::time::Duration;
 use tables::TableService;
 pub use testkit::stack::{
-    eventually, handler_settings, job_body, start_emulator, StackOptions, RESOURCE_GROUP, SUBSCRIPTION,
+    eventually, handler_settings, http_request, job_body, start_emulator, timer_request, StackOptions, RESOURCE_GROUP,
+    SUBSCRIPTION,
 };
 use testkit::Azurite;
 use tokio::process::{Child, Command};
@@ -185,22 +186,4 @@ impl Handler {
     pub async fn exited(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         Ok(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??)
     }
-}
-
-/// The host's payload for an HTTP trigger named `req`.
-pub fn http_request(method: &str, url: &str, params: Value, body: Option<&str>) -> Value {
-    let mut req = json!({
-        "Url": url, "Method": method, "Query": {}, "Headers": {"Content-Type": ["application/json"], "Host": ["localhost:7071"]},
-        "Params": params,
-        "Identities": [{"AuthenticationType": "WebJobsAuthLevel", "IsAuthenticated": true, "Claims": []}],
-    });
-    if let Some(body) = body {
-        req["Body"] = json!(body);
-    }
-    json!({"Data": {"req": req}, "Metadata": {"sys": {"MethodName": "x", "UtcNow": "2024-01-01T00:00:00Z", "RandGuid": "00000000-0000-0000-0000-000000000000"}}})
-}
-
-/// The host's payload for the timer trigger.
-pub fn timer_request() -> Value {
-    json!({"Data": {"timer": {"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": false}}, "Metadata": {"sys": {}}})
 }

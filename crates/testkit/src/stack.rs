@@ -774,3 +774,21 @@ where
 pub fn job_body(job_id: &str) -> Value {
     json!({"jobId": job_id, "transform": TRANSFORM, "input": {"baseUri": "https://media.example/in/", "files": ["movie.mp4"]}})
 }
+
+/// The host's payload for an HTTP trigger named `req`.
+pub fn http_request(method: &str, url: &str, params: Value, body: Option<&str>) -> Value {
+    let mut req = json!({
+        "Url": url, "Method": method, "Query": {}, "Headers": {"Content-Type": ["application/json"], "Host": ["localhost:7071"]},
+        "Params": params,
+        "Identities": [{"AuthenticationType": "WebJobsAuthLevel", "IsAuthenticated": true, "Claims": []}],
+    });
+    if let Some(body) = body {
+        req["Body"] = json!(body);
+    }
+    json!({"Data": {"req": req}, "Metadata": {"sys": {"MethodName": "x", "UtcNow": "2024-01-01T00:00:00Z", "RandGuid": "00000000-0000-0000-0000-000000000000"}}})
+}
+
+/// The host's payload for the timer trigger.
+pub fn timer_request() -> Value {
+    json!({"Data": {"timer": {"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": false}}, "Metadata": {"sys": {}}})
+}

@@ -252,9 +252,8 @@ async fn main() -> anyhow::Result<()> {
         let n = events.len();
         tables.take();
         // Each job's three events in order on one worker, as one subscription delivers them, jobs in parallel.
-        let per_job = Arc::new(events);
         let result = load(n / 3, c, move |j| {
-            let (h, events) = (h.clone(), per_job.clone());
+            let (h, events) = (h.clone(), events.clone());
             async move {
                 let mut ok = true;
                 for event in &events[j * 3..j * 3 + 3] {
@@ -377,7 +376,7 @@ async fn sweeps(handler: &Handler, tables: &Proxy, arm: &Proxy) -> anyhow::Resul
         tables.take();
         arm.take();
         let t = Instant::now();
-        let (status, body) = handler.invoke("SweepStuckJobs", &run::timer_request()).await?;
+        let (status, body) = handler.invoke("SweepStuckJobs", &testkit::stack::timer_request()).await?;
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
         anyhow::ensure!(status == 200, "the sweep failed: {body}");
         table = tables.take().requests;

@@ -64,7 +64,8 @@ impl Handler {
     /// Submits job `id`; the status inside the HTTP output (202 when accepted).
     pub async fn submit(&self, id: &str) -> anyhow::Result<u16> {
         let body = testkit::stack::job_body(id).to_string();
-        let (status, answer) = self.invoke("SubmitJob", &http_request(&body)).await?;
+        let payload = testkit::stack::http_request("POST", "http://localhost:7071/api/jobs", json!({}), Some(&body));
+        let (status, answer) = self.invoke("SubmitJob", &payload).await?;
         anyhow::ensure!(status == 200, "SubmitJob invocation answered {status}: {answer}");
         Ok(answer["Outputs"]["res"]["statusCode"].as_u64().unwrap_or(0) as u16)
     }
@@ -87,19 +88,6 @@ pub async fn first_answer(port: u16, started: Instant) -> anyhow::Result<Duratio
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     anyhow::bail!("nothing answered GET / on port {port} within 30 s")
-}
-
-/// The host's payload for SubmitJob's HTTP trigger.
-pub fn http_request(body: &str) -> Value {
-    json!({"Data": {"req": {
-        "Url": "http://localhost:7071/api/jobs", "Method": "POST", "Query": {},
-        "Headers": {"Content-Type": ["application/json"]}, "Params": {}, "Body": body,
-    }}, "Metadata": {"sys": {"MethodName": "SubmitJob"}}})
-}
-
-/// The host's payload for the timer trigger.
-pub fn timer_request() -> Value {
-    json!({"Data": {"timer": {"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": false}}, "Metadata": {"sys": {}}})
 }
 
 /// What a run of `n` operations at a fixed concurrency measured.
