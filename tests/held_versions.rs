@@ -2,6 +2,7 @@
 //! versions its own last writes returned: a version the other instance has moved on from costs a failed
 //! write and a read, never a lost update, a decision taken on an old row, or a wrong count.
 
+#[allow(dead_code)]
 mod support;
 
 use ams_failover::domain::{JobRecord, JobState};
