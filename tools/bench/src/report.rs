@@ -137,6 +137,16 @@ fn rows(r: &Results) -> Vec<Row> {
     let floor_trips = super::floor::CALLS.len() as f64;
     let trips = r.round_trips.table + r.round_trips.arm;
     let rate = |a, c| r.submit_at(a, c).map_or(0.0, |s| s.load.rate);
+    // Events at `c` deliveries against raw transactions at `c` clients.
+    let events = |c: usize, what: &str, clients: &str, bound: f64| {
+        Row::at_least(
+            what,
+            format!("{:.0} events/s", r.events_at(c)),
+            format!("raw transactions, {clients}: {:.0}/s", r.raw_at(c)),
+            ratio(r.events_at(c), r.raw_at(c)),
+            bound,
+        )
+    };
     let sweep_ratio = ratio(r.sweep_history.ms, r.sweep_empty.ms);
     vec![
         Row::at_most(
@@ -160,20 +170,8 @@ fn rows(r: &Results) -> Vec<Row> {
             ratio(rate(1, 32), rate(1, 1)),
             1.0,
         ),
-        Row::at_least(
-            "OnJobStateChange, 1 delivery at a time",
-            format!("{:.0} events/s", r.events_at(1)),
-            format!("raw transactions, 1 client: {:.0}/s", r.raw_at(1)),
-            ratio(r.events_at(1), r.raw_at(1)),
-            0.5,
-        ),
-        Row::at_least(
-            "OnJobStateChange, 32 at a time",
-            format!("{:.0} events/s", r.events_at(32)),
-            format!("raw transactions, 32 clients: {:.0}/s", r.raw_at(32)),
-            ratio(r.events_at(32), r.raw_at(32)),
-            0.3,
-        ),
+        events(1, "OnJobStateChange, 1 delivery at a time", "1 client", 0.5),
+        events(32, "OnJobStateChange, 32 at a time", "32 clients", 0.3),
         Row {
             what: format!("Sweep with {} finished jobs", r.history),
             handler: format!("{:.1} ms, {:.0} Table requests", r.sweep_history.ms, r.sweep_history.table),
