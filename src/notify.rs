@@ -1,12 +1,12 @@
 //! Outcome notifications on their way out: the `job-events` topic and the caller's callback URL, from the
-//! outbox rows the store writes before a job becomes final (`store::outbox`).
+//! delivery state the store writes with the write that makes a job final (`store::outbox`).
 //!
 //! - Right after an invocation makes a job final (or ends its last region's publication), [`deliver_soon`]
 //!   makes the first tries in a spawned task:
 //!   the invocation never waits on Service Bus or on a caller's server.
 //! - Each sweep, [`drain`] tries again whatever is due, with the back-off of the schedule, and starts a
 //!   finished job's publication if nothing did (so its `Published` message is not waited for in vain).
-//! - An instance holds an outbox row under a short lease while it delivers, so two instances (or a sweep and
+//! - An instance holds a job's delivery state under a short lease while it delivers, so two instances (or a sweep and
 //!   a spawned task) do not both call a callback. Should one die mid-way, the lease runs out and the next
 //!   sweep goes on; a message sent twice carries the same id, and the topic's duplicate detection drops it.
 //!
@@ -20,7 +20,7 @@ use crate::domain::notification::{
     Outbox, LEASE, MESSAGE_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
 use crate::domain::{Alert, JobRecord, SubmitRequest};
-use crate::store::{OutboxRow, StoreError};
+use crate::store::{JobOutbox, StoreError};
 use crate::workflow::ORPHAN_INDEX_AGE;
 use crate::{publish, App};
 use chrono::{DateTime, Utc};
@@ -29,7 +29,7 @@ use tracing::{info, warn};
 
 /// One callback's timeout: a receiver should answer at once and do its work afterwards.
 const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
-/// How many outbox rows a sweep delivers at once: a slow receiver holds up only its own row.
+/// How many jobs' messages a sweep delivers at once: a slow receiver holds up only its own job.
 const SWEEP_PARALLELISM: usize = 8;
 /// How long a sweep goes on starting deliveries; the rest waits for the next sweep, so callbacks never
 /// delay failover.
@@ -72,7 +72,7 @@ pub enum Pass {
 }
 
 /// Starts the first deliveries of a job that just ended, or whose publication just ended, without waiting
-/// for them. The outbox row stays the source of truth: if this instance dies, the sweep delivers.
+/// for them. The delivery state stays the source of truth: if this instance dies, the sweep delivers.
 pub fn deliver_soon(app: &App, job_id: &str) {
     let app = app.clone();
     let job_id = job_id.to_owned();
@@ -87,7 +87,7 @@ pub fn deliver_soon(app: &App, job_id: &str) {
     });
 }
 
-/// Delivers what is due of every outbox row the index holds, a few at a time and within a time budget.
+/// Delivers what is due of every job the index points to, a few at a time and within a time budget.
 /// Returns the alerts (callbacks given up) and how many rows still wait.
 pub async fn drain(app: &App, now: DateTime<Utc>) -> Result<(Vec<Alert>, usize), StoreError> {
     let rows = app.store.index().await?.outbox;
@@ -116,23 +116,31 @@ pub async fn drain(app: &App, now: DateTime<Utc>) -> Result<(Vec<Alert>, usize),
     Ok((alerts, waiting))
 }
 
-/// Delivers what is due of one job's outbox row at `now`, under a lease. Returns the alerts to send.
+/// Delivers what is due of one job's messages at `now`, under a lease. Returns the alerts to send.
 pub async fn deliver(app: &App, job_id: &str, now: DateTime<Utc>, pass: Pass) -> Result<Vec<Alert>, StoreError> {
-    let Some(row) = app.store.outbox(job_id).await? else { return Ok(vec![]) };
-    if row.value.outbox.leased(now) {
-        return Ok(vec![]);
-    }
-    let Some(job) = app.store.get_job(job_id).await?.map(|j| j.value) else {
-        // The row goes before a final write, which needs the job row: a row without one is damage, and old
-        // enough, it goes.
-        if row.value.since.is_none_or(|since| now - since > ORPHAN_INDEX_AGE) {
-            app.store.delete_outbox(job_id, row.etag).await?;
+    let JobOutbox { job, outbox: row } = app.store.job_outbox(job_id).await?;
+    let Some(job) = job.map(|j| j.value) else {
+        // The pointer goes before a final write, which needs the job row: a pointer without one is damage,
+        // and old enough, it goes.
+        if let Some(since) = app.store.outbox_pointer(job_id).await? {
+            if since.is_none_or(|since| now - since > ORPHAN_INDEX_AGE) {
+                app.store.forget_outbox_pointer(job_id).await?;
+            }
         }
         return Ok(vec![]);
     };
     if !job.state.is_final() {
-        // Written by a writer that then lost its race, or died before its write; the job's own final write
-        // will find the row and use it.
+        // A pointer written by a writer that then lost its race, or died before its write; the job's own
+        // final write will find it and use it.
+        return Ok(vec![]);
+    }
+    let Some(row) = row else {
+        // The final write creates the delivery state and delivery removes it: everything went out, and
+        // this pointer was left behind (or written again by a writer that lost its race).
+        app.store.forget_outbox_pointer(job_id).await?;
+        return Ok(vec![]);
+    };
+    if row.value.leased(now) {
         return Ok(vec![]);
     }
     let request: SubmitRequest = serde_json::from_str(&job.request)
@@ -140,27 +148,22 @@ pub async fn deliver(app: &App, job_id: &str, now: DateTime<Utc>, pass: Pass) ->
     let callback = request.callback_url.clone().zip(app.settings.notify.callback_key.clone());
     let publish = app.settings.publish.enabled;
     let planned = plan(&job, app.notifier.bus.is_some(), callback.is_some(), publish);
-    let mut outbox = row.value.outbox.clone().planned(&planned);
+    let mut outbox = row.value.clone().planned(&planned);
 
     let records = if outbox.waits_for_publication() { publish::publications_of(app, job_id).await? } else { vec![] };
     let ready = publication_complete(&records, app.settings.accounts.len());
     let due = outbox.due(now, ready, pass == Pass::FirstTries);
     if due.is_empty() {
         if outbox.finished() {
-            app.store.delete_outbox(job_id, row.etag).await?;
+            app.store.close_outbox(job_id, row.etag).await?;
         } else if pass == Pass::Sweep && outbox.waits_for_publication() && records.is_empty() {
             return start_publication(app, &job, now).await;
         }
         return Ok(vec![]);
     }
 
-    let claim = OutboxRow {
-        since: row.value.since,
-        outbox: Outbox {
-            lease_until: Some(now + chrono::Duration::from_std(LEASE).unwrap_or_default()),
-            ..outbox.clone()
-        },
-    };
+    let claim =
+        Outbox { lease_until: Some(now + chrono::Duration::from_std(LEASE).unwrap_or_default()), ..outbox.clone() };
     let Some(etag) = app.store.replace_outbox(job_id, &claim, row.etag).await? else {
         // Another instance claimed it first: it delivers.
         return Ok(vec![]);
@@ -222,9 +225,9 @@ pub async fn deliver(app: &App, job_id: &str, now: DateTime<Utc>, pass: Pass) ->
     }
     outbox.lease_until = None;
     if outbox.finished() {
-        app.store.delete_outbox(job_id, etag).await?;
+        app.store.close_outbox(job_id, etag).await?;
     } else {
-        app.store.replace_outbox(job_id, &OutboxRow { since: row.value.since, outbox }, etag).await?;
+        app.store.replace_outbox(job_id, &outbox, etag).await?;
     }
     Ok(alerts)
 }

@@ -43,8 +43,8 @@ pub const FAIL_POINTS: [&str; 8] = [
     "repair-after-open",
 ];
 
-/// After a write that made a job final: its outcome goes out (the store wrote the outbox row before that
-/// write, so a crash here still gets it delivered, by the sweep).
+/// After a write that made a job final: its outcome goes out (the store wrote the outbox pointer before that
+/// write and the delivery state with it, so a crash here still gets it delivered, by the sweep).
 fn ended(app: &App, job: &Changed<JobRecord>) {
     if job.changed && job.value.state.is_final() {
         fail_point(app, "after-final-job-update");

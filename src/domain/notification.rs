@@ -357,7 +357,7 @@ pub fn default_callback_retry() -> RetrySchedule {
     }
 }
 
-/// The delivery state of one job's messages: the `n|{jobId}` row of the outbox.
+/// The delivery state of one job's messages: the `outbox` row in the job's partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Outbox {

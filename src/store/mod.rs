@@ -5,8 +5,9 @@
 //!   (the pending marker). Both are written before the job row can need them and removed only after it no
 //!   longer does, so the sweep finds all open work by reading one partition whose size follows open work,
 //!   not history.
-//!   The same partition holds `n|{jobId}`, the outbox of the job's outcome notifications (see `outbox`),
-//!   written before the write that makes a job final and removed once its messages are delivered.
+//!   The same partition holds `n|{jobId}`, the sweep's pointer to a job whose outcome notifications are not
+//!   all delivered, written before the write that makes the job final. Their delivery state is the row
+//!   `outbox` in the job's own partition, written in one transaction with that write (see `outbox`).
 //!   Ended jobs are indexed by outcome and day in partitions `~ended|{State}|{yyyymmdd}` (see `listing`).
 //! - `{prefix}Attempts`: PartitionKey = account. Row `a|{amsJobName}` while the attempt is active and
 //!   `d|{amsJobName}` once final, plus the account's `counter` row. An attempt row and the counter change
@@ -39,7 +40,7 @@ mod listing;
 mod outbox;
 mod publications;
 pub use listing::{JobSummary, OpenIndex};
-pub use outbox::OutboxRow;
+pub use outbox::JobOutbox;
 pub use publications::DefinitionsCheck;
 
 /// How often a compare-and-swap is retried before giving up. Contention is per account or per job, so a
@@ -283,6 +284,9 @@ impl Store {
         decide: impl Fn(&JobRecord) -> Option<JobRecord>,
     ) -> Result<Option<Changed<JobRecord>>, StoreError> {
         let mut known = known;
+        // The outbox pointer this call wrote, if it did: should another writer end the job first, it is
+        // taken back (see `outbox`).
+        let mut pointer = None;
         for round in 0..MAX_CAS_ROUNDS {
             let (current, held) = match known.take() {
                 Some(current) => (current, true),
@@ -296,36 +300,50 @@ impl Store {
                     // "Nothing to change" must be said of the job as stored, not of a version that may be old.
                     continue;
                 }
+                if let Some(etag) = pointer {
+                    self.withdraw_pointer(job_id, &current.value, etag).await?;
+                }
                 return Ok(Some(Changed { value: current.value, changed: false, etag: Some(current.etag) }));
             };
             let needs_marker = next.state == JobState::Pending && current.value.state != JobState::Pending;
             let ends = next.state.is_final() && !current.value.state.is_final();
             if held && (needs_marker || ends) {
-                // The marker and the outbox row are written before the job, so they must follow the job as
-                // stored: a held version that another writer has moved on could add a row the job no longer
-                // needs (an outbox row after its messages went out). Read it first.
+                // The marker and the outbox pointer are written before the job, so they must follow the job
+                // as stored: a held version that another writer has moved on could add a row the job no
+                // longer needs. Read it first.
                 continue;
             }
             if needs_marker {
                 // The marker goes first, so a crash after the write still leaves the job findable.
                 self.mark_pending(job_id, next.updated_at).await?;
             }
-            if ends {
-                // So does the outbox row: whoever makes the job final, and whatever dies after, its outcome is
-                // announced. Every path to a final job comes through here, so none can forget it.
-                self.note_outcome(job_id, next.updated_at).await?;
-            }
-            let row = record_row(&next, next.state);
-            match self.jobs.replace(job_id, JOB_ROW, &row, IfMatch::ETag(current.etag)).await {
+            let row = to_value(&record_row(&next, next.state));
+            let written = if ends {
+                // So does the outbox pointer: whoever makes the job final, and whatever dies after, its outcome
+                // is announced. The delivery state goes in the same transaction as the job, so only the write
+                // that ends the job creates it. Every path to a final job comes through here, so none can
+                // forget it.
+                if let Some(etag) = self.point_to_outbox(job_id, next.updated_at).await? {
+                    pointer = Some(etag);
+                }
+                let ops = vec![
+                    BatchOp::Replace { rk: JOB_ROW.to_owned(), body: row, if_match: IfMatch::ETag(current.etag) },
+                    outbox::open_outbox_op(),
+                ];
+                self.jobs.transaction(job_id, ops).await.map(|etags| etags.into_iter().next().flatten())
+            } else {
+                self.jobs.replace(job_id, JOB_ROW, &row, IfMatch::ETag(current.etag)).await.map(Some)
+            };
+            match written {
                 Ok(etag) => {
                     if ends {
                         // After the write: a crash before this leaves the open-jobs index row, and the sweep
                         // that removes it writes the ended-jobs row first.
                         self.close_job(&next).await?;
                     }
-                    return Ok(Some(Changed { value: next, changed: true, etag: Some(etag) }));
+                    return Ok(Some(Changed { value: next, changed: true, etag }));
                 }
-                Err(TableError::PreconditionFailed) => backoff(round).await,
+                Err(e) if is_conflict(&e) => backoff(round).await,
                 Err(e) => return Err(e.into()),
             }
         }

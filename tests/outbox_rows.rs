@@ -1,0 +1,120 @@
+//! The outbox rows against a real Azurite, with two stores on one set of tables as two handler instances
+//! would have: only the write that ends a job creates its delivery state, and a writer that loses the race
+//! to end it, even after the winner's messages went out, leaves nothing behind for a sweep to find.
+
+use ams_failover::domain::{JobRecord, JobState};
+use ams_failover::store::Store;
+use chrono::{DateTime, Utc};
+use std::sync::{mpsc, Mutex};
+use tables::TableService;
+use testkit::Azurite;
+
+fn job(id: &str, now: DateTime<Utc>) -> JobRecord {
+    JobRecord {
+        job_id: id.into(),
+        request: "{}".into(),
+        transform: "encode".into(),
+        state: JobState::Processing,
+        attempt: 1,
+        account: None,
+        region: None,
+        attempts: vec![],
+        outputs: vec![],
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+        cancel_requested_at: None,
+    }
+}
+
+/// A decision that ends a job that is not final yet.
+fn end(state: JobState, now: DateTime<Utc>) -> impl Fn(&JobRecord) -> Option<JobRecord> {
+    move |j| (!j.state.is_final()).then(|| JobRecord { state, updated_at: now, ..j.clone() })
+}
+
+async fn two_instances(azurite: &Azurite) -> anyhow::Result<(Store, Store)> {
+    let prefix = testkit::unique_prefix();
+    let store = || {
+        TableService::from_connection_string(&azurite.connection_string(), reqwest::Client::new())
+            .map(|service| Store::with_service(service, &prefix))
+    };
+    let (a, b) = (store()?, store()?);
+    a.ensure_ready().await?;
+    Ok((a, b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_loses_the_race_to_end_a_job_after_its_messages_went_out_leaves_no_pointer() -> anyhow::Result<()>
+{
+    let azurite = Azurite::start().await?;
+    let (a, b) = two_instances(&azurite).await?;
+    let now = Utc::now();
+    assert!(a.insert_job(&job("raced", now)).await?.is_some());
+
+    // `b` reads the job while it is open and decides to end it; it is held there while `a` ends the job
+    // and delivers its messages, as a slow instance would be.
+    let (go_on, held) = mpsc::channel::<()>();
+    let (read, has_read) = tokio::sync::oneshot::channel::<()>();
+    let (held, read) = (Mutex::new(Some(held)), Mutex::new(Some(read)));
+    let loser = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let decide = end(JobState::Error, now);
+            b.update_job("raced", |current| {
+                let first = held.lock().ok().and_then(|mut h| h.take());
+                if let Some(held) = first {
+                    if let Some(read) = read.lock().ok().and_then(|mut r| r.take()) {
+                        let _ = read.send(());
+                    }
+                    tokio::task::block_in_place(|| held.recv().ok());
+                }
+                decide(current)
+            })
+            .await
+        })
+    };
+    has_read.await?;
+
+    let won = a.update_job("raced", end(JobState::Finished, now)).await?.expect("the job exists");
+    assert!(won.changed, "a ended the job");
+    let state = a.job_outbox("raced").await?.outbox.expect("the final write created the delivery state");
+    assert_eq!(a.index().await?.outbox.len(), 1, "and the sweep's pointer went before it");
+    assert!(a.close_outbox("raced", state.etag).await?, "a delivered everything");
+    assert!(a.index().await?.outbox.is_empty());
+
+    go_on.send(())?;
+    let lost = loser.await??.expect("the job exists");
+    assert!(!lost.changed, "b's write lost");
+    assert_eq!(lost.value.state, JobState::Finished, "and b sees a's outcome");
+    let after = a.job_outbox("raced").await?;
+    assert!(after.outbox.is_none(), "the losing write created no delivery state");
+    assert!(a.index().await?.outbox.is_empty(), "nor left a pointer for a sweep to find");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_write_that_ends_a_job_creates_its_delivery_state_and_later_writes_keep_it() -> anyhow::Result<()> {
+    let azurite = Azurite::start().await?;
+    let (a, b) = two_instances(&azurite).await?;
+    let now = Utc::now();
+    assert!(a.insert_job(&job("ended", now)).await?.is_some());
+    assert!(a.job_outbox("ended").await?.outbox.is_none(), "an open job has none");
+
+    let ended = b.update_job("ended", end(JobState::Canceled, now)).await?.expect("the job exists");
+    assert!(ended.changed);
+    let read = a.job_outbox("ended").await?;
+    assert_eq!(read.job.map(|j| j.value.state), Some(JobState::Canceled));
+    let state = read.outbox.expect("delivery state");
+    assert!(state.value.deliveries.is_empty(), "nothing delivered yet");
+
+    // A second try at ending it (a repeated event) changes nothing, and does not reset the delivery state.
+    let mut claimed = state.value.clone();
+    claimed.lease_until = Some(now);
+    let etag = a.replace_outbox("ended", &claimed, state.etag).await?.expect("still at the version read");
+    let again = a.update_job("ended", end(JobState::Error, now)).await?.expect("the job exists");
+    assert!(!again.changed);
+    let kept = a.job_outbox("ended").await?.outbox.expect("still there");
+    assert_eq!((kept.value.lease_until, kept.etag), (Some(now), etag));
+    assert_eq!(a.index().await?.outbox.len(), 1, "one pointer");
+    Ok(())
+}
