@@ -109,9 +109,8 @@ pub async fn place_job(
         if !stored.changed {
             return Ok(Placement { job: stored.value, alerts });
         }
-        let claimed_at = stored.etag.clone().map(|etag| Versioned { value: stored.value.clone(), etag });
         fail_point(app, "after-claim");
-        let opened = app.store.open_attempt(&attempt).await?;
+        app.store.open_attempt(&attempt).await?;
         fail_point(app, "after-attempt-row");
         tried.push(account.name.clone());
         let saturated = scaling::scale_up_for(app, account, attempt.units(), now).await?;
@@ -125,14 +124,14 @@ pub async fn place_job(
                 }
                 let change = app
                     .store
-                    .change_attempt_from(&account.name, &attempt.ams_job_name, opened, |a| {
+                    .change_attempt(&account.name, &attempt.ams_job_name, |a| {
                         // An event may already have moved the attempt past Queued; then only the flag changes.
                         let mut next = a.observe(JobState::Queued, now, None, now).unwrap_or_else(|| a.clone());
                         next.mru_saturated = saturated;
                         (next != *a).then_some(next)
                     })
                     .await?;
-                let (job, more) = sync_job_from(app, change, claimed_at, now).await?;
+                let (job, more) = sync_job(app, change, now).await?;
                 alerts.extend(more);
                 let job = job.unwrap_or(claimed);
                 if job.cancel_requested_at.is_some() && !job.state.is_final() {
@@ -263,17 +262,6 @@ pub async fn sync_job(
     change: Option<AttemptChange>,
     now: DateTime<Utc>,
 ) -> Result<(Option<JobRecord>, Vec<Alert>), StoreError> {
-    sync_job_from(app, change, None, now).await
-}
-
-/// [`sync_job`] starting from a version of the job the caller holds (see
-/// [`Store::update_job_from`](crate::store::Store::update_job_from)).
-async fn sync_job_from(
-    app: &App,
-    change: Option<AttemptChange>,
-    known: Option<Versioned<JobRecord>>,
-    now: DateTime<Utc>,
-) -> Result<(Option<JobRecord>, Vec<Alert>), StoreError> {
     let attempt = match change {
         Some(AttemptChange::Applied { after, .. }) => after,
         Some(AttemptChange::Unchanged(current)) => current,
@@ -283,11 +271,8 @@ async fn sync_job_from(
     if !attempt.is_active() {
         fail_point(app, "before-final-job-update");
     }
-    let known = known.filter(|k| k.value.job_id == attempt.job_id);
-    let Some(job) = app
-        .store
-        .update_job_from(&attempt.job_id, known, |job| job.observe_attempt(&attempt, max_attempts, now))
-        .await?
+    let Some(job) =
+        app.store.update_job(&attempt.job_id, |job| job.observe_attempt(&attempt, max_attempts, now)).await?
     else {
         return Ok((None, vec![]));
     };

@@ -23,6 +23,8 @@
 //!
 //! Every read-modify-write takes a pure `decide` function and retries it on ETag conflicts, so concurrent
 //! writers (duplicate events, parallel submissions, sweeps) serialise on the row instead of losing updates.
+//! A job, an active attempt or a counter shard starts from the version this instance's last write of it
+//! returned, when it holds one (see `held`), and reads only when that guess fails.
 
 use crate::config::{Settings, StorageConfig};
 use crate::domain::records::CounterUnderflow;
@@ -36,6 +38,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use tables::{BatchOp, ETag, Entity, IfMatch, Table, TableError, TableService};
 
+mod held;
 mod listing;
 mod outbox;
 mod publications;
@@ -116,21 +119,6 @@ pub struct Changed<T> {
     pub value: T,
     /// This call wrote it.
     pub changed: bool,
-    /// Its version as this call last saw it (read, or returned by its write), for a next guarded write that
-    /// need not read it again.
-    pub etag: Option<ETag>,
-}
-
-/// An attempt as its opening transaction left it, and the counter shard that counts it: what a change of
-/// the attempt right after needs, without reading either again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpenedAttempt {
-    /// The attempt row and its version.
-    pub attempt: Versioned<AttemptRecord>,
-    /// The shard's number.
-    pub shard: u32,
-    /// The shard's counts and version after the transaction.
-    pub counters: Versioned<AccountCounters>,
 }
 
 /// The outcome of a guarded change to an attempt.
@@ -191,6 +179,7 @@ pub struct Store {
     health: Table,
     publications: Table,
     names: [String; 4],
+    held: held::Held,
 }
 
 impl Store {
@@ -222,6 +211,7 @@ impl Store {
             publications: service.table(&names[3]),
             service,
             names,
+            held: held::Held::default(),
         }
     }
 
@@ -258,7 +248,10 @@ impl Store {
     /// Writes a new job: its version, or `None` if a job with that id already exists.
     pub async fn insert_job(&self, job: &JobRecord) -> Result<Option<ETag>, StoreError> {
         match self.jobs.insert(&job.job_id, JOB_ROW, &record_row(job, job.state)).await {
-            Ok(etag) => Ok(Some(etag)),
+            Ok(etag) => {
+                self.held.job(Versioned { value: job.clone(), etag: etag.clone() });
+                Ok(Some(etag))
+            }
             Err(TableError::AlreadyExists) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -274,16 +267,17 @@ impl Store {
         self.update_job_from(job_id, None, decide).await
     }
 
-    /// [`Store::update_job`] starting from `known`, a version the caller already holds (the answer of its own
-    /// last write), instead of reading the job first. If another writer changed the job since, the guarded
-    /// write fails and the next round reads it, so a stale `known` costs a round trip, never a lost update.
+    /// [`Store::update_job`] starting from `known`, a version the caller already holds, instead of reading the
+    /// job first (without one, from the version this instance last wrote, see `held`). If another writer
+    /// changed the job since, the guarded write fails and the next round reads it, so a stale `known` costs a
+    /// round trip, never a lost update.
     pub async fn update_job_from(
         &self,
         job_id: &str,
         known: Option<Versioned<JobRecord>>,
         decide: impl Fn(&JobRecord) -> Option<JobRecord>,
     ) -> Result<Option<Changed<JobRecord>>, StoreError> {
-        let mut known = known;
+        let mut known = known.or_else(|| self.held.take_job(job_id));
         // The outbox pointer this call wrote, if it did: should another writer end the job first, it is
         // taken back (see `outbox`).
         let mut pointer = None;
@@ -303,7 +297,9 @@ impl Store {
                 if let Some(etag) = pointer {
                     self.withdraw_pointer(job_id, &current.value, etag).await?;
                 }
-                return Ok(Some(Changed { value: current.value, changed: false, etag: Some(current.etag) }));
+                let value = current.value.clone();
+                self.held.job(current);
+                return Ok(Some(Changed { value, changed: false }));
             };
             let needs_marker = next.state == JobState::Pending && current.value.state != JobState::Pending;
             let ends = next.state.is_final() && !current.value.state.is_final();
@@ -336,12 +332,15 @@ impl Store {
             };
             match written {
                 Ok(etag) => {
+                    if let Some(etag) = etag {
+                        self.held.job(Versioned { value: next.clone(), etag });
+                    }
                     if ends {
                         // After the write: a crash before this leaves the open-jobs index row, and the sweep
                         // that removes it writes the ended-jobs row first.
                         self.close_job(&next).await?;
                     }
-                    return Ok(Some(Changed { value: next, changed: true, etag }));
+                    return Ok(Some(Changed { value: next, changed: true }));
                 }
                 Err(e) if is_conflict(&e) => backoff(round).await,
                 Err(e) => return Err(e.into()),
@@ -398,21 +397,35 @@ impl Store {
     }
 
     /// Reads the counter shard that counts `ams_job_name`: its number, and its counts with their version
-    /// (`None` before its first write).
+    /// (`None` before its first write). Starts from the version this instance last wrote when it holds one.
     async fn shard(
         &self,
         account: &str,
         ams_job_name: &str,
     ) -> Result<(u32, Option<Versioned<AccountCounters>>), StoreError> {
         let shard = shard_of(ams_job_name);
+        if let Some(held) = self.held.take_shard(account, shard) {
+            return Ok((shard, Some(held)));
+        }
         let row: Option<Entity<AccountCounters>> = self.attempts.get(account, &shard_key(shard)).await?;
         Ok((shard, row.map(|e| Versioned { value: e.value, etag: e.etag })))
     }
 
+    /// Holds the versions a successful attempt transaction returned: the attempt's while it is active,
+    /// and the shard's (the counter write is always the transaction's last operation).
+    fn hold_written(&self, attempt: &AttemptRecord, shard: u32, counters: AccountCounters, etags: &[Option<ETag>]) {
+        if let (true, Some(Some(etag))) = (attempt.is_active(), etags.first()) {
+            self.held.attempt(Versioned { value: attempt.clone(), etag: etag.clone() });
+        }
+        if let Some(Some(etag)) = etags.last() {
+            self.held.shard(&attempt.account, shard, Versioned { value: counters, etag: etag.clone() });
+        }
+    }
+
     /// Records a new active attempt and counts it in flight, in one transaction. Opening an attempt that
-    /// is already open is a no-op, so a retried submission does not count twice. Returns the rows as this
-    /// call wrote them (`None` when it was opened before).
-    pub async fn open_attempt(&self, attempt: &AttemptRecord) -> Result<Option<OpenedAttempt>, StoreError> {
+    /// is already open is a no-op, so a retried submission does not count twice. `false` when it was
+    /// opened before.
+    pub async fn open_attempt(&self, attempt: &AttemptRecord) -> Result<bool, StoreError> {
         let account = &attempt.account;
         for round in 0..MAX_CAS_ROUNDS {
             let (shard, counters) = self.shard(account, &attempt.ams_job_name).await?;
@@ -428,19 +441,12 @@ impl Store {
             ];
             match self.attempts.transaction(account, ops).await {
                 Ok(etags) => {
-                    let opened = match (etags.first(), etags.get(2)) {
-                        (Some(Some(row)), Some(Some(counter))) => Some(OpenedAttempt {
-                            attempt: Versioned { value: attempt.clone(), etag: row.clone() },
-                            shard,
-                            counters: Versioned { value: next, etag: counter.clone() },
-                        }),
-                        _ => None,
-                    };
-                    return Ok(opened);
+                    self.hold_written(attempt, shard, next, &etags);
+                    return Ok(true);
                 }
                 // Open now (index 0) or opened once before, perhaps ended since (index 1).
                 Err(TableError::Batch { index: 0 | 1, source }) if matches!(*source, TableError::AlreadyExists) => {
-                    return Ok(None)
+                    return Ok(false)
                 }
                 // The shard changed, or was created, by another writer first.
                 Err(TableError::Batch { source, .. })
@@ -472,33 +478,23 @@ impl Store {
     /// Applies `decide` to an active attempt until it sticks, moving the counters with it: a change of
     /// active state moves one count; reaching a final state moves the row from `a|` to `d|` and removes
     /// it from in flight, all in one transaction. `None` when the account has no attempt of that name.
+    ///
+    /// The attempt and its shard start from the versions this instance last wrote when it holds them (see
+    /// `held`); both writes are guarded by those versions, so if another writer came between, the
+    /// transaction fails and the next round reads.
     pub async fn change_attempt(
         &self,
         account: &str,
         ams_job_name: &str,
         decide: impl Fn(&AttemptRecord) -> Option<AttemptRecord>,
     ) -> Result<Option<AttemptChange>, StoreError> {
-        self.change_attempt_from(account, ams_job_name, None, decide).await
-    }
-
-    /// [`Store::change_attempt`] starting from the rows an [`Store::open_attempt`] just wrote, instead of
-    /// reading them. Both writes are guarded by the versions it holds; if another writer came between, the
-    /// transaction fails and the next round reads.
-    pub async fn change_attempt_from(
-        &self,
-        account: &str,
-        ams_job_name: &str,
-        opened: Option<OpenedAttempt>,
-        decide: impl Fn(&AttemptRecord) -> Option<AttemptRecord>,
-    ) -> Result<Option<AttemptChange>, StoreError> {
         let mut torn_rounds = 0;
-        let mut opened = opened.filter(|o| o.attempt.value.ams_job_name == ams_job_name);
+        let mut held = self.held.take_attempt(account, ams_job_name);
         for round in 0..MAX_CAS_ROUNDS {
-            let known = opened.take();
-            let (current, active, known_shard) = match known {
-                Some(o) => (o.attempt, true, Some((o.shard, Some(o.counters)))),
+            let (current, active, from_held) = match held.take() {
+                Some(current) => (current, true, true),
                 None => match self.read_attempt(account, ams_job_name).await? {
-                    Some((current, active)) => (current, active, None),
+                    Some((current, active)) => (current, active, false),
                     None => return Ok(None),
                 },
             };
@@ -506,25 +502,29 @@ impl Store {
                 return Ok(Some(AttemptChange::Unchanged(current.value)));
             }
             let before = current.value;
-            let Some(after) = decide(&before) else { return Ok(Some(AttemptChange::Unchanged(before))) };
+            let Some(after) = decide(&before) else {
+                if from_held {
+                    // "Nothing to change" must be said of the attempt as stored, not of a version that may be old.
+                    continue;
+                }
+                return Ok(Some(AttemptChange::Unchanged(before)));
+            };
             let result = if before.state == after.state {
                 // Same state: the counters do not move, so the counter row stays out of it.
                 let row = record_row(&after, after.state);
                 self.attempts
                     .replace(account, &active_key(ams_job_name), &row, IfMatch::ETag(current.etag))
                     .await
-                    .map(drop)
+                    .map(|etag| self.held.attempt(Versioned { value: after.clone(), etag }))
             } else {
-                let (shard, counters) = match known_shard {
-                    Some(known) => known,
-                    None => self.shard(account, ams_job_name).await?,
-                };
+                let (shard, counters) = self.shard(account, ams_job_name).await?;
                 let counters = counters.ok_or_else(|| {
                     StoreError::Corrupt(format!("attempt {ams_job_name} on {account} is active but never counted"))
                 })?;
-                // The attempt and the counters are read separately, so another writer may commit between the
-                // two reads. The transaction checks both ETags, so such a torn snapshot can never be written;
-                // if it makes the arithmetic go negative, it is a lost race like any other: read again.
+                // The attempt and the counters are read separately (or held from different writes), so another
+                // writer may commit between the two. The transaction checks both ETags, so such a torn
+                // snapshot can never be written; if it makes the arithmetic go negative, it is a lost race like
+                // any other: read again.
                 let next = match counters.value.moved(before.active_state(), after.active_state(), before.units()) {
                     Ok(next) => next,
                     Err(_) => {
@@ -547,7 +547,10 @@ impl Store {
                     ]
                 };
                 ops.push(counter_op(shard, &next, Some(counters.etag)));
-                self.attempts.transaction(account, ops).await.map(drop)
+                self.attempts
+                    .transaction(account, ops)
+                    .await
+                    .map(|etags| self.hold_written(&after, shard, next, &etags))
             };
             match result {
                 Ok(()) => return Ok(Some(AttemptChange::Applied { before: before.state, after })),

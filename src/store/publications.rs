@@ -113,7 +113,7 @@ impl Store {
     ) -> Result<Option<Changed<PublicationRecord>>, StoreError> {
         for round in 0..MAX_CAS_ROUNDS {
             let Some((current, open)) = self.read_publication(account, job_id).await? else { return Ok(None) };
-            let unchanged = Changed { value: current.value.clone(), changed: false, etag: None };
+            let unchanged = Changed { value: current.value.clone(), changed: false };
             if !open {
                 return Ok(Some(unchanged));
             }
@@ -131,7 +131,7 @@ impl Store {
                     .map(drop)
             };
             match result {
-                Ok(()) => return Ok(Some(Changed { value: next, changed: true, etag: None })),
+                Ok(()) => return Ok(Some(Changed { value: next, changed: true })),
                 Err(e) if super::is_conflict(&e) => backoff(round).await,
                 Err(e) => return Err(e.into()),
             }

@@ -14,7 +14,7 @@ pub const CALLS: [(&str, &str); 9] = [
     ("Table: $batch on ~index (o| and p| rows)", "the job must be findable by the sweep before anything can strand it"),
     ("Table: insert the job row", "accepts the job; its answer's ETag guards every later job write"),
     ("Table: read the health list", "the accounts in rotation, which another instance may have just changed"),
-    ("Table: read the attempt's counter shard", "its ETag guards the counter arithmetic"),
+    ("Table: read the attempt's counter shard", "its ETag guards the counter arithmetic (the handler skips it when it holds the version of its own last write of the shard)"),
     ("Table: $batch attempt row + claim row + counter shard", "in flight equals the active rows, atomically"),
     ("ARM: PUT the output asset", "a job needs its output asset first"),
     ("ARM: PUT the job", "the encoding itself"),
