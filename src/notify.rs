@@ -117,8 +117,30 @@ pub async fn drain(app: &App, now: DateTime<Utc>) -> Result<(Vec<Alert>, usize),
 }
 
 /// Delivers what is due of one job's messages at `now`, under a lease. Returns the alerts to send.
+///
+/// The first tries right after this instance ended the job start from the rows as that write left them;
+/// should another writer have moved the delivery state on since, they read it and go on from there.
 pub async fn deliver(app: &App, job_id: &str, now: DateTime<Utc>, pass: Pass) -> Result<Vec<Alert>, StoreError> {
-    let JobOutbox { job, outbox: row } = app.store.job_outbox(job_id).await?;
+    if pass == Pass::FirstTries {
+        if let Some(held) = app.store.ended_here(job_id) {
+            if let Some(alerts) = deliver_from(app, job_id, held, now, pass).await? {
+                return Ok(alerts);
+            }
+        }
+    }
+    let read = app.store.job_outbox(job_id).await?;
+    Ok(deliver_from(app, job_id, read, now, pass).await?.unwrap_or_default())
+}
+
+/// [`deliver`] from the rows given. `None` when the delivery state was not at the version given: another
+/// writer changed it first.
+async fn deliver_from(
+    app: &App,
+    job_id: &str,
+    JobOutbox { job, outbox: row }: JobOutbox,
+    now: DateTime<Utc>,
+    pass: Pass,
+) -> Result<Option<Vec<Alert>>, StoreError> {
     let Some(job) = job.map(|j| j.value) else {
         // The pointer goes before a final write, which needs the job row: a pointer without one is damage,
         // and old enough, it goes.
@@ -127,21 +149,21 @@ pub async fn deliver(app: &App, job_id: &str, now: DateTime<Utc>, pass: Pass) ->
                 app.store.forget_outbox_pointer(job_id).await?;
             }
         }
-        return Ok(vec![]);
+        return Ok(Some(vec![]));
     };
     if !job.state.is_final() {
         // A pointer written by a writer that then lost its race, or died before its write; the job's own
         // final write will find it and use it.
-        return Ok(vec![]);
+        return Ok(Some(vec![]));
     }
     let Some(row) = row else {
         // The final write creates the delivery state and delivery removes it: everything went out, and
         // this pointer was left behind (or written again by a writer that lost its race).
         app.store.forget_outbox_pointer(job_id).await?;
-        return Ok(vec![]);
+        return Ok(Some(vec![]));
     };
     if row.value.leased(now) {
-        return Ok(vec![]);
+        return Ok(Some(vec![]));
     }
     let request: SubmitRequest = serde_json::from_str(&job.request)
         .map_err(|e| StoreError::Corrupt(format!("job {job_id}: unreadable request: {e}")))?;
@@ -155,18 +177,18 @@ pub async fn deliver(app: &App, job_id: &str, now: DateTime<Utc>, pass: Pass) ->
     let due = outbox.due(now, ready, pass == Pass::FirstTries);
     if due.is_empty() {
         if outbox.finished() {
-            app.store.close_outbox(job_id, row.etag).await?;
+            return Ok(app.store.close_outbox(job_id, row.etag).await?.then(Vec::new));
         } else if pass == Pass::Sweep && outbox.waits_for_publication() && records.is_empty() {
-            return start_publication(app, &job, now).await;
+            return start_publication(app, &job, now).await.map(Some);
         }
-        return Ok(vec![]);
+        return Ok(Some(vec![]));
     }
 
     let claim =
         Outbox { lease_until: Some(now + chrono::Duration::from_std(LEASE).unwrap_or_default()), ..outbox.clone() };
     let Some(etag) = app.store.replace_outbox(job_id, &claim, row.etag).await? else {
         // Another instance claimed it first: it delivers.
-        return Ok(vec![]);
+        return Ok(None);
     };
     let follows =
         planned.contains(&(Kind::Published, Channel::Topic)) || planned.contains(&(Kind::Published, Channel::Callback));
@@ -229,7 +251,7 @@ pub async fn deliver(app: &App, job_id: &str, now: DateTime<Utc>, pass: Pass) ->
     } else {
         app.store.replace_outbox(job_id, &outbox, etag).await?;
     }
-    Ok(alerts)
+    Ok(Some(alerts))
 }
 
 /// A finished job's publication that never started (the invocation that finished the job died before it

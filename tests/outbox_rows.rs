@@ -118,3 +118,27 @@ async fn the_write_that_ends_a_job_creates_its_delivery_state_and_later_writes_k
     assert_eq!(a.index().await?.outbox.len(), 1, "one pointer");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_first_delivery_starts_from_the_rows_the_ending_write_left_and_a_moved_on_start_is_refused(
+) -> anyhow::Result<()> {
+    let azurite = Azurite::start().await?;
+    let (a, b) = two_instances(&azurite).await?;
+    let now = Utc::now();
+    for id in ["fresh", "moved"] {
+        assert!(a.insert_job(&job(id, now)).await?.is_some());
+        assert!(a.update_job(id, end(JobState::Finished, now)).await?.is_some_and(|j| j.changed));
+    }
+
+    let fresh = a.ended_here("fresh").expect("held by the instance that ended it");
+    assert_eq!(fresh, a.job_outbox("fresh").await?, "the rows as stored");
+    assert!(a.ended_here("fresh").is_none(), "taken by one delivery only");
+    assert!(b.ended_here("fresh").is_none(), "and held by that instance only");
+
+    // Another instance's sweep claims the second job's delivery state first.
+    let stored = b.job_outbox("moved").await?.outbox.expect("delivery state");
+    assert!(b.replace_outbox("moved", &stored.value, stored.etag).await?.is_some());
+    let stale = a.ended_here("moved").and_then(|held| held.outbox).expect("held");
+    assert!(a.replace_outbox("moved", &stale.value, stale.etag).await?.is_none(), "a moved-on start is refused");
+    Ok(())
+}

@@ -11,7 +11,7 @@
 //! new one back, so concurrent writers on one instance do not all bet on the same version. The maps are
 //! bounded by emptying them when full: a version that is gone costs a read, nothing more.
 
-use super::Versioned;
+use super::{JobOutbox, Versioned};
 use crate::domain::{AccountCounters, AttemptRecord, JobRecord};
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -20,12 +20,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// Rows held per kind: far more than the jobs one instance has in flight at once.
 const CAPACITY: usize = 4096;
 
-/// Held versions of job rows, active attempt rows and counter shards.
+/// Held versions of job rows, active attempt rows, counter shards, and the delivery state of jobs this
+/// instance just ended.
 #[derive(Clone, Default)]
 pub(super) struct Held {
-    jobs: Arc<Slot<String, JobRecord>>,
-    attempts: Arc<Slot<(String, String), AttemptRecord>>,
-    shards: Arc<Slot<(String, u32), AccountCounters>>,
+    jobs: Arc<Slot<String, Versioned<JobRecord>>>,
+    attempts: Arc<Slot<(String, String), Versioned<AttemptRecord>>>,
+    shards: Arc<Slot<(String, u32), Versioned<AccountCounters>>>,
+    ended: Arc<Slot<String, JobOutbox>>,
 }
 
 impl Held {
@@ -59,11 +61,21 @@ impl Held {
     pub fn shard(&self, account: &str, shard: u32, version: Versioned<AccountCounters>) {
         self.shards.put((account.to_owned(), shard), version);
     }
+
+    /// Takes the job and delivery state the write that ended the job left.
+    pub fn take_ended(&self, job_id: &str) -> Option<JobOutbox> {
+        self.ended.take(&job_id.to_owned())
+    }
+
+    /// Holds the job and delivery state as the write that ended the job left them, for its first delivery.
+    pub fn ended(&self, job_id: &str, ended: JobOutbox) {
+        self.ended.put(job_id.to_owned(), ended);
+    }
 }
 
 /// One bounded map of held versions.
 struct Slot<K, V> {
-    rows: Mutex<HashMap<K, Versioned<V>>>,
+    rows: Mutex<HashMap<K, V>>,
 }
 
 impl<K, V> Default for Slot<K, V> {
@@ -73,12 +85,12 @@ impl<K, V> Default for Slot<K, V> {
 }
 
 impl<K: Eq + Hash, V> Slot<K, V> {
-    fn take(&self, key: &K) -> Option<Versioned<V>> {
+    fn take(&self, key: &K) -> Option<V> {
         // A panic elsewhere cannot leave a map half-changed, so a poisoned lock is still usable.
         self.rows.lock().unwrap_or_else(PoisonError::into_inner).remove(key)
     }
 
-    fn put(&self, key: K, version: Versioned<V>) {
+    fn put(&self, key: K, version: V) {
         let mut rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
         if rows.len() >= CAPACITY && !rows.contains_key(&key) {
             rows.clear();

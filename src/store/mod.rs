@@ -303,10 +303,11 @@ impl Store {
             };
             let needs_marker = next.state == JobState::Pending && current.value.state != JobState::Pending;
             let ends = next.state.is_final() && !current.value.state.is_final();
-            if held && (needs_marker || ends) {
-                // The marker and the outbox pointer are written before the job, so they must follow the job
-                // as stored: a held version that another writer has moved on could add a row the job no
-                // longer needs. Read it first.
+            if held && needs_marker {
+                // The marker is written before the job, so it must follow the job as stored: a held version
+                // that another writer has moved on could mark a job that no longer needs placing. Read it
+                // first. (The outbox pointer needs no such care: a writer whose write then loses takes back a
+                // pointer it wrote, see `outbox`.)
                 continue;
             }
             if needs_marker {
@@ -326,7 +327,12 @@ impl Store {
                     BatchOp::Replace { rk: JOB_ROW.to_owned(), body: row, if_match: IfMatch::ETag(current.etag) },
                     outbox::open_outbox_op(),
                 ];
-                self.jobs.transaction(job_id, ops).await.map(|etags| etags.into_iter().next().flatten())
+                self.jobs.transaction(job_id, ops).await.map(|etags| {
+                    if let [Some(job), Some(outbox)] = etags.as_slice() {
+                        self.held.ended(job_id, outbox::ended(&next, job, outbox));
+                    }
+                    etags.into_iter().next().flatten()
+                })
             } else {
                 self.jobs.replace(job_id, JOB_ROW, &row, IfMatch::ETag(current.etag)).await.map(Some)
             };

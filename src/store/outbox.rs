@@ -55,6 +55,14 @@ pub(super) fn open_outbox_op() -> BatchOp {
     BatchOp::Upsert { rk: OUTBOX_ROW.to_owned(), body: json!({ "Outbox": "" }) }
 }
 
+/// A job and its delivery state as the transaction that ended the job left them.
+pub(super) fn ended(job: &JobRecord, job_etag: &ETag, outbox_etag: &ETag) -> JobOutbox {
+    JobOutbox {
+        job: Some(Versioned { value: job.clone(), etag: job_etag.clone() }),
+        outbox: Some(Versioned { value: Outbox::default(), etag: outbox_etag.clone() }),
+    }
+}
+
 impl Store {
     /// Writes the job's pointer, before the write that ends it. Returns the pointer's version if this call
     /// wrote it (`None`: it was there already), so a writer that then loses its race can take back a pointer
@@ -79,6 +87,13 @@ impl Store {
             Ok(()) | Err(TableError::PreconditionFailed | TableError::NotFound) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The job and its delivery state as this instance's write that ended the job left them, if it did
+    /// (taken: only the first delivery starts from them). A guess like every held version: if another
+    /// instance has claimed the delivery state since, the guarded claim fails and that instance delivers.
+    pub fn ended_here(&self, job_id: &str) -> Option<JobOutbox> {
+        self.held.take_ended(job_id)
     }
 
     /// The job and its delivery state, in one query of its partition.
