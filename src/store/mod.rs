@@ -507,7 +507,7 @@ impl Store {
             if !active {
                 return Ok(Some(AttemptChange::Unchanged(current.value)));
             }
-            let before = current.value;
+            let before = current.value.clone();
             let Some(after) = decide(&before) else {
                 if from_held {
                     // "Nothing to change" must be said of the attempt as stored, not of a version that may be old.
@@ -544,19 +544,33 @@ impl Store {
                     vec![BatchOp::Replace {
                         rk: active_key(ams_job_name),
                         body: row,
-                        if_match: IfMatch::ETag(current.etag),
+                        if_match: IfMatch::ETag(current.etag.clone()),
                     }]
                 } else {
                     vec![
-                        BatchOp::Delete { rk: active_key(ams_job_name), if_match: IfMatch::ETag(current.etag) },
+                        BatchOp::Delete { rk: active_key(ams_job_name), if_match: IfMatch::ETag(current.etag.clone()) },
                         BatchOp::Upsert { rk: done_key(ams_job_name), body: row },
                     ]
                 };
                 ops.push(counter_op(shard, &next, Some(counters.etag)));
-                self.attempts
-                    .transaction(account, ops)
-                    .await
-                    .map(|etags| self.hold_written(&after, shard, next, &etags))
+                let counter_index = ops.len() - 1;
+                match self.attempts.transaction(account, ops).await {
+                    Ok(etags) => {
+                        self.hold_written(&after, shard, next, &etags);
+                        Ok(())
+                    }
+                    Err(TableError::Batch { index, source })
+                        if index == counter_index && matches!(*source, TableError::PreconditionFailed) =>
+                    {
+                        // A transaction answers with its first failing operation, so the attempt row passed
+                        // its check and only the shard moved on (another attempt it counts changed): the next
+                        // round starts from this attempt and reads only the shard.
+                        held = Some(current);
+                        backoff(round).await;
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                }
             };
             match result {
                 Ok(()) => return Ok(Some(AttemptChange::Applied { before: before.state, after })),
