@@ -48,7 +48,7 @@ async fn attempts_another_instance_moved_on_are_changed_from_the_stored_rows_and
     let azurite = Azurite::start().await?;
     let (a, b) = two_instances(&azurite).await?;
     let now = Utc::now();
-    // Twelve attempts over eight shards: some share a shard, so the shards' held versions go stale too.
+    // Twelve attempts over 32 shards: some share a shard, so the shards' held versions go stale too.
     let mut names = vec![];
     for i in 0..12 {
         let (_, attempt) = job(&format!("held-{i}"), now).begin_attempt(ACCOUNT, "westeurope", 1, now);

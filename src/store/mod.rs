@@ -12,7 +12,7 @@
 //! - `{prefix}Attempts`: PartitionKey = account. Row `a|{amsJobName}` while the attempt is active and
 //!   `d|{amsJobName}` once final, plus the account's `counter` row. An attempt row and the counter change
 //!   together in one entity group transaction guarded by ETags, so the counter always equals the number of
-//!   active rows, and the sweep reads only the `a|` range. The counter is sharded: `counter|{0..8}`, each
+//!   active rows, and the sweep reads only the `a|` range. The counter is sharded: `counter|{0..32}`, each
 //!   attempt counted in the shard its name hashes to, so concurrent writers on one account mostly touch
 //!   different rows instead of all racing for one; in flight is the sum, read in one query together with the
 //!   account's `mru` row (the cached MRU value). Opening an attempt also inserts `c|{amsJobName}`,
@@ -49,9 +49,11 @@ pub use publications::DefinitionsCheck;
 /// How often a compare-and-swap is retried before giving up. Contention is per account or per job, so a
 /// few dozen rounds cover hundreds of concurrent writers.
 const MAX_CAS_ROUNDS: u32 = 60;
-/// Counter shards per account: enough that a burst of concurrent writers on one account rarely collides,
-/// few enough that reading the sum stays one small query.
-const COUNTER_SHARDS: u32 = 8;
+/// Counter shards per account: enough that a burst of concurrent writers on one account rarely collides
+/// (8 left about one 412 per event at 32 concurrent events; 32 leave about 0.06), few enough that reading
+/// the sum stays one small query. An attempt's shard is its name's hash modulo this number, so it must not
+/// change under tables holding active attempts: their counts would be looked for in other shards.
+const COUNTER_SHARDS: u32 = 32;
 const MRU_ROW: &str = "mru";
 const HEALTH_PARTITION: &str = "health";
 const HEALTH_ROW: &str = "list";
