@@ -4,54 +4,24 @@
 
 mod support;
 
-use ams_failover::domain::{JobRecord, JobState};
-use ams_failover::store::{AttemptChange, Store};
-use chrono::{DateTime, Utc};
-use support::assert_counters_exact;
-use tables::TableService;
+use ams_failover::domain::JobState;
+use ams_failover::store::AttemptChange;
+use chrono::Utc;
+use support::{assert_counters_exact, job_record, two_stores};
 use testkit::Azurite;
 
 const ACCOUNT: &str = "amswesteurope";
 
-fn job(id: &str, now: DateTime<Utc>) -> JobRecord {
-    JobRecord {
-        job_id: id.into(),
-        request: "{}".into(),
-        transform: "encode".into(),
-        state: JobState::Pending,
-        attempt: 0,
-        account: None,
-        region: None,
-        attempts: vec![],
-        outputs: vec![],
-        last_error: None,
-        created_at: now,
-        updated_at: now,
-        cancel_requested_at: None,
-    }
-}
-
-/// Two stores on the same tables, as two handler instances would have.
-async fn two_instances(azurite: &Azurite) -> anyhow::Result<(Store, Store)> {
-    let prefix = testkit::unique_prefix();
-    let store = || {
-        TableService::from_connection_string(&azurite.connection_string(), reqwest::Client::new())
-            .map(|service| Store::with_service(service, &prefix))
-    };
-    let (a, b) = (store()?, store()?);
-    a.ensure_ready().await?;
-    Ok((a, b))
-}
-
 #[tokio::test]
 async fn attempts_another_instance_moved_on_are_changed_from_the_stored_rows_and_count_exactly() -> anyhow::Result<()> {
     let azurite = Azurite::start().await?;
-    let (a, b) = two_instances(&azurite).await?;
+    let (a, b) = two_stores(&azurite).await?;
     let now = Utc::now();
     // Twelve attempts over 32 shards: some share a shard, so the shards' held versions go stale too.
     let mut names = vec![];
     for i in 0..12 {
-        let (_, attempt) = job(&format!("held-{i}"), now).begin_attempt(ACCOUNT, "westeurope", 1, now);
+        let (_, attempt) =
+            job_record(&format!("held-{i}"), JobState::Pending, now).begin_attempt(ACCOUNT, "westeurope", 1, now);
         assert!(a.open_attempt(&attempt).await?, "opened by a");
         names.push(attempt.ams_job_name);
     }
@@ -77,9 +47,9 @@ async fn attempts_another_instance_moved_on_are_changed_from_the_stored_rows_and
 #[tokio::test]
 async fn nothing_to_change_is_decided_on_the_stored_attempt_not_on_an_old_held_one() -> anyhow::Result<()> {
     let azurite = Azurite::start().await?;
-    let (a, b) = two_instances(&azurite).await?;
+    let (a, b) = two_stores(&azurite).await?;
     let now = Utc::now();
-    let (_, attempt) = job("held-repeat", now).begin_attempt(ACCOUNT, "westeurope", 1, now);
+    let (_, attempt) = job_record("held-repeat", JobState::Pending, now).begin_attempt(ACCOUNT, "westeurope", 1, now);
     let name = attempt.ams_job_name.clone();
     a.open_attempt(&attempt).await?;
     a.change_attempt(ACCOUNT, &name, |x| x.observe(JobState::Queued, now, None, now)).await?;
@@ -98,9 +68,9 @@ async fn nothing_to_change_is_decided_on_the_stored_attempt_not_on_an_old_held_o
 #[tokio::test]
 async fn a_job_another_instance_changed_is_decided_on_as_stored() -> anyhow::Result<()> {
     let azurite = Azurite::start().await?;
-    let (a, b) = two_instances(&azurite).await?;
+    let (a, b) = two_stores(&azurite).await?;
     let now = Utc::now();
-    let pending = job("held-job", now);
+    let pending = job_record("held-job", JobState::Pending, now);
     a.insert_job(&pending).await?;
     let (claimed_by_b, _) = pending.begin_attempt("amsnortheurope", "northeurope", 1, now);
     let by_b = b.update_job("held-job", |j| (j.state == JobState::Pending).then(|| claimed_by_b.clone())).await?;

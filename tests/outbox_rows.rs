@@ -2,54 +2,26 @@
 //! would have: only the write that ends a job creates its delivery state, and a writer that loses the race
 //! to end it, even after the winner's messages went out, leaves nothing behind for a sweep to find.
 
+mod support;
+
 use ams_failover::domain::{JobRecord, JobState};
-use ams_failover::store::Store;
 use chrono::{DateTime, Utc};
 use std::sync::{mpsc, Mutex};
-use tables::TableService;
+use support::{job_record, two_stores};
 use testkit::Azurite;
-
-fn job(id: &str, now: DateTime<Utc>) -> JobRecord {
-    JobRecord {
-        job_id: id.into(),
-        request: "{}".into(),
-        transform: "encode".into(),
-        state: JobState::Processing,
-        attempt: 1,
-        account: None,
-        region: None,
-        attempts: vec![],
-        outputs: vec![],
-        last_error: None,
-        created_at: now,
-        updated_at: now,
-        cancel_requested_at: None,
-    }
-}
 
 /// A decision that ends a job that is not final yet.
 fn end(state: JobState, now: DateTime<Utc>) -> impl Fn(&JobRecord) -> Option<JobRecord> {
     move |j| (!j.state.is_final()).then(|| JobRecord { state, updated_at: now, ..j.clone() })
 }
 
-async fn two_instances(azurite: &Azurite) -> anyhow::Result<(Store, Store)> {
-    let prefix = testkit::unique_prefix();
-    let store = || {
-        TableService::from_connection_string(&azurite.connection_string(), reqwest::Client::new())
-            .map(|service| Store::with_service(service, &prefix))
-    };
-    let (a, b) = (store()?, store()?);
-    a.ensure_ready().await?;
-    Ok((a, b))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_that_loses_the_race_to_end_a_job_after_its_messages_went_out_leaves_no_pointer() -> anyhow::Result<()>
 {
     let azurite = Azurite::start().await?;
-    let (a, b) = two_instances(&azurite).await?;
+    let (a, b) = two_stores(&azurite).await?;
     let now = Utc::now();
-    assert!(a.insert_job(&job("raced", now)).await?.is_some());
+    assert!(a.insert_job(&job_record("raced", JobState::Processing, now)).await?.is_some());
 
     // `b` reads the job while it is open and decides to end it; it is held there while `a` ends the job
     // and delivers its messages, as a slow instance would be.
@@ -95,9 +67,9 @@ async fn a_writer_that_loses_the_race_to_end_a_job_after_its_messages_went_out_l
 #[tokio::test]
 async fn the_write_that_ends_a_job_creates_its_delivery_state_and_later_writes_keep_it() -> anyhow::Result<()> {
     let azurite = Azurite::start().await?;
-    let (a, b) = two_instances(&azurite).await?;
+    let (a, b) = two_stores(&azurite).await?;
     let now = Utc::now();
-    assert!(a.insert_job(&job("ended", now)).await?.is_some());
+    assert!(a.insert_job(&job_record("ended", JobState::Processing, now)).await?.is_some());
     assert!(a.job_outbox("ended").await?.outbox.is_none(), "an open job has none");
 
     let ended = b.update_job("ended", end(JobState::Canceled, now)).await?.expect("the job exists");
@@ -123,10 +95,10 @@ async fn the_write_that_ends_a_job_creates_its_delivery_state_and_later_writes_k
 async fn the_first_delivery_starts_from_the_rows_the_ending_write_left_and_a_moved_on_start_is_refused(
 ) -> anyhow::Result<()> {
     let azurite = Azurite::start().await?;
-    let (a, b) = two_instances(&azurite).await?;
+    let (a, b) = two_stores(&azurite).await?;
     let now = Utc::now();
     for id in ["fresh", "moved"] {
-        assert!(a.insert_job(&job(id, now)).await?.is_some());
+        assert!(a.insert_job(&job_record(id, JobState::Processing, now)).await?.is_some());
         assert!(a.update_job(id, end(JobState::Finished, now)).await?.is_some_and(|j| j.changed));
     }
 

@@ -2,9 +2,10 @@
 //! product's own tables.
 #![allow(dead_code, unused_imports)]
 
-use ams_failover::domain::{AccountCounters, Capabilities, Provider};
+use ams_failover::domain::{AccountCounters, Capabilities, JobRecord, JobState, Provider};
 use ams_failover::store::Store;
 use anyhow::bail;
+use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::json;
 use serde_json::Value;
@@ -186,4 +187,35 @@ impl Handler {
     pub async fn exited(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         Ok(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??)
     }
+}
+
+/// A job row as the store holds it, in `state`, on no account yet: for tests that drive the store directly.
+pub fn job_record(id: &str, state: JobState, now: DateTime<Utc>) -> JobRecord {
+    JobRecord {
+        job_id: id.into(),
+        request: "{}".into(),
+        transform: "encode".into(),
+        state,
+        attempt: u32::from(state != JobState::Pending),
+        account: None,
+        region: None,
+        attempts: vec![],
+        outputs: vec![],
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+        cancel_requested_at: None,
+    }
+}
+
+/// Two stores on one fresh set of tables in `azurite`, as two handler instances would have.
+pub async fn two_stores(azurite: &Azurite) -> anyhow::Result<(Store, Store)> {
+    let prefix = testkit::unique_prefix();
+    let store = || {
+        TableService::from_connection_string(&azurite.connection_string(), reqwest::Client::new())
+            .map(|service| Store::with_service(service, &prefix))
+    };
+    let (a, b) = (store()?, store()?);
+    a.ensure_ready().await?;
+    Ok((a, b))
 }
