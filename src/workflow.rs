@@ -44,11 +44,14 @@ pub const FAIL_POINTS: [&str; 8] = [
 ];
 
 /// After a write that made a job final: its outcome goes out (the store wrote the outbox pointer before that
-/// write and the delivery state with it, so a crash here still gets it delivered, by the sweep).
+/// write and the delivery state with it, so a crash here still gets it delivered, by the sweep). A job with
+/// nothing to announce got neither, and nothing is started.
 fn ended(app: &App, job: &Changed<JobRecord>) {
     if job.changed && job.value.state.is_final() {
         fail_point(app, "after-final-job-update");
-        crate::notify::deliver_soon(app, &job.value.job_id);
+        if app.store.announces(&job.value) {
+            crate::notify::deliver_soon(app, &job.value.job_id);
+        }
     }
 }
 

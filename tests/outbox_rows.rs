@@ -114,3 +114,29 @@ async fn the_first_delivery_starts_from_the_rows_the_ending_write_left_and_a_mov
     assert!(a.replace_outbox("moved", &stale.value, stale.etag).await?.is_none(), "a moved-on start is refused");
     Ok(())
 }
+
+#[tokio::test]
+async fn without_a_topic_only_a_job_with_a_callback_url_gets_delivery_state_when_it_ends() -> anyhow::Result<()> {
+    let azurite = Azurite::start().await?;
+    let (a, b) = two_stores(&azurite).await?;
+    let (a, b) = (a.announcing_to_topic(false), b.announcing_to_topic(false));
+    let now = Utc::now();
+    let quiet = job_record("quiet", JobState::Processing, now);
+    let called = JobRecord {
+        request: r#"{"jobId":"called","callbackUrl":"https://app.example/hook"}"#.into(),
+        ..job_record("called", JobState::Processing, now)
+    };
+    for job in [&quiet, &called] {
+        assert!(a.insert_job(job).await?.is_some());
+        assert!(b.update_job(&job.job_id, end(JobState::Finished, now)).await?.is_some_and(|j| j.changed));
+    }
+
+    let read = a.job_outbox("quiet").await?;
+    assert_eq!(read.job.map(|j| j.value.state), Some(JobState::Finished), "the job ended");
+    assert!(read.outbox.is_none(), "with nothing to announce, no delivery state");
+    assert!(b.ended_here("quiet").is_none(), "and nothing for a first delivery to start from");
+    assert!(a.job_outbox("called").await?.outbox.is_some(), "its callback still hears of it");
+    let pointers: Vec<String> = a.index().await?.outbox.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(pointers, ["called"], "the sweep is pointed only at the job with something to deliver");
+    Ok(())
+}

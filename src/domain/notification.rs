@@ -369,6 +369,21 @@ pub struct Outbox {
     pub lease_until: Option<DateTime<Utc>>,
 }
 
+/// Whether a job that has just ended has anything to announce: its outcome goes to the topic when one is
+/// configured (`topic`), and to the job's own callback URL when its request gave one. A job with neither gets
+/// no delivery state at all, which spares its final write the outbox rows (the channels a job has are fixed
+/// when it ends; configuring a topic later does not announce jobs that ended before). A request that cannot
+/// be read counts as announcing, so the delivery reports it instead of the job going quiet.
+pub fn announces(job: &JobRecord, topic: bool) -> bool {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Callback {
+        callback_url: Option<String>,
+    }
+    Kind::of_outcome(job.state).is_some()
+        && (topic || serde_json::from_str::<Callback>(&job.request).map_or(true, |r| r.callback_url.is_some()))
+}
+
 /// The messages a final job gets, on the channels it has: its outcome, and `Published` after `Finished`
 /// when `publish` is on. Empty while the job is not final.
 pub fn plan(job: &JobRecord, topic: bool, callback: bool, publish: bool) -> Vec<(Kind, Channel)> {
@@ -528,6 +543,22 @@ mod tests {
         assert_eq!(body["publicationFollows"], true);
         assert_eq!(body["time"], "2024-05-01T12:30:31Z", "to the second");
         assert!(body.get("error").is_none());
+    }
+
+    #[test]
+    fn an_ended_job_announces_on_the_topic_or_its_callback_and_otherwise_has_nothing_to_send() {
+        let job = finished_job();
+        assert!(announces(&job, true), "the topic hears every outcome");
+        assert!(!announces(&job, false), "no topic and no callback: nothing to send");
+        let with_callback = JobRecord {
+            request: r#"{"jobId":"movie-42","callbackUrl":"https://app.example/hook"}"#.into(),
+            ..job.clone()
+        };
+        assert!(announces(&with_callback, false), "the caller's callback hears it");
+        let unreadable = JobRecord { request: "not json".into(), ..job.clone() };
+        assert!(announces(&unreadable, false), "an unreadable request is reported by the delivery, not dropped");
+        let open = JobRecord { state: JobState::Processing, ..with_callback };
+        assert!(!announces(&open, true), "an open job has no outcome yet");
     }
 
     #[test]

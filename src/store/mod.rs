@@ -182,6 +182,9 @@ pub struct Store {
     publications: Table,
     names: [String; 4],
     held: held::Held,
+    /// Whether outcomes go to a topic, so every job that ends has something to announce (see
+    /// [`Store::announcing_to_topic`]).
+    topic: bool,
 }
 
 impl Store {
@@ -200,7 +203,22 @@ impl Store {
                 TableService::with_token_credential(url.clone(), credential, http)
             }
         };
-        Ok(Store::with_service(service, &settings.table_prefix))
+        Ok(Store::with_service(service, &settings.table_prefix)
+            .announcing_to_topic(settings.notify.service_bus.is_some()))
+    }
+
+    /// Whether outcomes go to a topic. Without one, a job that ends without a callback URL of its own has
+    /// nothing to announce, and its final write writes no delivery state and no pointer to it (see
+    /// [`crate::domain::notification::announces`]). A store starts with the topic on: every final job gets
+    /// its delivery state.
+    pub fn announcing_to_topic(mut self, topic: bool) -> Store {
+        self.topic = topic;
+        self
+    }
+
+    /// Whether `job`, final, has an outcome to announce, so its final write writes its delivery state.
+    pub fn announces(&self, job: &JobRecord) -> bool {
+        crate::domain::notification::announces(job, self.topic)
     }
 
     /// A store on `service` whose tables carry `prefix`.
@@ -214,6 +232,7 @@ impl Store {
             service,
             names,
             held: held::Held::default(),
+            topic: true,
         }
     }
 
@@ -305,6 +324,7 @@ impl Store {
             };
             let needs_marker = next.state == JobState::Pending && current.value.state != JobState::Pending;
             let ends = next.state.is_final() && !current.value.state.is_final();
+            let announces = ends && self.announces(&next);
             if held && needs_marker {
                 // The marker is written before the job, so it must follow the job as stored: a held version
                 // that another writer has moved on could mark a job that no longer needs placing. Read it
@@ -317,11 +337,12 @@ impl Store {
                 self.mark_pending(job_id, next.updated_at).await?;
             }
             let row = to_value(&record_row(&next, next.state));
-            let written = if ends {
+            let written = if announces {
                 // So does the outbox pointer: whoever makes the job final, and whatever dies after, its outcome
                 // is announced. The delivery state goes in the same transaction as the job, so only the write
                 // that ends the job creates it. Every path to a final job comes through here, so none can
-                // forget it.
+                // forget it. A job with nothing to announce (no topic, no callback URL) gets neither, and its
+                // final write is the plain replace below.
                 if let Some(etag) = self.point_to_outbox(job_id, next.updated_at).await? {
                     pointer = Some(etag);
                 }
