@@ -18,7 +18,7 @@ use crate::domain::publication::{
     locator_mismatch, next_step, AssetPublication, ExpectedLocator, PublicationRecord, PublicationState, Role, Step,
     ALERT_AFTER_FAILURES,
 };
-use crate::domain::{Alert, AttemptRecord, JobRecord, JobState};
+use crate::domain::{Alert, AttemptRecord, HealthRecord, JobRecord, JobState};
 use crate::media::blob::{BlobItem, CopyStatus};
 use crate::media::streaming::{ContentKey, LocatorCreated, LocatorSpec, SasPermissions};
 use crate::media::MediaError;
@@ -127,12 +127,16 @@ async fn ensure_copies(app: &App, source: &PublicationRecord, now: DateTime<Utc>
 }
 
 /// Moves every open publication of every account in rotation one step. Accounts out of rotation are
-/// skipped until they are back; then they catch up on what they missed.
-pub async fn advance_publications(app: &App, now: DateTime<Utc>, report: &mut SweepReport) -> Result<(), StoreError> {
+/// skipped until they are back; then they catch up on what they missed. `health` says which are in rotation.
+pub async fn advance_publications(
+    app: &App,
+    health: &HealthRecord,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> Result<(), StoreError> {
     if !app.settings.publish.enabled {
         return Ok(());
     }
-    let health = app.store.health().await?;
     let names: Vec<&str> = app.settings.accounts.iter().map(|a| a.name.as_str()).collect();
     let in_rotation: BTreeSet<&str> = health.in_rotation(names).into_iter().collect();
     for account in app.settings.accounts.iter().filter(|a| in_rotation.contains(a.name.as_str())) {
@@ -359,12 +363,17 @@ fn definitions_digest(app: &App) -> String {
 }
 
 /// Checks every account in rotation whose last check is older than `DEFINITIONS_CHECK_EVERY` (or that
-/// was never checked, or checked against other definitions), and repairs what differs.
-pub async fn sync_definitions(app: &App, now: DateTime<Utc>, report: &mut SweepReport) -> Result<(), StoreError> {
+/// was never checked, or checked against other definitions), and repairs what differs. `health` says which
+/// are in rotation.
+pub async fn sync_definitions(
+    app: &App,
+    health: &HealthRecord,
+    now: DateTime<Utc>,
+    report: &mut SweepReport,
+) -> Result<(), StoreError> {
     let definitions = &app.settings.definitions;
     let every = app.settings.publish.definitions_check_every;
     let digest = definitions_digest(app);
-    let health = app.store.health().await?;
     let names: Vec<&str> = app.settings.accounts.iter().map(|a| a.name.as_str()).collect();
     let in_rotation: BTreeSet<&str> = health.in_rotation(names).into_iter().collect();
     for account in app.settings.accounts.iter().filter(|a| in_rotation.contains(a.name.as_str())) {

@@ -95,20 +95,31 @@ pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreEr
 
     let names: Vec<&str> = app.settings.accounts.iter().map(|a| a.name.as_str()).collect();
     let repeat = app.settings.failover.alert_repeat;
-    let (_, alerted) =
-        app.store.update_health(|h| h.alert_empty(names.iter().copied(), now, repeat).map(|n| (n, ()))).await?;
-    if alerted.is_some() {
+    // Both alerts' memories in one write of the health row (one read when neither is due).
+    let (health, alerted) = app
+        .store
+        .update_health(|h| {
+            let empty = h.alert_empty(names.iter().copied(), now, repeat);
+            match (empty.as_ref().unwrap_or(h).alert_last_account(names.iter().copied()), empty) {
+                (Some((next, last)), empty) => Some((next, (empty.is_some(), last))),
+                (None, Some(next)) => Some((next, (true, None))),
+                (None, None) => None,
+            }
+        })
+        .await?;
+    let (empty, last) = alerted.unwrap_or((false, None));
+    if empty {
         warn!(pending, "no account is in rotation");
         report.alerts.push(Alert::rotation_empty(names.len(), pending, now));
     }
-    let (_, last) = app.store.update_health(|h| h.alert_last_account(names.iter().copied())).await?;
-    if let Some(account) = last.flatten().and_then(|name| app.settings.account(&name)) {
+    if let Some(account) = last.and_then(|name| app.settings.account(&name)) {
         warn!(account = %account.name, region = %account.region, "only one account is left in rotation");
         report.alerts.push(Alert::last_account(&account.name, &account.region, names.len(), now));
     }
     // Publication last, so it never delays failover: definitions first (locators need their policies).
-    publish::sync_definitions(app, now, &mut report).await?;
-    publish::advance_publications(app, now, &mut report).await?;
+    // Both take the rotation from the health row as just read or written.
+    publish::sync_definitions(app, &health, now, &mut report).await?;
+    publish::advance_publications(app, &health, now, &mut report).await?;
     // After every call of the sweep, so a refusal any of them met is reported in this sweep.
     check_credentials(app, now, &mut report).await?;
     // Notifications after that: a caller's slow callback never delays failover or publication, and a
