@@ -302,7 +302,7 @@ async fn a_job_that_went_final_without_its_ended_index_row_gets_it_from_the_next
     let jobs = TableService::from_connection_string(&bench.azurite.connection_string(), bench.http.clone())?
         .table(&format!("{}Jobs", bench.prefix));
     let rows: Vec<tables::Entity<Value>> =
-        jobs.query("PartitionKey eq '~index' and RowKey ge 'e|' and RowKey lt 'e}'").await?;
+        jobs.query("PartitionKey ge '~ended|' and PartitionKey lt '~ended}'").await?;
     assert_eq!(rows.len(), 1, "{rows:?}");
     let key = |name: &str| rows[0].value[name].as_str().unwrap_or_default().to_owned();
     jobs.delete(&key("PartitionKey"), &key("RowKey"), tables::IfMatch::Any).await?;

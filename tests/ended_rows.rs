@@ -1,7 +1,6 @@
 //! The ended-jobs index against a real Azurite, with two stores on one set of tables as two handler instances
-//! would have: the write that closes a job moves it from the open work to the ended rows in one transaction,
-//! closing it again (a repeated event, a sweep) changes nothing, and the sweep's read of open work never
-//! returns history.
+//! would have: the write that ends a job moves it from the open work to the ended rows, closing it again (a
+//! repeated event, a sweep) changes nothing, and the reads of open work never return history.
 
 mod support;
 

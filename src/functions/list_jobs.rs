@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn a_token_carries_its_listing_and_refuses_to_continue_another() {
         let since = "2026-12-03T10:00:00Z".parse().ok();
-        let next = Continuation { partition_key: "~index".into(), row_key: Some("e|Error|x|job-1".into()) };
+        let next = Continuation { partition_key: "~ended|Error|20261203".into(), row_key: Some("x|job-1".into()) };
         let token = encode_token(Listed::Failed, since, &next);
 
         let q = ListQuery::parse(&query(&[("continuationToken", &token), ("pageSize", "3")])).unwrap();

@@ -1,26 +1,24 @@
 //! Listings whose cost follows the page, not the history.
 //!
-//! Everything a listing pages through is a key range of the Jobs table's `~index` partition. Open and
-//! pending jobs are its `o|` and `p|` rows, which exist only while there is open work. Ended jobs are its
-//! `e|{State}|{endedAt}|{jobId}` rows, the time in a fixed width so that key order is time order: one per
-//! final job, kept as history. `e` sorts before every open-work prefix (`n|`, `o|`, `p|`), so the sweep reads
-//! open work from `n|` on and never pages through history.
+//! Open and pending jobs are pages of the `~index` partition (`o|` and `p|` rows), which holds only open
+//! work. Ended jobs have an index of their own in the Jobs table: one row per job in partition
+//! `~ended|{State}|{yyyymmdd}` (the day it ended, UTC) with row key `{endedAt}|{jobId}`, the time in a fixed
+//! width so that key order is time order. It is written after the job's final write and before the job
+//! leaves the open-jobs index, so a crash between the two leaves the `o|` row, and the sweep that removes it
+//! writes the ended row first: every final job has one or the other. A final job never changes again, so
+//! every writer of its ended row writes the same key and the same summary.
 //!
-//! A job's ended row is written in one entity group transaction with the removal of its `o|` row, after the
-//! job's final write: a crash before it leaves the `o|` row, and the sweep that finds a final job there
-//! closes it the same way. So every final job has exactly one of the two, and closing costs one round
-//! trip. A final job never changes again, so every writer of its ended row writes the same key and the
-//! same summary.
-//!
-//! Old history goes in time order, one key range per state.
+//! The day buckets spread a burst of endings over partitions instead of one that every ending appends to,
+//! and let old days be deleted partition by partition. One key-range query reads across buckets in time
+//! order, so an empty day costs nothing.
 
-use super::{open_key, Store, StoreError, INDEX_PARTITION};
+use super::{Store, StoreError, INDEX_PARTITION};
 use crate::domain::records::ErrorInfo;
 use crate::domain::{JobRecord, JobState};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tables::{filter_string_literal, BatchOp, Continuation, Entity, IfMatch, TableError};
+use tables::{filter_string_literal, Continuation, Entity};
 
 /// What a listing says about one job: enough to decide whether to open it with GetJob.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,16 +81,14 @@ struct EndedRow {
     summary: String,
 }
 
-/// The first key of every ended row: it sorts before every open-work prefix.
-const ENDED_KEYS: &str = "e|";
+const ENDED_PREFIX: &str = "~ended|";
 
-/// The key range of the jobs that ended in `state`: `[prefix, prefix~)`.
-fn ended_prefix(state: JobState) -> String {
-    format!("{ENDED_KEYS}{state}|")
+fn ended_partition_prefix(state: JobState) -> String {
+    format!("{ENDED_PREFIX}{state}|")
 }
 
-fn ended_key(state: JobState, at: DateTime<Utc>, job_id: &str) -> String {
-    format!("{}{}|{job_id}", ended_prefix(state), time_key(at))
+fn ended_partition(state: JobState, at: DateTime<Utc>) -> String {
+    format!("{}{}", ended_partition_prefix(state), at.format("%Y%m%d"))
 }
 
 /// Fixed width, so that string order is time order.
@@ -101,28 +97,16 @@ fn time_key(at: DateTime<Utc>) -> String {
 }
 
 impl Store {
-    /// Indexes a job that has just ended and takes it out of the open-jobs index, in one transaction; a job
-    /// that is not final is left alone. Idempotent: every caller writes the same row.
+    /// Indexes a job that has just ended, then takes it out of the open-jobs index; a job that is not final
+    /// is left alone. Idempotent: every caller writes the same row.
     pub async fn close_job(&self, job: &JobRecord) -> Result<(), StoreError> {
         if !job.state.is_final() {
             return Ok(());
         }
         let row = EndedRow { state: job.state.to_string(), summary: super::to_json(&JobSummary::from(job)) };
-        let rk = ended_key(job.state, job.updated_at, &job.job_id);
-        let ops = vec![
-            BatchOp::Upsert { rk: rk.clone(), body: super::to_value(&row) },
-            BatchOp::Delete { rk: open_key(&job.job_id), if_match: IfMatch::Any },
-        ];
-        match self.jobs.transaction(INDEX_PARTITION, ops).await {
-            Ok(_) => Ok(()),
-            // Closed before (a repeated event, a sweep, a retried submission): the open row is gone and the
-            // ended row is the one being written; writing it again repairs nothing but costs nothing either.
-            Err(TableError::Batch { index: 1, source }) if matches!(*source, TableError::NotFound) => {
-                self.jobs.upsert(INDEX_PARTITION, &rk, &row).await?;
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
+        let rk = format!("{}|{}", time_key(job.updated_at), job.job_id);
+        self.jobs.upsert(&ended_partition(job.state, job.updated_at), &rk, &row).await?;
+        self.forget_open(&job.job_id).await
     }
 
     /// Removes a job's open-jobs index row without indexing it as ended (a job that was never written).
@@ -169,36 +153,21 @@ impl Store {
         top: u32,
         from: Option<&Continuation>,
     ) -> Result<(Vec<JobSummary>, Option<Continuation>), StoreError> {
-        let prefix = ended_prefix(state);
-        let start = since.map_or_else(|| prefix.clone(), |at| format!("{prefix}{}", time_key(at)));
-        let filter = format!(
-            "PartitionKey eq {} and RowKey ge {} and RowKey lt {}",
-            filter_string_literal(INDEX_PARTITION),
+        let prefix = ended_partition_prefix(state);
+        let start = since.map_or_else(|| prefix.clone(), |at| ended_partition(state, at));
+        let mut filter = format!(
+            "PartitionKey ge {} and PartitionKey lt {}",
             filter_string_literal(&start),
-            // `~` sorts after the digits that start every time.
+            // `~` sorts after the digits of every day.
             filter_string_literal(&format!("{prefix}~"))
         );
+        if let Some(since) = since {
+            // Every later day's keys are later times, so one bound on the row key serves every bucket.
+            filter.push_str(&format!(" and RowKey ge {}", filter_string_literal(&time_key(since))));
+        }
         let page = self.jobs.query_page::<EndedRow>(&filter, Some(top), from).await?;
         let jobs: Result<Vec<JobSummary>, StoreError> =
             page.entities.iter().map(|e: &Entity<EndedRow>| super::from_json(&e.value.summary)).collect();
         Ok((jobs?, page.next))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::OPEN_WORK_FROM;
-    use super::*;
-
-    #[test]
-    fn every_ended_key_sorts_before_the_open_work_and_in_time_order() {
-        let early = Utc::now();
-        let late = early + chrono::Duration::milliseconds(1);
-        for state in [JobState::Finished, JobState::Error, JobState::Canceled] {
-            let key = ended_key(state, late, "~zzz");
-            assert!(key.as_str() < OPEN_WORK_FROM && key.as_str() < "o|" && key.as_str() < "p|", "{key}");
-            assert!(ended_key(state, early, "~zzz") < ended_key(state, late, "0"));
-            assert!(key.starts_with(&ended_prefix(state)) && key < format!("{}~", ended_prefix(state)));
-        }
     }
 }

@@ -8,9 +8,7 @@
 //!   The same partition holds `n|{jobId}`, the sweep's pointer to a job whose outcome notifications are not
 //!   all delivered, written before the write that makes the job final. Their delivery state is the row
 //!   `outbox` in the job's own partition, written in one transaction with that write (see `outbox`).
-//!   Ended jobs are indexed there too, as `e|{State}|{endedAt}|{jobId}`, written in one transaction with
-//!   the removal of their `o|` row; `e` sorts before the open work, which is read from `n|` on (see
-//!   `listing`).
+//!   Ended jobs are indexed by outcome and day in partitions `~ended|{State}|{yyyymmdd}` (see `listing`).
 //! - `{prefix}Attempts`: PartitionKey = account. Row `a|{amsJobName}` while the attempt is active and
 //!   `d|{amsJobName}` once final, plus the account's `counter` row. An attempt row and the counter change
 //!   together in one entity group transaction guarded by ETags, so the counter always equals the number of
@@ -66,9 +64,6 @@ const JOB_ROW: &str = "job";
 /// Partition of the Jobs table holding the open-jobs index and pending markers; job ids cannot start
 /// with `~`.
 pub(crate) const INDEX_PARTITION: &str = "~index";
-
-/// The first key of the open work in [`INDEX_PARTITION`] (`n|`, `o|`, `p|`); ended jobs' keys sort before it.
-const OPEN_WORK_FROM: &str = "n|";
 
 /// A storage failure, sorted for the caller.
 #[derive(Debug, thiserror::Error)]
@@ -371,7 +366,7 @@ impl Store {
                     }
                     if ends {
                         // After the write: a crash before this leaves the open-jobs index row, and the sweep
-                        // that finds the job final there closes it the same way.
+                        // that removes it writes the ended-jobs row first.
                         self.close_job(&next).await?;
                     }
                     return Ok(Some(Changed { value: next, changed: true }));
@@ -700,14 +695,9 @@ impl Store {
         Ok(self.index().await?.pending)
     }
 
-    /// All open work in one query: its size follows open work, not history. The ended jobs' rows in the
-    /// same partition sort before `n|`, so the query's key range starts after them.
+    /// The whole index in one query: its size follows open work, not history.
     pub async fn index(&self) -> Result<JobIndex, StoreError> {
-        let filter = format!(
-            "PartitionKey eq {} and RowKey ge {}",
-            tables::filter_string_literal(INDEX_PARTITION),
-            tables::filter_string_literal(OPEN_WORK_FROM)
-        );
+        let filter = format!("PartitionKey eq {}", tables::filter_string_literal(INDEX_PARTITION));
         let rows: Vec<Entity<Value>> = self.jobs.query(&filter).await?;
         let mut index = JobIndex::default();
         for row in rows {

@@ -187,11 +187,11 @@ async fn write_part(
             let rows = (start..end)
                 .map(|i| {
                     let at = at + chrono::Duration::milliseconds(i as i64);
-                    let rk = format!("e|Finished|{}|old-{i:07}", at.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+                    let rk = format!("{}|old-{i:07}", at.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
                     BatchOp::Upsert { rk, body: json!({"State": "Finished", "Summary": "{}"}) }
                 })
                 .collect();
-            jobs.transaction("~index", rows).await?;
+            jobs.transaction(&format!("~ended|Finished|{}", at.format("%Y%m%d")), rows).await?;
         }
         _ => {
             for i in start..end {
