@@ -18,7 +18,7 @@ use crate::domain::publication::{
     locator_mismatch, next_step, AssetPublication, ExpectedLocator, PublicationRecord, PublicationState, Role, Step,
     ALERT_AFTER_FAILURES,
 };
-use crate::domain::{Alert, AttemptRecord, HealthRecord, JobRecord, JobState};
+use crate::domain::{Alert, AttemptRecord, JobRecord, JobState};
 use crate::media::blob::{BlobItem, CopyStatus};
 use crate::media::streaming::{ContentKey, LocatorCreated, LocatorSpec, SasPermissions};
 use crate::media::MediaError;
@@ -127,18 +127,16 @@ async fn ensure_copies(app: &App, source: &PublicationRecord, now: DateTime<Utc>
 }
 
 /// Moves every open publication of every account in rotation one step. Accounts out of rotation are
-/// skipped until they are back; then they catch up on what they missed. `health` says which are in rotation.
+/// skipped until they are back; then they catch up on what they missed.
 pub async fn advance_publications(
     app: &App,
-    health: &HealthRecord,
+    in_rotation: &BTreeSet<&str>,
     now: DateTime<Utc>,
     report: &mut SweepReport,
 ) -> Result<(), StoreError> {
     if !app.settings.publish.enabled {
         return Ok(());
     }
-    let names: Vec<&str> = app.settings.accounts.iter().map(|a| a.name.as_str()).collect();
-    let in_rotation: BTreeSet<&str> = health.in_rotation(names).into_iter().collect();
     for account in app.settings.accounts.iter().filter(|a| in_rotation.contains(a.name.as_str())) {
         for record in app.store.open_publications(&account.name).await? {
             report.alerts.extend(advance_one(app, record, now).await?);
@@ -363,19 +361,16 @@ fn definitions_digest(app: &App) -> String {
 }
 
 /// Checks every account in rotation whose last check is older than `DEFINITIONS_CHECK_EVERY` (or that
-/// was never checked, or checked against other definitions), and repairs what differs. `health` says which
-/// are in rotation.
+/// was never checked, or checked against other definitions), and repairs what differs.
 pub async fn sync_definitions(
     app: &App,
-    health: &HealthRecord,
+    in_rotation: &BTreeSet<&str>,
     now: DateTime<Utc>,
     report: &mut SweepReport,
 ) -> Result<(), StoreError> {
     let definitions = &app.settings.definitions;
     let every = app.settings.publish.definitions_check_every;
     let digest = definitions_digest(app);
-    let names: Vec<&str> = app.settings.accounts.iter().map(|a| a.name.as_str()).collect();
-    let in_rotation: BTreeSet<&str> = health.in_rotation(names).into_iter().collect();
     for account in app.settings.accounts.iter().filter(|a| in_rotation.contains(a.name.as_str())) {
         let last = app.store.definitions_check(&account.name).await?;
         // Something the service cannot show back may have changed (the webhook secret): rewrite what holds it.

@@ -100,10 +100,9 @@ pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreEr
         .store
         .update_health(|h| {
             let empty = h.alert_empty(names.iter().copied(), now, repeat);
-            match (empty.as_ref().unwrap_or(h).alert_last_account(names.iter().copied()), empty) {
-                (Some((next, last)), empty) => Some((next, (empty.is_some(), last))),
-                (None, Some(next)) => Some((next, (true, None))),
-                (None, None) => None,
+            match empty.as_ref().unwrap_or(h).alert_last_account(names.iter().copied()) {
+                Some((next, last)) => Some((next, (empty.is_some(), last))),
+                None => empty.map(|next| (next, (true, None))),
             }
         })
         .await?;
@@ -118,8 +117,9 @@ pub async fn sweep(app: &App, now: DateTime<Utc>) -> Result<SweepReport, StoreEr
     }
     // Publication last, so it never delays failover: definitions first (locators need their policies).
     // Both take the rotation from the health row as just read or written.
-    publish::sync_definitions(app, &health, now, &mut report).await?;
-    publish::advance_publications(app, &health, now, &mut report).await?;
+    let in_rotation: BTreeSet<&str> = health.in_rotation(names.iter().copied()).into_iter().collect();
+    publish::sync_definitions(app, &in_rotation, now, &mut report).await?;
+    publish::advance_publications(app, &in_rotation, now, &mut report).await?;
     // After every call of the sweep, so a refusal any of them met is reported in this sweep.
     check_credentials(app, now, &mut report).await?;
     // Notifications after that: a caller's slow callback never delays failover or publication, and a
